@@ -1,0 +1,75 @@
+/** Shared data shapes. Plain types only: no I/O here. */
+
+export type JobType = "command" | "script" | "binary";
+export type JobStatus = "scheduled" | "finished" | "error";
+export type ConcurrencyPolicy = "allow" | "forbid" | "replace";
+export type MisfirePolicy = "run_once" | "run_all" | "skip";
+export type RunStatus = "running" | "succeeded" | "failed" | "timed_out" | "skipped" | "missed";
+export type RunTrigger = "schedule" | "manual" | "retry" | "catchup";
+
+export interface Job {
+	id: string;
+	name: string | null;
+	status: JobStatus;
+	type: JobType;
+	executable: string;
+	/** SHA-256 (hex) and size of the stored object, for script and binary jobs. */
+	digest: string | null;
+	size: number | null;
+	schedule: string;
+	timezone: string;
+	runAs: string | null;
+	timeout: number | null;
+	recurring: boolean;
+	concurrency: ConcurrencyPolicy;
+	retries: number;
+	misfire: MisfirePolicy;
+	env: Record<string, string>;
+	suspended: boolean;
+	owner: string;
+	worker: string | null;
+	nextRunAt: string | null;
+	/** The newest scheduled fire time that has been handled (run, skipped or missed), ISO. */
+	lastScheduledAt: string | null;
+	lastRun: RunSummary | null;
+	createdAt: string;
+	updatedAt: string;
+}
+
+export interface RunSummary {
+	id: string;
+	status: RunStatus;
+	scheduledAt: string;
+	finishedAt: string | null;
+	exitCode: number | null;
+}
+
+export interface Run {
+	id: string;
+	jobId: string;
+	scheduledAt: string;
+	startedAt: string | null;
+	finishedAt: string | null;
+	status: RunStatus;
+	exitCode: number | null;
+	signal: string | null;
+	output: string;
+	node: string | null;
+	attempt: number;
+	trigger: RunTrigger;
+	error: string | null;
+}
+
+export interface User {
+	id: string;
+	name: string;
+	admin: boolean;
+	createdAt: string;
+}
+
+/** What an authenticated request carries in ctx.meta.user. */
+export interface AuthUser {
+	id: string;
+	name: string;
+	admin: boolean;
+}
