@@ -1,0 +1,226 @@
+/**
+ * Every znode path the coordination uses, built and parsed in one pure module.
+ *
+ * Layout under the root (default `/cronjob`):
+ *
+ *   <root>/workers/<workerId>                                 ephemeral, data = JSON WorkerRegistration
+ *   <root>/election/n_<guid>_<seq10>                          ephemeral sequential, data = candidate id
+ *   <root>/assignments/<workerId>/<jobId>                     persistent, empty: job assigned to worker
+ *   <root>/claims/<jobId>/<scheduledAt>/lock-<guid>-<seq10>   ephemeral sequential, data = owner
+ *
+ * `<guid>` makes sequential nodes "protected" (Curator's protection mode): after a connection loss
+ * during create, the client finds its own node by the guid. `<seq10>` is the 10-digit sequence
+ * ZooKeeper appends; the lowest sequence wins (leader / lock holder).
+ *
+ * Ids are encoded into one path segment: [A-Za-z0-9_.:-] stay as they are, every other character
+ * (including '/', '%', spaces, non-ASCII) becomes %XX of its UTF-8 bytes; segments "." and ".." (which
+ * ZooKeeper refuses) have their dots encoded. Parse functions return null on paths that are not ours
+ * or not canonically encoded.
+ */
+
+export const DEFAULT_ROOT = "/cronjob";
+
+const SAFE = /^[A-Za-z0-9_.:-]$/;
+const SEQ_DIGITS = 10;
+const GUID = /^[A-Za-z0-9]{1,64}$/;
+
+/** Encode an id (worker, job) into a single safe znode name. Throws on an empty id. */
+export function encodeId(id: string): string {
+	if (typeof id !== "string" || id.length === 0) throw new Error("id must be a non-empty string");
+	let out = "";
+	for (const ch of id) {
+		if (SAFE.test(ch)) out += ch;
+		else for (const b of Buffer.from(ch, "utf8")) out += "%" + b.toString(16).toUpperCase().padStart(2, "0");
+	}
+	if (out === "." || out === "..") out = out.replace(/\./g, "%2E");
+	return out;
+}
+
+/** Decode a segment made by encodeId, or null when it is not a canonical encoding. */
+export function decodeId(segment: string): string | null {
+	if (segment.length === 0 || segment.includes("/")) return null;
+	let decoded: string;
+	try {
+		decoded = decodeURIComponent(segment);
+	} catch {
+		return null;
+	}
+	if (decoded.length === 0) return null;
+	return encodeId(decoded) === segment ? decoded : null;
+}
+
+/** Validate and normalise a root path: absolute, no trailing slash, no empty/./.. segments. */
+export function normalizeRoot(root: string = DEFAULT_ROOT): string {
+	if (typeof root !== "string" || !root.startsWith("/")) throw new Error(`invalid coordination root "${root}": must start with /`);
+	const trimmed = root.length > 1 && root.endsWith("/") ? root.slice(0, -1) : root;
+	if (trimmed === "/") throw new Error("coordination root must not be /");
+	const segments = trimmed.slice(1).split("/");
+	for (const s of segments) {
+		if (s === "" || s === "." || s === ".." || s === "zookeeper" && segments.length === 1 || /[\u0000-\u001f\u007f]/.test(s)) {
+			throw new Error(`invalid coordination root "${root}"`);
+		}
+	}
+	return trimmed;
+}
+
+/** The 10-digit sequence ZooKeeper appended to a sequential node name, or null. */
+export function sequenceOf(name: string): number | null {
+	const m = /(\d{10})$/.exec(name);
+	return m ? Number(m[1]) : null;
+}
+
+function validGuid(guid: string): string {
+	if (!GUID.test(guid)) throw new Error(`invalid guid "${guid}": letters and digits only`);
+	return guid;
+}
+
+function validScheduledAt(scheduledAt: number): string {
+	if (!Number.isSafeInteger(scheduledAt) || scheduledAt < 0) throw new Error(`invalid scheduledAt ${scheduledAt}`);
+	return String(scheduledAt);
+}
+
+export interface ElectionNodeName {
+	guid: string;
+	seq: number;
+}
+
+export interface ClaimNodeName {
+	guid: string;
+	seq: number;
+}
+
+export interface ParsedClaim extends ClaimNodeName {
+	jobId: string;
+	scheduledAt: number;
+}
+
+/** Parse an election node name `n_<guid>_<seq10>`. */
+export function parseElectionName(name: string): ElectionNodeName | null {
+	const m = /^n_([A-Za-z0-9]{1,64})_(\d{10})$/.exec(name);
+	return m ? { guid: m[1], seq: Number(m[2]) } : null;
+}
+
+/** Parse a claim node name `lock-<guid>-<seq10>`. */
+export function parseClaimName(name: string): ClaimNodeName | null {
+	const m = /^lock-([A-Za-z0-9]{1,64})-(\d{10})$/.exec(name);
+	return m ? { guid: m[1], seq: Number(m[2]) } : null;
+}
+
+/** Compare sequential node names by their sequence (then by name). */
+export function bySequence(a: string, b: string): number {
+	const sa = sequenceOf(a) ?? Number.MAX_SAFE_INTEGER;
+	const sb = sequenceOf(b) ?? Number.MAX_SAFE_INTEGER;
+	return sa - sb || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+export class ZkPaths {
+	readonly root: string;
+	readonly workers: string;
+	readonly election: string;
+	readonly assignments: string;
+	readonly claims: string;
+
+	constructor(root: string = DEFAULT_ROOT) {
+		this.root = normalizeRoot(root);
+		this.workers = `${this.root}/workers`;
+		this.election = `${this.root}/election`;
+		this.assignments = `${this.root}/assignments`;
+		this.claims = `${this.root}/claims`;
+	}
+
+	/** The persistent parents created (idempotently) at start. */
+	basePaths(): string[] {
+		return [this.workers, this.election, this.assignments, this.claims];
+	}
+
+	worker(workerId: string): string {
+		return `${this.workers}/${encodeId(workerId)}`;
+	}
+
+	/** Worker id of `<root>/workers/<id>`, or null. */
+	parseWorker(path: string): string | null {
+		const seg = this.childOf(this.workers, path);
+		return seg === null ? null : decodeId(seg);
+	}
+
+	/** The path prefix to create an election node with (ZooKeeper appends the sequence). */
+	electionPrefix(guid: string): string {
+		return `${this.election}/n_${validGuid(guid)}_`;
+	}
+
+	electionNode(name: string): string {
+		return `${this.election}/${name}`;
+	}
+
+	parseElection(path: string): ElectionNodeName | null {
+		const seg = this.childOf(this.election, path);
+		return seg === null ? null : parseElectionName(seg);
+	}
+
+	assignmentWorker(workerId: string): string {
+		return `${this.assignments}/${encodeId(workerId)}`;
+	}
+
+	assignment(workerId: string, jobId: string): string {
+		return `${this.assignmentWorker(workerId)}/${encodeId(jobId)}`;
+	}
+
+	/** Worker id of `<root>/assignments/<worker>`, or null. */
+	parseAssignmentWorker(path: string): string | null {
+		const seg = this.childOf(this.assignments, path);
+		return seg === null ? null : decodeId(seg);
+	}
+
+	/** { workerId, jobId } of `<root>/assignments/<worker>/<job>`, or null. */
+	parseAssignment(path: string): { workerId: string; jobId: string } | null {
+		const rest = this.below(this.assignments, path);
+		if (rest === null) return null;
+		const parts = rest.split("/");
+		if (parts.length !== 2) return null;
+		const workerId = decodeId(parts[0]);
+		const jobId = decodeId(parts[1]);
+		return workerId !== null && jobId !== null ? { workerId, jobId } : null;
+	}
+
+	claimJob(jobId: string): string {
+		return `${this.claims}/${encodeId(jobId)}`;
+	}
+
+	claim(jobId: string, scheduledAt: number): string {
+		return `${this.claimJob(jobId)}/${validScheduledAt(scheduledAt)}`;
+	}
+
+	/** The path prefix to create a claim lock node with (ZooKeeper appends the sequence). */
+	claimPrefix(jobId: string, scheduledAt: number, guid: string): string {
+		return `${this.claim(jobId, scheduledAt)}/lock-${validGuid(guid)}-`;
+	}
+
+	/** Parse `<root>/claims/<job>/<scheduledAt>/lock-<guid>-<seq>`, or null. */
+	parseClaim(path: string): ParsedClaim | null {
+		const rest = this.below(this.claims, path);
+		if (rest === null) return null;
+		const parts = rest.split("/");
+		if (parts.length !== 3) return null;
+		const jobId = decodeId(parts[0]);
+		if (jobId === null || !/^(0|[1-9]\d*)$/.test(parts[1])) return null;
+		const scheduledAt = Number(parts[1]);
+		if (!Number.isSafeInteger(scheduledAt)) return null;
+		const name = parseClaimName(parts[2]);
+		return name ? { jobId, scheduledAt, ...name } : null;
+	}
+
+	/** The single segment of `path` directly under `parent`, or null. */
+	private childOf(parent: string, path: string): string | null {
+		const rest = this.below(parent, path);
+		return rest === null || rest.includes("/") ? null : rest;
+	}
+
+	/** What follows `parent + "/"` in path (non-empty), or null. */
+	private below(parent: string, path: string): string | null {
+		if (typeof path !== "string" || !path.startsWith(parent + "/")) return null;
+		const rest = path.slice(parent.length + 1);
+		return rest.length === 0 || rest.endsWith("/") || rest.includes("//") ? null : rest;
+	}
+}
+
+export const SEQUENCE_DIGITS = SEQ_DIGITS;
