@@ -1,0 +1,25 @@
+/**
+ * CoordinationMixin(factory): gives a service its own coordination session as `this.coordination`
+ * (created in `created`, connected in `started`, closed in `stopped`). The single-node default
+ * passes a factory of MemoryCoordination sessions; the cluster passes ZookeeperMixin's.
+ */
+import type { Service, ServiceSchema } from "moleculer";
+import type { Coordination } from "../lib/coordination";
+
+export interface CoordinationService extends Service {
+	coordination: Coordination;
+}
+
+export function CoordinationMixin(factory: () => Coordination): Partial<ServiceSchema> {
+	return {
+		created(this: CoordinationService) {
+			this.coordination = factory();
+		},
+		async started(this: CoordinationService) {
+			await this.coordination.connect();
+		},
+		async stopped(this: CoordinationService) {
+			await this.coordination.close();
+		},
+	};
+}
