@@ -49,3 +49,16 @@ export class FieldError extends Error {
 		this.name = "FieldError";
 	}
 }
+
+/**
+ * Turn an error from a pure module into the client error the API answers: a FieldError becomes 422
+ * naming its field (403 for a forbidden value, 413 for an oversized one); anything else is returned
+ * unchanged.
+ */
+export function toClientError(err: unknown): unknown {
+	if (!(err instanceof FieldError)) return err;
+	const kind = (err as { constructor: { name: string } }).constructor.name;
+	if (kind === "ForbiddenFieldError") return forbidden(err.message, err.field);
+	if (kind === "TooLargeError") return tooLarge(err.field, Number((err as unknown as { limit?: number }).limit ?? 0));
+	return invalidField(err.field, err.message);
+}

@@ -3,7 +3,7 @@
  * (created in `created`, connected in `started`, closed in `stopped`). The single-node default
  * passes a factory of MemoryCoordination sessions; the cluster passes ZookeeperMixin's.
  */
-import type { Service, ServiceSchema } from "moleculer";
+import type { Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import type { Coordination } from "../lib/coordination";
 
 export interface CoordinationService extends Service {
@@ -11,7 +11,7 @@ export interface CoordinationService extends Service {
 }
 
 export function CoordinationMixin(factory: () => Coordination): Partial<ServiceSchema> {
-	return {
+	const mixin: Partial<ServiceSchema<ServiceSettingSchema, CoordinationService>> = {
 		created(this: CoordinationService) {
 			this.coordination = factory();
 		},
@@ -22,4 +22,6 @@ export function CoordinationMixin(factory: () => Coordination): Partial<ServiceS
 			await this.coordination.close();
 		},
 	};
+	// Moleculer types lifecycle handlers on the base Service; the mixin's `this` has `coordination`.
+	return mixin as unknown as Partial<ServiceSchema>;
 }

@@ -1,0 +1,105 @@
+/**
+ * Configuration from the environment. `loadConfig(env)` is pure: it reads only the object it is
+ * given, so tests build configs without touching process.env.
+ */
+import * as os from "node:os";
+import * as path from "node:path";
+
+export const ALL_SERVICES = ["api", "users", "jobs", "manager", "worker"] as const;
+export type ServiceName = (typeof ALL_SERVICES)[number];
+
+export interface S3Config {
+	endpoint: string;
+	bucket: string;
+	region: string;
+	accessKeyId: string;
+	secretAccessKey: string;
+}
+
+export interface Config {
+	port: number;
+	dataDir: string;
+	adminToken: string | null;
+	/** null = SQLite files in the data folder. */
+	databaseUrl: string | null;
+	/** null = in-process coordination. */
+	zookeeper: string | null;
+	zkRoot: string;
+	zkSessionTimeoutMs: number;
+	/** null = no transporter (single process). */
+	transporter: string | null;
+	/** null = local object folder. */
+	s3: S3Config | null;
+	services: ServiceName[];
+	nodeId: string;
+	namespace: string;
+	logLevel: string;
+	/** The unprivileged account jobs without runAs use when the worker runs as root. */
+	defaultRunUser: string;
+	maxUploadBytes: number;
+	maxOutputBytes: number;
+	/** A worker whose clock is off the database's by more than this gets no jobs. */
+	clockSkewBoundMs: number;
+	heartbeatMs: number;
+	workerCapacity: number;
+	metricsPort: number | null;
+}
+
+function int(env: NodeJS.ProcessEnv, name: string, def: number): number {
+	const raw = env[name];
+	if (raw === undefined || raw === "") return def;
+	const n = Number(raw);
+	if (!Number.isFinite(n)) throw new Error(`${name} must be a number, got ${JSON.stringify(raw)}`);
+	return n;
+}
+
+function str(env: NodeJS.ProcessEnv, name: string): string | null {
+	const raw = env[name];
+	return raw === undefined || raw.trim() === "" ? null : raw.trim();
+}
+
+/** `SERVICES=api,jobs`: `jobs` brings `users` along (it owns the users table beside jobs and runs). */
+export function parseServices(raw: string | null): ServiceName[] {
+	const names = (raw ?? "api,jobs,manager,worker").split(",").map((s) => s.trim()).filter(Boolean);
+	const out = new Set<ServiceName>();
+	for (const n of names) {
+		if (!(ALL_SERVICES as readonly string[]).includes(n)) throw new Error(`SERVICES: unknown service ${JSON.stringify(n)} (known: ${ALL_SERVICES.join(", ")})`);
+		out.add(n as ServiceName);
+		if (n === "jobs") out.add("users");
+	}
+	return ALL_SERVICES.filter((s) => out.has(s));
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config {
+	const s3Endpoint = str(env, "S3_ENDPOINT");
+	return {
+		port: int(env, "PORT", 30000),
+		dataDir: path.resolve(cwd, str(env, "CRONJOB_DATA_DIR") ?? "./data"),
+		adminToken: str(env, "CRONJOB_ADMIN_TOKEN"),
+		databaseUrl: str(env, "DATABASE_URL"),
+		zookeeper: str(env, "ZOOKEEPER"),
+		zkRoot: str(env, "ZOOKEEPER_ROOT") ?? "/cronjob",
+		zkSessionTimeoutMs: int(env, "ZOOKEEPER_SESSION_TIMEOUT_MS", 2000),
+		transporter: str(env, "TRANSPORTER"),
+		s3: s3Endpoint
+			? {
+					endpoint: s3Endpoint,
+					bucket: str(env, "S3_BUCKET") ?? "cronjob",
+					region: str(env, "AWS_REGION") ?? "us-east-1",
+					accessKeyId: str(env, "AWS_ACCESS_KEY_ID") ?? "",
+					secretAccessKey: str(env, "AWS_SECRET_ACCESS_KEY") ?? "",
+				}
+			: null,
+		services: parseServices(str(env, "SERVICES")),
+		nodeId: str(env, "NODE_ID") ?? `${os.hostname()}-${process.pid}`,
+		namespace: str(env, "NAMESPACE") ?? "",
+		logLevel: str(env, "LOG_LEVEL") ?? "info",
+		defaultRunUser: str(env, "CRONJOB_RUN_USER") ?? "nobody",
+		maxUploadBytes: int(env, "CRONJOB_MAX_UPLOAD_BYTES", 16 * 1024 * 1024),
+		maxOutputBytes: int(env, "CRONJOB_MAX_OUTPUT_BYTES", 64 * 1024),
+		clockSkewBoundMs: int(env, "CRONJOB_CLOCK_SKEW_MS", 1000),
+		heartbeatMs: int(env, "CRONJOB_HEARTBEAT_MS", 10000),
+		workerCapacity: int(env, "CRONJOB_WORKER_CAPACITY", 100000),
+		metricsPort: str(env, "METRICS_PORT") ? int(env, "METRICS_PORT", 3030) : null,
+	};
+}

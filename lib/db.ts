@@ -1,0 +1,50 @@
+/**
+ * Database connection options for the sequelize adapter: SQLite files in the data folder on the
+ * embedded default, MySQL/MariaDB from DATABASE_URL in a cluster. Each service that owns tables gets
+ * its own connection (and, on SQLite, its own file).
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { Sequelize, type Options } from "sequelize";
+import type { Config } from "./config";
+
+export function createSequelize(config: Config, owner: string, logger?: (msg: string) => void): Sequelize {
+	const common: Options = { logging: false, benchmark: false };
+	if (config.databaseUrl) {
+		const url = config.databaseUrl;
+		if (!/^(mysql|mariadb):\/\//.test(url)) throw new Error("DATABASE_URL must be mysql://user:pass@host:port/db");
+		return new Sequelize(url.replace(/^mariadb:/, "mysql:"), {
+			...common,
+			dialect: "mysql",
+			timezone: "+00:00",
+			pool: { max: 10, min: 0, acquire: 5000, idle: 10000 },
+			dialectOptions: { connectTimeout: 3000, supportBigNumbers: true, bigNumberStrings: false },
+			retry: { max: 0 },
+		});
+	}
+	fs.mkdirSync(config.dataDir, { recursive: true });
+	const storage = path.join(config.dataDir, `${owner}.sqlite`);
+	const seq = new Sequelize({ ...common, dialect: "sqlite", storage, pool: { max: 1, min: 1, idle: 60000 } });
+	// WAL lets readers run beside the writer; NORMAL sync is durable across process crashes.
+	seq.addHook("afterConnect", async (conn: unknown) => {
+		const db = conn as { run(sql: string, cb: (err: Error | null) => void): void };
+		for (const sql of ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=5000"]) {
+			await new Promise<void>((resolve, reject) => db.run(sql, (err) => (err ? reject(err) : resolve())));
+		}
+	});
+	logger?.(`SQLite database ${storage}`);
+	return seq;
+}
+
+/** True for errors that mean "the database is unreachable right now" (answer 503, retry later). */
+export function isConnectionError(err: unknown): boolean {
+	const e = err as { name?: string; original?: { code?: string }; parent?: { code?: string }; code?: string };
+	const name = e?.name ?? "";
+	if (/Sequelize(Connection|ConnectionRefused|HostNotFound|HostNotReachable|ConnectionTimedOut|ConnectionAcquireTimeout|AccessDenied)Error/.test(name)) return true;
+	const code = e?.original?.code ?? e?.parent?.code ?? e?.code ?? "";
+	return ["ECONNREFUSED", "ECONNRESET", "PROTOCOL_CONNECTION_LOST", "ETIMEDOUT", "EPIPE", "ER_SERVER_SHUTDOWN", "SQLITE_BUSY"].includes(code);
+}
+
+export function isUniqueViolation(err: unknown): boolean {
+	return (err as { name?: string })?.name === "SequelizeUniqueConstraintError";
+}

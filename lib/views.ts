@@ -1,0 +1,157 @@
+/** Row <-> API shapes. Pure. Times are stored as epoch milliseconds and answered as ISO strings. */
+import type { Job, Run, RunSummary, JobStatus, JobType, ConcurrencyPolicy, MisfirePolicy, RunStatus, RunTrigger } from "./types";
+
+export const iso = (ms: number | null | undefined): string | null => (ms === null || ms === undefined ? null : new Date(Number(ms)).toISOString());
+
+export interface JobRow {
+	id: string;
+	name: string | null;
+	status: JobStatus;
+	type: JobType;
+	executable: string;
+	digest: string | null;
+	size: number | null;
+	schedule: string;
+	timezone: string;
+	runAs: string | null;
+	timeout: number | null;
+	recurring: boolean;
+	concurrency: ConcurrencyPolicy;
+	retries: number;
+	misfire: MisfirePolicy;
+	env: string;
+	suspended: boolean;
+	owner: string;
+	worker: string | null;
+	nextRunAt: number | null;
+	lastScheduledAt: number | null;
+	lastRun: string | null;
+	deletedAt: number | null;
+	createdAt: number;
+	updatedAt: number;
+}
+
+export interface RunRow {
+	id: string;
+	jobId: string;
+	scheduledAt: number;
+	attempt: number;
+	trigger: RunTrigger;
+	status: RunStatus;
+	startedAt: number | null;
+	finishedAt: number | null;
+	exitCode: number | null;
+	signal: string | null;
+	output: string;
+	node: string | null;
+	error: string | null;
+}
+
+function parseJson<T>(raw: string | null, fallback: T): T {
+	if (!raw) return fallback;
+	try {
+		return JSON.parse(raw) as T;
+	} catch {
+		return fallback;
+	}
+}
+
+export function jobView(row: JobRow): Job {
+	return {
+		id: row.id,
+		name: row.name,
+		status: row.status,
+		executable: row.executable,
+		schedule: row.schedule,
+		type: row.type,
+		timezone: row.timezone,
+		runAs: row.runAs,
+		timeout: row.timeout,
+		recurring: !!row.recurring,
+		concurrency: row.concurrency,
+		retries: row.retries,
+		misfire: row.misfire,
+		env: parseJson<Record<string, string>>(row.env, {}),
+		suspended: !!row.suspended,
+		digest: row.digest,
+		size: row.size === null ? null : Number(row.size),
+		owner: row.owner,
+		worker: row.worker,
+		nextRunAt: iso(row.nextRunAt),
+		lastScheduledAt: iso(row.lastScheduledAt),
+		lastRun: parseJson<RunSummary | null>(row.lastRun, null),
+		createdAt: iso(row.createdAt) as string,
+		updatedAt: iso(row.updatedAt) as string,
+	};
+}
+
+export function runView(row: RunRow): Run {
+	return {
+		id: row.id,
+		jobId: row.jobId,
+		scheduledAt: iso(row.scheduledAt) as string,
+		startedAt: iso(row.startedAt),
+		finishedAt: iso(row.finishedAt),
+		status: row.status,
+		exitCode: row.exitCode,
+		signal: row.signal,
+		output: row.output ?? "",
+		node: row.node,
+		attempt: row.attempt,
+		trigger: row.trigger,
+		error: row.error,
+	};
+}
+
+export function runSummary(row: RunRow): RunSummary {
+	return { id: row.id, status: row.status, scheduledAt: iso(row.scheduledAt) as string, finishedAt: iso(row.finishedAt), exitCode: row.exitCode };
+}
+
+/** The job as the worker needs it (times as numbers). */
+export interface WorkerJob {
+	id: string;
+	type: JobType;
+	executable: string;
+	digest: string | null;
+	size: number | null;
+	schedule: string;
+	timezone: string;
+	runAs: string | null;
+	timeout: number | null;
+	recurring: boolean;
+	concurrency: ConcurrencyPolicy;
+	retries: number;
+	misfire: MisfirePolicy;
+	env: Record<string, string>;
+	suspended: boolean;
+	status: JobStatus;
+	deleted: boolean;
+	lastScheduledAt: number | null;
+	createdAt: number;
+	updatedAt: number;
+}
+
+export function workerJobView(row: JobRow): WorkerJob {
+	return {
+		id: row.id,
+		type: row.type,
+		executable: row.executable,
+		digest: row.digest,
+		size: row.size === null ? null : Number(row.size),
+		schedule: row.schedule,
+		timezone: row.timezone,
+		runAs: row.runAs,
+		timeout: row.timeout,
+		recurring: !!row.recurring,
+		concurrency: row.concurrency,
+		retries: row.retries,
+		misfire: row.misfire,
+		env: parseJson<Record<string, string>>(row.env, {}),
+		suspended: !!row.suspended,
+		status: row.status,
+		deleted: row.deletedAt !== null,
+		lastScheduledAt: row.lastScheduledAt === null ? null : Number(row.lastScheduledAt),
+		createdAt: Number(row.createdAt),
+		updatedAt: Number(row.updatedAt),
+	};
+}
