@@ -1,0 +1,64 @@
+/**
+ * Builds one node: the broker from moleculer.config.ts and the services named in Config.services,
+ * each given its dependencies (clock, coordination factory, object store). Used by bin/cronjob.ts
+ * and by the tests, so both run exactly the same wiring.
+ */
+import { ServiceBroker, type ServiceSchema } from "moleculer";
+import { brokerOptions } from "../moleculer.config";
+import createApiService from "../services/api.service";
+import createJobsService from "../services/jobs.service";
+import createManagerService from "../services/manager.service";
+import createUsersService from "../services/users.service";
+import createWorkerService from "../services/worker.service";
+import { systemClock, type Clock } from "./clock";
+import type { Config } from "./config";
+import type { Coordination } from "./coordination";
+import { MemoryCoordination, MemoryCoordinationHub } from "./coordination-memory";
+import type { ObjectStore } from "./objectstore";
+import { createObjectStore } from "./objectstore-factory";
+import { ZookeeperCoordination } from "../mixins/zookeeper.mixin";
+
+export interface NodeDeps {
+	clock?: Clock;
+	/** Shared in-process coordination (single-node default, tests); ignored when config.zookeeper is set. */
+	hub?: MemoryCoordinationHub;
+	objectStore?: ObjectStore;
+}
+
+export function coordinationFactory(config: Config, hub: MemoryCoordinationHub): () => Coordination {
+	if (config.zookeeper) {
+		const connectionString = config.zookeeper;
+		return () => new ZookeeperCoordination({ connectionString, root: config.zkRoot, sessionTimeoutMs: config.zkSessionTimeoutMs });
+	}
+	return () => new MemoryCoordination(hub);
+}
+
+export function createNode(config: Config, deps: NodeDeps = {}): ServiceBroker {
+	const clock = deps.clock ?? systemClock();
+	const hub = deps.hub ?? new MemoryCoordinationHub();
+	const objectStore = deps.objectStore ?? createObjectStore({ dataDir: config.dataDir, s3: config.s3 });
+	const coordination = coordinationFactory(config, hub);
+	const broker = new ServiceBroker(brokerOptions(config));
+	// Each factory types `this` with its own service shape; the broker takes the base schema type.
+	const add = (schema: unknown) => broker.createService(schema as ServiceSchema);
+	for (const name of config.services) {
+		switch (name) {
+			case "api":
+				add(createApiService({ config }));
+				break;
+			case "users":
+				add(createUsersService({ config, clock }));
+				break;
+			case "jobs":
+				add(createJobsService({ config, clock, objectStore }));
+				break;
+			case "manager":
+				add(createManagerService({ config, clock, coordination }));
+				break;
+			case "worker":
+				add(createWorkerService({ config, clock, coordination, objectStore }));
+				break;
+		}
+	}
+	return broker;
+}

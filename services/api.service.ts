@@ -1,0 +1,148 @@
+/**
+ * api.gateway: the REST API on moleculer-web. Every route but GET /health needs a bearer token;
+ * errors are JSON {name, message, code, type, data} with data.field naming the offending field.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Context, Service, ServiceSchema } from "moleculer";
+import ApiGateway from "moleculer-web";
+import type { Config } from "../lib/config";
+import { unauthorized } from "../lib/errors";
+import type { AuthUser } from "../lib/types";
+
+export interface ApiDeps {
+	config: Config;
+}
+
+type Req = IncomingMessage & { $ctx?: Context; headers: Record<string, string | string[] | undefined> };
+
+interface ApiThis extends Service {
+	settings: { port: number };
+}
+
+/** Shape any error as the API's JSON error; fastest-validator's array data gets a `field`. */
+export function errorBody(err: unknown): { status: number; body: Record<string, unknown> } {
+	const e = (err ?? {}) as { name?: string; message?: string; code?: unknown; type?: string; data?: unknown; status?: number; statusCode?: number };
+	let code = typeof e.code === "number" ? e.code : Number(e.status ?? e.statusCode ?? 500);
+	if (!Number.isInteger(code) || code < 400 || code > 599) code = 500;
+	let data = e.data ?? null;
+	let name = e.name ?? "Error";
+	let type = e.type ?? null;
+	let message = e.message ?? "Internal error";
+	if (Array.isArray(data)) {
+		const first = data[0] as { field?: string; message?: string } | undefined;
+		data = { field: first?.field ?? null, errors: data };
+		if (first?.message) message = first.message;
+	}
+	// body-parser errors (entity.too.large, entity.parse.failed) carry no field.
+	if (type === "entity.too.large" || code === 413) {
+		name = "PayloadTooLarge";
+		type = "PAYLOAD_TOO_LARGE";
+		data = { field: (data as { field?: string } | null)?.field ?? "body", ...((data as object) ?? {}) };
+	} else if (type === "entity.parse.failed") {
+		name = "InvalidJSON";
+		type = "INVALID_JSON";
+		code = 400;
+		data = { field: "body" };
+	}
+	if (code >= 500 && code !== 503) message = "Internal error";
+	return { status: code, body: { name, message, code, type, data } };
+}
+
+export default function createApiService(deps: ApiDeps): ServiceSchema {
+	const { config } = deps;
+	// Base64 grows by 4/3; the JSON body may carry a little more than the executable.
+	const jsonLimit = Math.ceil((config.maxUploadBytes * 4) / 3) + 64 * 1024;
+	const onError = function (this: ApiThis, _req: Req, res: ServerResponse, err: unknown) {
+		const { status, body } = errorBody(err);
+		if (status >= 500 && status !== 503) this.logger.error("Request failed", err);
+		res.setHeader("Content-Type", "application/json; charset=utf-8");
+		res.writeHead(status);
+		res.end(JSON.stringify(body));
+	};
+	return {
+		name: "api",
+		mixins: [ApiGateway],
+		settings: {
+			port: config.port,
+			ip: process.env.HOST ?? "0.0.0.0",
+			log4XXResponses: false,
+			logRequest: "debug",
+			logResponse: "debug",
+			onError,
+			routes: [
+				{
+					name: "health",
+					path: "/health",
+					authentication: false,
+					bodyParsers: { json: false },
+					mappingPolicy: "restrict",
+					aliases: { "GET /": "api.health" },
+					onError,
+				},
+				{
+					name: "rest",
+					path: "/",
+					authentication: true,
+					mappingPolicy: "restrict",
+					bodyParsers: { json: { limit: jsonLimit, strict: true } },
+					aliases: {
+						"POST /jobs": "jobs.createJob",
+						"GET /jobs": "jobs.listJobs",
+						"GET /jobs/:id": "jobs.getJob",
+						"PATCH /jobs/:id": "jobs.updateJob",
+						"DELETE /jobs/:id": "jobs.removeJob",
+						"POST /jobs/:id/run": "jobs.triggerJob",
+						"GET /jobs/:id/runs": "jobs.jobRuns",
+						"GET /jobs/:id/executable": "jobs.jobExecutable",
+						"GET /schedule/preview": "jobs.preview",
+						"GET /workers": "manager.workers",
+						"POST /users": "users.createUser",
+						"GET /users": "users.listUsers",
+						"DELETE /users/:id": "users.removeUser",
+					},
+					onError,
+				},
+			],
+		},
+
+		actions: {
+			/** 200 with each backend's state; 503 when one is down. */
+			health: {
+				visibility: "public",
+				params: {},
+				async handler(this: ApiThis, ctx: Context<Record<string, never>, { $statusCode?: number }>) {
+					const backends: Record<string, unknown> = {};
+					let ok = true;
+					const ask = async (name: string, action: string) => {
+						try {
+							const res = (await ctx.call(action, {}, { timeout: 2000, retries: 0 })) as Record<string, { ok: boolean }>;
+							for (const [k, v] of Object.entries(res)) {
+								backends[k] = v;
+								if (!v.ok) ok = false;
+							}
+						} catch (err) {
+							backends[name] = { ok: false, error: (err as Error).message };
+							ok = false;
+						}
+					};
+					await Promise.all([ask("jobs", "jobs.health"), ask("manager", "manager.health"), ask("worker", "worker.health")]);
+					if (!ok) ctx.meta.$statusCode = 503;
+					return { status: ok ? "ok" : "degraded", node: this.broker.nodeID, backends };
+				},
+			},
+		},
+
+		methods: {
+			/** Bearer token -> ctx.meta.user; 401 otherwise. */
+			async authenticate(this: ApiThis, ctx: Context, _route: unknown, req: Req): Promise<AuthUser> {
+				const header = req.headers.authorization;
+				const value = Array.isArray(header) ? header[0] : header;
+				const m = value ? /^Bearer\s+(\S+)\s*$/i.exec(value) : null;
+				if (!m) throw unauthorized();
+				const user = (await ctx.call("users.authenticate", { token: m[1] })) as AuthUser | null;
+				if (!user) throw unauthorized("Invalid bearer token");
+				return user;
+			},
+		},
+	};
+}

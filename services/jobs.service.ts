@@ -1,0 +1,650 @@
+/**
+ * jobs: persists jobs and their runs (moleculer-db + sequelize; SQLite on the embedded default,
+ * MySQL/MariaDB with DATABASE_URL). Owns the `jobs` and `runs` tables. REST-facing actions take the
+ * caller from ctx.meta.user; the worker and manager use the internal ones over the broker.
+ */
+import { randomUUID } from "node:crypto";
+import type { Readable } from "node:stream";
+import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
+import DbService from "moleculer-db";
+import SqlAdapter from "moleculer-db-adapter-sequelize";
+import { DataTypes, Op, type ModelStatic, type Model, type Sequelize } from "sequelize";
+import type { Clock } from "../lib/clock";
+import type { Config } from "../lib/config";
+import { createSequelize, isConnectionError, isUniqueViolation } from "../lib/db";
+import { conflict, invalidField, notFound, toClientError, unauthorized, unavailable } from "../lib/errors";
+import type { ObjectStore } from "../lib/objectstore";
+import { jobStatusAfterRun } from "../lib/policies";
+import { nextFireTimes, validateTimezone, parseSchedule } from "../lib/schedule";
+import type { AuthUser, RunStatus, RunTrigger } from "../lib/types";
+import { decodeExecutable, sha256Hex } from "../lib/upload";
+import { validateJobCreate, validateJobPatch } from "../lib/validation";
+import { iso, jobView, runSummary, runView, workerJobView, type JobRow, type RunRow } from "../lib/views";
+
+export interface JobsDeps {
+	config: Config;
+	clock: Clock;
+	objectStore: ObjectStore;
+}
+
+type Meta = { user?: AuthUser; $statusCode?: number; $responseType?: string; $responseHeaders?: Record<string, string> };
+type Ctx<P = Record<string, unknown>> = Context<P, Meta>;
+
+interface JobsThis extends Service {
+	adapter: { db: Sequelize; model: ModelStatic<Model> };
+	runs: ModelStatic<Model>;
+	deps: JobsDeps;
+	requireUser(ctx: Ctx<unknown>): AuthUser;
+	findOwned(ctx: Ctx<unknown>, id: string): Promise<JobRow>;
+	guard<T>(fn: () => Promise<T>): Promise<T>;
+	storeExecutable(type: string, executable: string): Promise<{ executable: string; digest: string | null; size: number | null }>;
+	nextRunAt(schedule: string, timezone: string, after: number): number | null;
+	changed(id: string, op: string): void;
+}
+
+const JOB_FIELDS = {
+	id: { type: DataTypes.STRING(36), primaryKey: true },
+	name: { type: DataTypes.STRING(200), allowNull: true },
+	status: { type: DataTypes.STRING(16), allowNull: false },
+	type: { type: DataTypes.STRING(16), allowNull: false },
+	executable: { type: DataTypes.TEXT, allowNull: false },
+	digest: { type: DataTypes.STRING(64), allowNull: true },
+	size: { type: DataTypes.BIGINT, allowNull: true },
+	schedule: { type: DataTypes.STRING(200), allowNull: false },
+	timezone: { type: DataTypes.STRING(64), allowNull: false },
+	runAs: { type: DataTypes.STRING(32), allowNull: true },
+	timeout: { type: DataTypes.INTEGER, allowNull: true },
+	recurring: { type: DataTypes.BOOLEAN, allowNull: false },
+	concurrency: { type: DataTypes.STRING(8), allowNull: false },
+	retries: { type: DataTypes.INTEGER, allowNull: false },
+	misfire: { type: DataTypes.STRING(8), allowNull: false },
+	env: { type: DataTypes.TEXT, allowNull: false },
+	suspended: { type: DataTypes.BOOLEAN, allowNull: false },
+	owner: { type: DataTypes.STRING(36), allowNull: false },
+	worker: { type: DataTypes.STRING(200), allowNull: true },
+	nextRunAt: { type: DataTypes.BIGINT, allowNull: true },
+	lastScheduledAt: { type: DataTypes.BIGINT, allowNull: true },
+	lastRun: { type: DataTypes.TEXT, allowNull: true },
+	deletedAt: { type: DataTypes.BIGINT, allowNull: true },
+	createdAt: { type: DataTypes.BIGINT, allowNull: false },
+	updatedAt: { type: DataTypes.BIGINT, allowNull: false },
+};
+
+const RUN_FIELDS = {
+	id: { type: DataTypes.STRING(36), primaryKey: true },
+	jobId: { type: DataTypes.STRING(36), allowNull: false },
+	scheduledAt: { type: DataTypes.BIGINT, allowNull: false },
+	attempt: { type: DataTypes.INTEGER, allowNull: false },
+	trigger: { type: DataTypes.STRING(16), allowNull: false },
+	status: { type: DataTypes.STRING(16), allowNull: false },
+	startedAt: { type: DataTypes.BIGINT, allowNull: true },
+	finishedAt: { type: DataTypes.BIGINT, allowNull: true },
+	exitCode: { type: DataTypes.INTEGER, allowNull: true },
+	signal: { type: DataTypes.STRING(16), allowNull: true },
+	output: { type: DataTypes.TEXT("medium"), allowNull: false },
+	node: { type: DataTypes.STRING(200), allowNull: true },
+	error: { type: DataTypes.TEXT, allowNull: true },
+};
+
+/** Fields a user may send; anything the validator lets through is typed by lib/validation. */
+const JOB_PARAMS = {
+	executable: { type: "any", optional: true },
+	schedule: { type: "any", optional: true },
+	type: { type: "any", optional: true },
+	name: { type: "any", optional: true },
+	timezone: { type: "any", optional: true },
+	runAs: { type: "any", optional: true },
+	timeout: { type: "any", optional: true },
+	recurring: { type: "any", optional: true },
+	concurrency: { type: "any", optional: true },
+	retries: { type: "any", optional: true },
+	misfire: { type: "any", optional: true },
+	env: { type: "any", optional: true },
+	suspended: { type: "any", optional: true },
+	$$strict: false,
+};
+
+const ID = { type: "string", min: 1, max: 64 };
+
+export default function createJobsService(deps: JobsDeps): ServiceSchema<ServiceSettingSchema, JobsThis> {
+	const { config, clock } = deps;
+	return {
+		name: "jobs",
+		mixins: [DbService],
+		adapter: new SqlAdapter(createSequelize(config, "jobs")),
+		model: {
+			name: "job",
+			define: JOB_FIELDS,
+			options: {
+				tableName: "jobs",
+				timestamps: false,
+				indexes: [{ fields: ["owner"] }, { fields: ["status"] }, { fields: ["worker"] }],
+			},
+		},
+		settings: { idField: "id" },
+
+		// moleculer-db's generic CRUD actions are replaced by the ones below (ownership, validation).
+		actions: {
+			find: false,
+			count: false,
+			list: false,
+			insert: false,
+			update: false,
+			remove: false,
+			get: false,
+			create: false,
+
+			// ---- REST-facing ----
+			createJob: {
+				params: JOB_PARAMS,
+				async handler(this: JobsThis, ctx: Ctx) {
+					const user = this.requireUser(ctx);
+					const body = { ...ctx.params };
+					let input;
+					try {
+						input = validateJobCreate(body, { admin: user.admin });
+					} catch (err) {
+						throw toClientError(err);
+					}
+					const stored = await this.storeExecutable(input.type, input.executable);
+					const now = clock.now();
+					const row: JobRow = {
+						id: randomUUID(),
+						name: input.name ?? null,
+						status: "scheduled",
+						type: input.type,
+						executable: stored.executable,
+						digest: stored.digest,
+						size: stored.size,
+						schedule: input.schedule,
+						timezone: input.timezone,
+						runAs: input.runAs ?? null,
+						timeout: input.timeout ?? null,
+						recurring: input.recurring,
+						concurrency: input.concurrency,
+						retries: input.retries,
+						misfire: input.misfire,
+						env: JSON.stringify(input.env ?? {}),
+						suspended: input.suspended ?? false,
+						owner: user.id,
+						worker: null,
+						nextRunAt: input.suspended ? null : this.nextRunAt(input.schedule, input.timezone, now),
+						lastScheduledAt: null,
+						lastRun: null,
+						deletedAt: null,
+						createdAt: now,
+						updatedAt: now,
+					};
+					await this.guard(() => this.adapter.model.create(row as never));
+					this.changed(row.id, "created");
+					ctx.meta.$statusCode = 201;
+					return jobView(row);
+				},
+			},
+
+			listJobs: {
+				params: {
+					status: { type: "enum", values: ["scheduled", "finished", "error"], optional: true },
+					limit: { type: "number", integer: true, min: 1, max: 1000, optional: true, convert: true },
+					offset: { type: "number", integer: true, min: 0, optional: true, convert: true },
+				},
+				async handler(this: JobsThis, ctx: Ctx<{ status?: string; limit?: number; offset?: number }>) {
+					const user = this.requireUser(ctx);
+					const where: Record<string, unknown> = {};
+					if (!user.admin) where.owner = user.id;
+					if (ctx.params.status) where.status = ctx.params.status;
+					const rows = await this.guard(() =>
+						this.adapter.model.findAll({ where, order: [["createdAt", "DESC"], ["id", "ASC"]], limit: ctx.params.limit ?? 100, offset: ctx.params.offset ?? 0, raw: true }),
+					);
+					return (rows as unknown as JobRow[]).map(jobView);
+				},
+			},
+
+			getJob: {
+				params: { id: ID },
+				async handler(this: JobsThis, ctx: Ctx<{ id: string }>) {
+					return jobView(await this.findOwned(ctx, ctx.params.id));
+				},
+			},
+
+			updateJob: {
+				params: { id: ID, ...JOB_PARAMS },
+				async handler(this: JobsThis, ctx: Ctx<{ id: string } & Record<string, unknown>>) {
+					const user = this.requireUser(ctx);
+					const { id, ...body } = ctx.params;
+					const job = await this.findOwned(ctx, id);
+					if (job.deletedAt !== null) throw conflict("The job was deleted", "id");
+					let patch;
+					try {
+						patch = validateJobPatch(body, { admin: user.admin });
+					} catch (err) {
+						throw toClientError(err);
+					}
+					const now = clock.now();
+					const changes: Partial<JobRow> = { updatedAt: now };
+					for (const key of ["name", "schedule", "timezone", "runAs", "timeout", "recurring", "concurrency", "retries", "misfire", "suspended"] as const) {
+						if (patch[key] !== undefined) (changes as Record<string, unknown>)[key] = patch[key];
+					}
+					if (patch.env !== undefined) changes.env = JSON.stringify(patch.env);
+					const type = patch.type ?? job.type;
+					if (patch.executable !== undefined) {
+						const stored = await this.storeExecutable(type, patch.executable);
+						Object.assign(changes, { type, ...stored });
+					}
+					const next = { ...job, ...changes };
+					// A finished one-shot job that gets a new schedule runs again.
+					if (job.status === "finished" && (patch.schedule !== undefined || patch.recurring !== undefined)) {
+						changes.status = "scheduled";
+						changes.lastScheduledAt = null;
+						next.lastScheduledAt = null;
+					}
+					changes.nextRunAt = next.suspended ? null : this.nextRunAt(next.schedule, next.timezone, Math.max(now, next.lastScheduledAt ?? 0));
+					await this.guard(() => this.adapter.model.update(changes, { where: { id } }));
+					this.changed(id, "updated");
+					return jobView({ ...job, ...changes } as JobRow);
+				},
+			},
+
+			removeJob: {
+				params: { id: ID },
+				async handler(this: JobsThis, ctx: Ctx<{ id: string }>) {
+					const job = await this.findOwned(ctx, ctx.params.id);
+					const now = clock.now();
+					const changes: Partial<JobRow> = { status: "finished", deletedAt: job.deletedAt ?? now, nextRunAt: null, worker: null, updatedAt: now };
+					await this.guard(() => this.adapter.model.update(changes, { where: { id: job.id } }));
+					this.changed(job.id, "removed");
+					return jobView({ ...job, ...changes } as JobRow);
+				},
+			},
+
+			triggerJob: {
+				params: { id: ID },
+				async handler(this: JobsThis, ctx: Ctx<{ id: string }>) {
+					const job = await this.findOwned(ctx, ctx.params.id);
+					if (job.deletedAt !== null) throw conflict("The job was deleted", "id");
+					const opts = job.worker && this.broker.registry.nodes.get(job.worker)?.available ? { nodeID: job.worker } : {};
+					try {
+						const run = await ctx.call("worker.runNow", { jobId: job.id }, opts);
+						ctx.meta.$statusCode = 202;
+						return run;
+					} catch (err) {
+						const e = err as { name?: string; code?: number };
+						if (e.name === "ServiceNotFoundError" || e.name === "ServiceNotAvailableError") throw unavailable("worker", "no live worker");
+						throw err;
+					}
+				},
+			},
+
+			jobRuns: {
+				params: {
+					id: ID,
+					limit: { type: "number", integer: true, min: 1, max: 1000, optional: true, convert: true },
+					offset: { type: "number", integer: true, min: 0, optional: true, convert: true },
+				},
+				async handler(this: JobsThis, ctx: Ctx<{ id: string; limit?: number; offset?: number }>) {
+					const job = await this.findOwned(ctx, ctx.params.id);
+					const rows = await this.guard(() =>
+						this.runs.findAll({ where: { jobId: job.id }, order: [["scheduledAt", "DESC"], ["attempt", "DESC"]], limit: ctx.params.limit ?? 100, offset: ctx.params.offset ?? 0, raw: true }),
+					);
+					return (rows as unknown as RunRow[]).map(runView);
+				},
+			},
+
+			jobExecutable: {
+				params: { id: ID },
+				async handler(this: JobsThis, ctx: Ctx<{ id: string }>): Promise<Readable> {
+					const job = await this.findOwned(ctx, ctx.params.id);
+					if (!job.digest) throw invalidField("id", "Only script and binary jobs have a stored executable");
+					let stream: Readable;
+					try {
+						stream = await deps.objectStore.get(job.digest);
+					} catch (err) {
+						throw unavailable("object store", err);
+					}
+					ctx.meta.$responseType = "application/octet-stream";
+					ctx.meta.$responseHeaders = { "Content-Disposition": `attachment; filename="${job.id}"`, "X-Content-SHA256": job.digest };
+					return stream;
+				},
+			},
+
+			preview: {
+				params: {
+					schedule: { type: "any" },
+					timezone: { type: "any", optional: true },
+					from: { type: "any", optional: true },
+					count: { type: "any", optional: true },
+				},
+				handler(this: JobsThis, ctx: Ctx<{ schedule: unknown; timezone?: unknown; from?: unknown; count?: unknown }>) {
+					this.requireUser(ctx);
+					const { schedule, timezone, from, count } = ctx.params;
+					if (typeof schedule !== "string") throw invalidField("schedule", "schedule is required");
+					const tz = timezone === undefined ? "UTC" : String(timezone);
+					let fromMs = clock.now();
+					if (from !== undefined) {
+						fromMs = Date.parse(String(from));
+						if (!Number.isFinite(fromMs)) throw invalidField("from", "from must be an ISO 8601 instant");
+					}
+					const n = count === undefined ? 10 : Number(count);
+					if (!Number.isInteger(n) || n < 1 || n > 100) throw invalidField("count", "count must be an integer from 1 to 100");
+					try {
+						parseSchedule(schedule);
+						validateTimezone(tz);
+						return { schedule, timezone: tz, next: nextFireTimes(schedule, tz, fromMs, n).map((t) => iso(t)) };
+					} catch (err) {
+						throw toClientError(err);
+					}
+				},
+			},
+
+			// ---- internal (worker, manager) ----
+			schedulable: {
+				visibility: "public",
+				params: {},
+				async handler(this: JobsThis) {
+					const rows = await this.guard(() =>
+						this.adapter.model.findAll({ attributes: ["id"], where: { deletedAt: null, suspended: false, status: { [Op.ne]: "finished" } }, raw: true }),
+					);
+					return (rows as unknown as { id: string }[]).map((r) => r.id);
+				},
+			},
+
+			byIds: {
+				visibility: "public",
+				params: { ids: { type: "array", items: "string" } },
+				async handler(this: JobsThis, ctx: Ctx<{ ids: string[] }>) {
+					const out = [];
+					for (let i = 0; i < ctx.params.ids.length; i += 1000) {
+						const chunk = ctx.params.ids.slice(i, i + 1000);
+						const rows = await this.guard(() => this.adapter.model.findAll({ where: { id: chunk }, raw: true }));
+						out.push(...(rows as unknown as JobRow[]).map(workerJobView));
+					}
+					return out;
+				},
+			},
+
+			setWorkers: {
+				visibility: "public",
+				params: { moves: { type: "array", items: { type: "object", props: { jobId: "string", to: { type: "string", nullable: true } } } } },
+				async handler(this: JobsThis, ctx: Ctx<{ moves: { jobId: string; to: string | null }[] }>) {
+					const byWorker = new Map<string | null, string[]>();
+					for (const m of ctx.params.moves) {
+						const list = byWorker.get(m.to) ?? [];
+						list.push(m.jobId);
+						byWorker.set(m.to, list);
+					}
+					for (const [worker, ids] of byWorker) {
+						for (let i = 0; i < ids.length; i += 1000) {
+							await this.guard(() => this.adapter.model.update({ worker }, { where: { id: ids.slice(i, i + 1000) } }));
+						}
+					}
+					return ctx.params.moves.length;
+				},
+			},
+
+			/** Record the start of a run. Answers null when (job, scheduledAt, attempt) already has a run. */
+			startRun: {
+				visibility: "public",
+				params: {
+					jobId: "string",
+					scheduledAt: "number",
+					attempt: { type: "number", integer: true, min: 1 },
+					trigger: { type: "enum", values: ["schedule", "manual", "retry", "catchup"] },
+					node: "string",
+					nextRunAt: { type: "number", nullable: true, optional: true },
+				},
+				async handler(this: JobsThis, ctx: Ctx<{ jobId: string; scheduledAt: number; attempt: number; trigger: RunTrigger; node: string; nextRunAt?: number | null }>) {
+					const p = ctx.params;
+					const row: RunRow = {
+						id: randomUUID(),
+						jobId: p.jobId,
+						scheduledAt: p.scheduledAt,
+						attempt: p.attempt,
+						trigger: p.trigger,
+						status: "running",
+						startedAt: null,
+						finishedAt: null,
+						exitCode: null,
+						signal: null,
+						output: "",
+						node: p.node,
+						error: null,
+					};
+					try {
+						await this.guard(() => this.runs.create(row as never));
+					} catch (err) {
+						if (isUniqueViolation(err)) return null;
+						throw err;
+					}
+					if (p.trigger !== "manual") {
+						const changes: Record<string, unknown> = { lastScheduledAt: p.scheduledAt };
+						if (p.nextRunAt !== undefined) changes.nextRunAt = p.nextRunAt;
+						await this.guard(() =>
+							this.adapter.model.update(changes, { where: { id: p.jobId, [Op.or]: [{ lastScheduledAt: null }, { lastScheduledAt: { [Op.lte]: p.scheduledAt } }] } }),
+						);
+					}
+					return runView(row);
+				},
+			},
+
+			/** Record a fire that did not run (skipped by the concurrency policy, missed by the misfire policy). */
+			recordRun: {
+				visibility: "public",
+				params: {
+					jobId: "string",
+					scheduledAt: "number",
+					trigger: { type: "enum", values: ["schedule", "manual", "retry", "catchup"] },
+					status: { type: "enum", values: ["skipped", "missed"] },
+					node: "string",
+					error: { type: "string", optional: true },
+				},
+				async handler(this: JobsThis, ctx: Ctx<{ jobId: string; scheduledAt: number; trigger: RunTrigger; status: RunStatus; node: string; error?: string }>) {
+					const p = ctx.params;
+					const now = clock.now();
+					const row: RunRow = {
+						id: randomUUID(),
+						jobId: p.jobId,
+						scheduledAt: p.scheduledAt,
+						attempt: 1,
+						trigger: p.trigger,
+						status: p.status,
+						startedAt: null,
+						finishedAt: now,
+						exitCode: null,
+						signal: null,
+						output: "",
+						node: p.node,
+						error: p.error ?? null,
+					};
+					try {
+						await this.guard(() => this.runs.create(row as never));
+					} catch (err) {
+						if (isUniqueViolation(err)) return null;
+						throw err;
+					}
+					await this.guard(() =>
+						this.adapter.model.update({ lastScheduledAt: p.scheduledAt }, { where: { id: p.jobId, [Op.or]: [{ lastScheduledAt: null }, { lastScheduledAt: { [Op.lte]: p.scheduledAt } }] } }),
+					);
+					return runView(row);
+				},
+			},
+
+			/** Record the end of a run and move the job's status. Idempotent. */
+			finishRun: {
+				visibility: "public",
+				params: {
+					runId: "string",
+					status: { type: "enum", values: ["succeeded", "failed", "timed_out"] },
+					exitCode: { type: "number", nullable: true },
+					signal: { type: "string", nullable: true },
+					output: { type: "string" },
+					startedAt: { type: "number", nullable: true },
+					finishedAt: "number",
+					error: { type: "string", nullable: true },
+					willRetry: { type: "boolean", optional: true },
+				},
+				async handler(
+					this: JobsThis,
+					ctx: Ctx<{ runId: string; status: RunStatus; exitCode: number | null; signal: string | null; output: string; startedAt: number | null; finishedAt: number; error: string | null; willRetry?: boolean }>,
+				) {
+					const p = ctx.params;
+					const run = (await this.guard(() => this.runs.findByPk(p.runId, { raw: true }))) as unknown as RunRow | null;
+					if (!run) throw notFound("Run", p.runId);
+					if (run.status !== "running") return runView(run);
+					const changes = { status: p.status, exitCode: p.exitCode, signal: p.signal, output: p.output, startedAt: p.startedAt, finishedAt: p.finishedAt, error: p.error };
+					await this.guard(() => this.runs.update(changes, { where: { id: p.runId, status: "running" } }));
+					const done: RunRow = { ...run, ...changes };
+					const job = (await this.guard(() => this.adapter.model.findByPk(run.jobId, { raw: true }))) as unknown as JobRow | null;
+					if (job) {
+						const jobChanges: Partial<JobRow> = { lastRun: JSON.stringify(runSummary(done)), updatedAt: clock.now() };
+						if (job.deletedAt === null) {
+							jobChanges.status = jobStatusAfterRun({ recurring: !!job.recurring, status: job.status }, p.status, !!p.willRetry);
+							if (jobChanges.status === "finished") jobChanges.nextRunAt = null;
+						}
+						await this.guard(() => this.adapter.model.update(jobChanges, { where: { id: job.id } }));
+						if (jobChanges.status === "finished" && job.status !== "finished") this.changed(job.id, "finished");
+					}
+					return runView(done);
+				},
+			},
+
+			/** Runs still marked running for these jobs (to find runs cut off by a dead worker). */
+			inflight: {
+				visibility: "public",
+				params: { jobIds: { type: "array", items: "string" } },
+				async handler(this: JobsThis, ctx: Ctx<{ jobIds: string[] }>) {
+					const out: RunRow[] = [];
+					for (let i = 0; i < ctx.params.jobIds.length; i += 1000) {
+						const rows = await this.guard(() => this.runs.findAll({ where: { status: "running", jobId: ctx.params.jobIds.slice(i, i + 1000) }, raw: true }));
+						out.push(...(rows as unknown as RunRow[]));
+					}
+					return out.map((r) => ({ id: r.id, jobId: r.jobId, scheduledAt: Number(r.scheduledAt), attempt: r.attempt, trigger: r.trigger, node: r.node }));
+				},
+			},
+
+			/** Mark a run cut off by a dead worker. */
+			abandonRun: {
+				visibility: "public",
+				params: { runId: "string", error: "string" },
+				async handler(this: JobsThis, ctx: Ctx<{ runId: string; error: string }>) {
+					const [n] = await this.guard(() =>
+						this.runs.update({ status: "failed", finishedAt: clock.now(), error: ctx.params.error }, { where: { id: ctx.params.runId, status: "running" } }),
+					);
+					return n > 0;
+				},
+			},
+
+			/** The database server's clock in epoch ms (workers measure their offset against it). */
+			dbTime: {
+				visibility: "public",
+				params: {},
+				async handler(this: JobsThis) {
+					if (this.adapter.db.getDialect() !== "mysql") return clock.now();
+					const [rows] = await this.guard(() => this.adapter.db.query("SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED) AS t"));
+					return Number((rows as { t: number | string }[])[0].t);
+				},
+			},
+
+			health: {
+				visibility: "public",
+				params: {},
+				async handler(this: JobsThis) {
+					const out: Record<string, { ok: boolean; error?: string }> = {};
+					try {
+						await this.adapter.db.query("SELECT 1");
+						out.database = { ok: true };
+					} catch (err) {
+						out.database = { ok: false, error: (err as Error).message };
+					}
+					try {
+						await deps.objectStore.ping();
+						out.objectStore = { ok: true };
+					} catch (err) {
+						out.objectStore = { ok: false, error: (err as Error).message };
+					}
+					return out;
+				},
+			},
+		},
+
+		methods: {
+			requireUser(ctx: Ctx<unknown>): AuthUser {
+				const user = ctx.meta.user;
+				if (!user) throw unauthorized();
+				return user;
+			},
+
+			async findOwned(this: JobsThis, ctx: Ctx<unknown>, id: string): Promise<JobRow> {
+				const user = this.requireUser(ctx);
+				const row = (await this.guard(() => this.adapter.model.findByPk(id, { raw: true }))) as unknown as JobRow | null;
+				if (!row || (!user.admin && row.owner !== user.id)) throw notFound("Job", id);
+				return { ...row, nextRunAt: row.nextRunAt === null ? null : Number(row.nextRunAt), lastScheduledAt: row.lastScheduledAt === null ? null : Number(row.lastScheduledAt), deletedAt: row.deletedAt === null ? null : Number(row.deletedAt) };
+			},
+
+			/** Database faults become 503 (retryable); everything else passes through. */
+			async guard<T>(fn: () => Promise<T>): Promise<T> {
+				try {
+					return await fn();
+				} catch (err) {
+					if (isConnectionError(err)) throw unavailable("database", err);
+					throw err;
+				}
+			},
+
+			async storeExecutable(type: string, executable: string) {
+				if (type === "command") return { executable, digest: null, size: null };
+				const store = deps.objectStore;
+				const digestFromUrl = store.digestFromUrl(executable);
+				if (/^[a-z][a-z0-9+.-]*:\/\//i.test(executable) || executable.startsWith("file:")) {
+					if (!digestFromUrl) throw invalidField("executable", "Only URLs of objects in this object store are accepted");
+					let exists: boolean;
+					try {
+						exists = await store.exists(digestFromUrl);
+					} catch (err) {
+						throw unavailable("object store", err);
+					}
+					if (!exists) throw invalidField("executable", "No such object in the object store");
+					return { executable: store.urlFor(digestFromUrl), digest: digestFromUrl, size: null };
+				}
+				let content: Buffer;
+				try {
+					content = decodeExecutable(executable, config.maxUploadBytes);
+				} catch (err) {
+					throw toClientError(err);
+				}
+				const digest = sha256Hex(content);
+				try {
+					const obj = await store.put(digest, content);
+					return { executable: obj.url, digest, size: obj.size };
+				} catch (err) {
+					throw unavailable("object store", err);
+				}
+			},
+
+			nextRunAt(schedule: string, timezone: string, after: number): number | null {
+				return nextFireTimes(schedule, timezone, after, 1)[0] ?? null;
+			},
+
+			changed(this: JobsThis, id: string, op: string) {
+				this.broker.broadcast("jobs.changed", { id, op });
+			},
+		},
+
+		created(this: JobsThis) {
+			this.deps = deps;
+		},
+
+		async afterConnected(this: JobsThis) {
+			this.runs = this.adapter.db.define("run", RUN_FIELDS, {
+				tableName: "runs",
+				timestamps: false,
+				indexes: [
+					{ name: "runs_fire_unique", unique: true, fields: ["jobId", "scheduledAt", "attempt"] },
+					{ name: "runs_status", fields: ["status"] },
+				],
+			});
+			// CREATE TABLE IF NOT EXISTS is safe when several processes start at once; an index race
+			// fails one sync, and moleculer-db reconnects and syncs again.
+			await this.runs.sync();
+		},
+	};
+}

@@ -1,0 +1,203 @@
+/**
+ * manager: runs on one or more nodes; exactly one leads (elected through the coordination backend).
+ * The leader assigns every schedulable job to one live worker, balanced by count and moving as few
+ * jobs as possible, and moves a dead worker's jobs to the living ones. A new leader reconciles the
+ * whole assignment before acting.
+ */
+import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
+import { planAssignment } from "../lib/assignment";
+import type { Clock } from "../lib/clock";
+import type { Config } from "../lib/config";
+import type { Candidacy, Coordination, WorkerRegistration } from "../lib/coordination";
+import { CoordinationMixin } from "../mixins/coordination.mixin";
+
+export interface ManagerDeps {
+	config: Config;
+	clock: Clock;
+	coordination: () => Coordination;
+}
+
+interface ManagerThis extends Service {
+	coordination: Coordination;
+	candidacy: Candidacy | null;
+	leader: boolean;
+	unwatchWorkers: (() => void) | null;
+	reconciling: Promise<void> | null;
+	dirty: boolean;
+	lastWorkers: Set<string>;
+	stats: { leaderChanges: number; reassignments: number; reconciles: number; lastReconcileMs: number | null };
+	onElected(): Promise<void>;
+	onRevoked(): void;
+	requestReconcile(): void;
+	reconcileOnce(): Promise<void>;
+	skewed(workers: WorkerRegistration[]): string[];
+}
+
+export default function createManagerService(deps: ManagerDeps): ServiceSchema<ServiceSettingSchema, ManagerThis> {
+	const { config, clock } = deps;
+	return {
+		name: "manager",
+		mixins: [CoordinationMixin(deps.coordination)],
+
+		actions: {
+			/** The live workers with their job counts and clock offsets (GET /workers). */
+			workers: {
+				params: {},
+				async handler(this: ManagerThis) {
+					const [workers, assignments] = await Promise.all([this.coordination.listWorkers(), this.coordination.allAssignments()]);
+					const skewed = new Set(this.skewed(workers));
+					return workers
+						.map((w) => ({ ...w, jobs: assignments.get(w.id)?.length ?? 0, clockOk: !skewed.has(w.id) }))
+						.sort((a, b) => (a.id < b.id ? -1 : 1));
+				},
+			},
+
+			leader: {
+				params: {},
+				async handler(this: ManagerThis) {
+					return { leader: await this.coordination.leader(), self: this.broker.nodeID, isLeader: this.leader };
+				},
+			},
+
+			/** Force a full reconcile (operators). Only the leader acts. */
+			reconcile: {
+				params: {},
+				async handler(this: ManagerThis) {
+					if (!this.leader) return { leader: false };
+					await this.reconcileOnce();
+					return { leader: true, stats: this.stats };
+				},
+			},
+
+			status: {
+				params: {},
+				handler(this: ManagerThis) {
+					return { node: this.broker.nodeID, leader: this.leader, coordination: this.coordination.state(), stats: this.stats };
+				},
+			},
+
+			health: {
+				visibility: "public",
+				params: {},
+				async handler(this: ManagerThis) {
+					const state = this.coordination.state();
+					const out: Record<string, { ok: boolean; [k: string]: unknown }> = { coordination: { ok: state === "connected", state } };
+					if (state === "connected") {
+						const workers = await this.coordination.listWorkers();
+						const skewed = this.skewed(workers);
+						out.workerClocks = { ok: skewed.length === 0, skewed };
+					}
+					return out;
+				},
+			},
+		},
+
+		events: {
+			"jobs.changed": {
+				params: { id: "string", op: "string" },
+				handler(this: ManagerThis, _ctx: Context<{ id: string; op: string }>) {
+					if (this.leader) this.requestReconcile();
+				},
+			},
+		},
+
+		methods: {
+			skewed(workers: WorkerRegistration[]): string[] {
+				return workers.filter((w) => w.clockOffsetMs !== null && Math.abs(w.clockOffsetMs) > config.clockSkewBoundMs).map((w) => w.id);
+			},
+
+			async onElected(this: ManagerThis) {
+				this.leader = true;
+				this.stats.leaderChanges++;
+				this.logger.info(`${this.broker.nodeID} leads the managers`);
+				this.unwatchWorkers?.();
+				this.lastWorkers = new Set();
+				this.unwatchWorkers = this.coordination.watchWorkers((workers) => {
+					const ids = new Set(workers.map((w) => w.id));
+					const same = ids.size === this.lastWorkers.size && [...ids].every((id) => this.lastWorkers.has(id));
+					this.lastWorkers = ids;
+					if (!same || this.skewed(workers).length > 0) this.requestReconcile();
+				});
+				this.requestReconcile();
+			},
+
+			onRevoked(this: ManagerThis) {
+				if (this.leader) this.logger.warn(`${this.broker.nodeID} lost the leadership`);
+				this.leader = false;
+				this.unwatchWorkers?.();
+				this.unwatchWorkers = null;
+			},
+
+			/** Coalesce reconcile requests: one runs at a time, one more runs after it if asked. */
+			requestReconcile(this: ManagerThis) {
+				if (this.reconciling) {
+					this.dirty = true;
+					return;
+				}
+				this.reconciling = (async () => {
+					do {
+						this.dirty = false;
+						try {
+							await this.reconcileOnce();
+						} catch (err) {
+							this.logger.error("Reconcile failed; retrying in 1 s:", (err as Error).message);
+							await new Promise((r) => setTimeout(r, 1000));
+							this.dirty = true;
+						}
+					} while (this.dirty && this.leader);
+				})().finally(() => {
+					this.reconciling = null;
+				});
+			},
+
+			async reconcileOnce(this: ManagerThis) {
+				if (!this.leader) return;
+				const t0 = clock.now();
+				const [jobIds, workers, current] = await Promise.all([
+					this.broker.call("jobs.schedulable", {}) as Promise<string[]>,
+					this.coordination.listWorkers(),
+					this.coordination.allAssignments(),
+				]);
+				const moves = planAssignment(
+					current,
+					jobIds,
+					workers.map((w) => w.id),
+					{ excluded: this.skewed(workers) },
+				);
+				if (!this.leader) return;
+				if (moves.length > 0) {
+					await this.coordination.applyMoves(moves);
+					await this.broker.call("jobs.setWorkers", { moves: moves.map((m) => ({ jobId: m.jobId, to: m.to })) });
+					this.stats.reassignments += moves.filter((m) => m.from !== null && m.to !== null).length;
+				}
+				this.stats.reconciles++;
+				this.stats.lastReconcileMs = clock.now() - t0;
+				if (moves.length > 0) this.logger.info(`Assignment: ${moves.length} move(s) over ${workers.length} worker(s) in ${this.stats.lastReconcileMs} ms`);
+			},
+		},
+
+		created(this: ManagerThis) {
+			this.candidacy = null;
+			this.leader = false;
+			this.unwatchWorkers = null;
+			this.reconciling = null;
+			this.dirty = false;
+			this.lastWorkers = new Set();
+			this.stats = { leaderChanges: 0, reassignments: 0, reconciles: 0, lastReconcileMs: null };
+		},
+
+		async started(this: ManagerThis) {
+			await this.broker.waitForServices(["jobs"], 60_000);
+			this.candidacy = await this.coordination.campaign(this.broker.nodeID, {
+				elected: () => this.onElected(),
+				revoked: () => this.onRevoked(),
+			});
+		},
+
+		async stopped(this: ManagerThis) {
+			this.onRevoked();
+			await this.candidacy?.resign().catch(() => undefined);
+			if (this.reconciling) await this.reconciling.catch(() => undefined);
+		},
+	};
+}

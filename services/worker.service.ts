@@ -1,0 +1,541 @@
+/**
+ * worker: runs on every node. Registers itself with the coordination backend, keeps a crontab of the
+ * jobs assigned to it, claims each fire, executes it and records the run through the jobs service.
+ * On start and after every new coordination session it reconciles its crontab with its assignment
+ * and drops whatever is not its own.
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
+import { ArtifactCache } from "../lib/artifact-cache";
+import type { Clock, TimerHandle } from "../lib/clock";
+import type { Config } from "../lib/config";
+import type { Coordination, WorkerRegistration } from "../lib/coordination";
+import { Crontab, formatCrontab } from "../lib/crontab";
+import { notFound } from "../lib/errors";
+import { DEFAULT_PATH, effectiveRunUser, resolveUser, runProcess, type ExecResult, type ExecSpec, type ResolvedUser } from "../lib/executor";
+import type { ObjectStore } from "../lib/objectstore";
+import { misfireDecision, overlapDecision, retryDelayMs, shouldRetry } from "../lib/policies";
+import { fireTimesBetween, nextFireTimes } from "../lib/schedule";
+import type { Run, RunStatus, RunTrigger } from "../lib/types";
+import type { WorkerJob } from "../lib/views";
+import { CoordinationMixin } from "../mixins/coordination.mixin";
+
+export interface WorkerDeps {
+	config: Config;
+	clock: Clock;
+	coordination: () => Coordination;
+	objectStore: ObjectStore;
+}
+
+interface RunningRun {
+	runId: string;
+	scheduledAt: number;
+	controller: AbortController;
+	done: Promise<void>;
+}
+
+interface PendingFinish {
+	runId: string;
+	params: Record<string, unknown>;
+}
+
+interface WorkerThis extends Service {
+	coordination: Coordination;
+	crontab: Crontab;
+	jobs: Map<string, WorkerJob>;
+	assigned: Set<string>;
+	running: Map<string, Set<RunningRun>>;
+	timer: TimerHandle | null;
+	timerAt: number | null;
+	stopping: boolean;
+	outbox: PendingFinish[];
+	outboxTimer: TimerHandle | null;
+	users: Map<string, ResolvedUser>;
+	artifacts: ArtifactCache;
+	registration: WorkerRegistration;
+	heartbeat: NodeJS.Timeout | null;
+	unwatch: Array<() => void>;
+	reconciling: Promise<void> | null;
+	reconcileAgain: boolean;
+	stats: { fired: number; succeeded: number; failed: number; skipped: number; missed: number };
+
+	measureClockOffset(): Promise<number | null>;
+	register(): Promise<void>;
+	reconcile(jobIds?: string[]): Promise<void>;
+	loadJobs(ids: string[], catchUp: boolean): Promise<void>;
+	scheduleJob(job: WorkerJob, after: number): void;
+	catchUp(job: WorkerJob, now: number): Promise<void>;
+	recoverInflight(ids: string[]): Promise<void>;
+	arm(): void;
+	onTimer(): void;
+	fire(job: WorkerJob, scheduledAt: number, trigger: RunTrigger, attempt: number): Promise<Run | null>;
+	execute(job: WorkerJob, run: Run, attempt: number, controller: AbortController): Promise<ExecResult>;
+	buildSpec(job: WorkerJob, run: Run, attempt: number, controller: AbortController): Promise<{ spec: ExecSpec; release(): void }>;
+	finish(runId: string, result: ExecResult, willRetry: boolean): Promise<void>;
+	flushOutbox(): Promise<void>;
+	record(job: WorkerJob, scheduledAt: number, trigger: RunTrigger, status: RunStatus, error?: string): Promise<void>;
+}
+
+/** A job the worker may fire: assigned, live, not suspended, not finished. */
+function schedulable(job: WorkerJob): boolean {
+	return !job.deleted && !job.suspended && job.status !== "finished";
+}
+
+export default function createWorkerService(deps: WorkerDeps): ServiceSchema<ServiceSettingSchema, WorkerThis> {
+	const { config, clock } = deps;
+	const processIsRoot = typeof process.getuid === "function" && process.getuid() === 0;
+	const currentUser = os.userInfo().username;
+	const workRoot = path.join(config.dataDir, "work");
+
+	return {
+		name: "worker",
+		mixins: [CoordinationMixin(deps.coordination)],
+
+		actions: {
+			/** Run a job now (POST /jobs/{id}/run). Answers the run as started. */
+			runNow: {
+				visibility: "public",
+				params: { jobId: "string" },
+				async handler(this: WorkerThis, ctx: Context<{ jobId: string }>) {
+					const [job] = (await ctx.call("jobs.byIds", { ids: [ctx.params.jobId] })) as WorkerJob[];
+					if (!job || job.deleted) throw notFound("Job", ctx.params.jobId);
+					return this.fire(job, clock.now(), "manual", 1);
+				},
+			},
+
+			/** This worker's crontab in crontab(5) syntax. */
+			crontab: {
+				params: {},
+				handler(this: WorkerThis) {
+					return formatCrontab(
+						this.crontab.entries().map((e) => {
+							const j = this.jobs.get(e.jobId);
+							return { id: e.jobId, schedule: j?.schedule ?? "?", timezone: j?.timezone ?? "UTC", nextAt: e.at, command: j ? (j.type === "command" ? j.executable : `${j.type} ${j.executable}`) : "?" };
+						}),
+					);
+				},
+			},
+
+			status: {
+				params: {},
+				handler(this: WorkerThis) {
+					let running = 0;
+					for (const s of this.running.values()) running += s.size;
+					return { node: this.broker.nodeID, jobs: this.crontab.size, assigned: this.assigned.size, running, pendingResults: this.outbox.length, coordination: this.coordination.state(), registration: this.registration, stats: this.stats };
+				},
+			},
+
+			health: {
+				visibility: "public",
+				params: {},
+				handler(this: WorkerThis) {
+					const state = this.coordination.state();
+					const offset = this.registration?.clockOffsetMs ?? null;
+					const clockOk = offset === null || Math.abs(offset) <= config.clockSkewBoundMs;
+					return {
+						coordination: { ok: state === "connected", state },
+						workerClock: { ok: clockOk, offsetMs: offset, boundMs: config.clockSkewBoundMs },
+					};
+				},
+			},
+		},
+
+		events: {
+			/** A job changed (created, patched, deleted, finished): refresh it if it is ours. */
+			"jobs.changed": {
+				params: { id: "string", op: "string" },
+				async handler(this: WorkerThis, ctx: Context<{ id: string; op: string }>) {
+					if (!this.assigned.has(ctx.params.id)) return;
+					await this.loadJobs([ctx.params.id], false);
+				},
+			},
+		},
+
+		methods: {
+			async measureClockOffset(this: WorkerThis): Promise<number | null> {
+				try {
+					const t0 = clock.now();
+					const db = (await this.broker.call("jobs.dbTime", {}, { timeout: 3000, retries: 0 })) as number;
+					const t1 = clock.now();
+					return Math.round((t0 + t1) / 2 - db);
+				} catch (err) {
+					this.logger.warn("Cannot measure the clock offset against the database:", (err as Error).message);
+					return null;
+				}
+			},
+
+			async register(this: WorkerThis) {
+				const offset = await this.measureClockOffset();
+				this.registration = { ...this.registration, clockOffsetMs: offset };
+				if (offset !== null && Math.abs(offset) > config.clockSkewBoundMs) {
+					this.logger.error(`This worker's clock is ${offset} ms off the database's (bound ${config.clockSkewBoundMs} ms): it gets no jobs until fixed`);
+				}
+				await this.coordination.registerWorker(this.registration);
+			},
+
+			/**
+			 * Make the crontab match the assignment: load newly assigned jobs (catching up missed fires),
+			 * drop jobs that are no longer ours. Serialized: a call during a reconcile runs once after it.
+			 */
+			async reconcile(this: WorkerThis, jobIds?: string[]) {
+				if (this.reconciling) {
+					this.reconcileAgain = true;
+					return this.reconciling;
+				}
+				const run = async () => {
+					do {
+						this.reconcileAgain = false;
+						const ids = jobIds ?? (await this.coordination.getAssignments(this.broker.nodeID));
+						jobIds = undefined;
+						const wanted = new Set(ids);
+						for (const id of [...this.assigned]) {
+							if (!wanted.has(id)) {
+								this.assigned.delete(id);
+								this.crontab.delete(id);
+								this.jobs.delete(id);
+							}
+						}
+						const added = ids.filter((id) => !this.assigned.has(id));
+						for (const id of added) this.assigned.add(id);
+						if (added.length > 0) {
+							await this.recoverInflight(added);
+							await this.loadJobs(added, true);
+						}
+						this.arm();
+					} while (this.reconcileAgain && !this.stopping);
+				};
+				this.reconciling = run().finally(() => {
+					this.reconciling = null;
+				});
+				return this.reconciling;
+			},
+
+			/** Fetch jobs from the database and (re)schedule them. */
+			async loadJobs(this: WorkerThis, ids: string[], catchUp: boolean) {
+				const jobs = (await this.broker.call("jobs.byIds", { ids })) as WorkerJob[];
+				const found = new Set(jobs.map((j) => j.id));
+				for (const id of ids) if (!found.has(id)) (this.crontab.delete(id), this.jobs.delete(id));
+				const now = clock.now();
+				for (const job of jobs) {
+					if (!this.assigned.has(job.id)) continue;
+					this.jobs.set(job.id, job);
+					if (!schedulable(job)) {
+						this.crontab.delete(job.id);
+						continue;
+					}
+					if (catchUp) await this.catchUp(job, now);
+					this.scheduleJob(job, Math.max(now, job.lastScheduledAt ?? 0));
+				}
+				this.arm();
+			},
+
+			scheduleJob(this: WorkerThis, job: WorkerJob, after: number) {
+				if (!job.recurring && job.lastScheduledAt !== null) {
+					this.crontab.delete(job.id); // a one-shot job fires once
+					return;
+				}
+				const [next] = nextFireTimes(job.schedule, job.timezone, after, 1);
+				if (next === undefined) this.crontab.delete(job.id);
+				else this.crontab.set(job.id, next);
+			},
+
+			/** Fires missed while no worker owned the job, handled by its misfire policy. */
+			async catchUp(this: WorkerThis, job: WorkerJob, now: number) {
+				const since = job.lastScheduledAt ?? job.createdAt;
+				let missed = fireTimesBetween(job.schedule, job.timezone, since, now - 1, 100_000);
+				if (!job.recurring) missed = missed.slice(0, 1);
+				if (missed.length === 0) return;
+				const decision = misfireDecision(job.misfire, missed);
+				this.logger.info(`Job ${job.id}: ${missed.length} missed fire(s); running ${decision.run.length} (misfire ${job.misfire})`);
+				for (const at of decision.missed) await this.record(job, at, "catchup", "missed", `missed while no worker owned the job (misfire ${job.misfire})`);
+				for (const at of decision.run) void this.fire(job, at, "catchup", 1);
+				const last = missed[missed.length - 1];
+				job.lastScheduledAt = Math.max(job.lastScheduledAt ?? 0, last);
+			},
+
+			/**
+			 * Runs of these jobs still marked running whose claim is gone were cut off by a dead worker:
+			 * mark them failed and, unless the misfire policy is skip, run them again with attempt + 1.
+			 */
+			async recoverInflight(this: WorkerThis, ids: string[]) {
+				const runs = (await this.broker.call("jobs.inflight", { jobIds: ids })) as { id: string; jobId: string; scheduledAt: number; attempt: number; trigger: RunTrigger; node: string | null }[];
+				if (runs.length === 0) return;
+				const jobs = new Map(((await this.broker.call("jobs.byIds", { ids: [...new Set(runs.map((r) => r.jobId))] })) as WorkerJob[]).map((j) => [j.id, j]));
+				for (const r of runs) {
+					if (this.running.get(r.jobId)?.size) continue; // our own live run
+					const owner = await this.coordination.claimOwner(r.jobId, r.scheduledAt);
+					if (owner !== null) continue; // still running on a live worker
+					const abandoned = (await this.broker.call("jobs.abandonRun", { runId: r.id, error: `interrupted: worker ${r.node ?? "?"} died during the run` })) as boolean;
+					const job = jobs.get(r.jobId);
+					if (!abandoned || !job || !schedulable(job)) continue;
+					if (job.misfire === "skip") continue;
+					this.logger.warn(`Run ${r.id} of job ${r.jobId} was cut off on ${r.node}; running it again (attempt ${r.attempt + 1})`);
+					void this.fire(job, r.scheduledAt, "retry", r.attempt + 1);
+				}
+			},
+
+			/** One timer for the earliest entry of the crontab. */
+			arm(this: WorkerThis) {
+				if (this.stopping) return;
+				const next = this.crontab.peek();
+				if (next && this.timerAt === next.at && this.timer) return;
+				if (this.timer) clock.clearTimeout(this.timer);
+				this.timer = null;
+				this.timerAt = null;
+				if (!next) return;
+				const delay = Math.min(next.at - clock.now(), 24 * 3600 * 1000);
+				this.timerAt = next.at;
+				this.timer = clock.setTimeout(() => this.onTimer(), delay);
+			},
+
+			onTimer(this: WorkerThis) {
+				this.timer = null;
+				this.timerAt = null;
+				if (this.stopping) return;
+				const now = clock.now();
+				for (const entry of this.crontab.popDue(now)) {
+					const job = this.jobs.get(entry.jobId);
+					if (!job || !schedulable(job)) continue;
+					this.scheduleJob(job, entry.at);
+					if (!job.recurring) job.lastScheduledAt = entry.at;
+					void this.fire(job, entry.at, "schedule", 1);
+				}
+				this.arm();
+			},
+
+			/**
+			 * One fire: apply the overlap policy, claim (job, scheduledAt), record the run with its unique
+			 * key, execute, record the result, retry with backoff when the job allows it.
+			 */
+			async fire(this: WorkerThis, job: WorkerJob, scheduledAt: number, trigger: RunTrigger, attempt: number): Promise<Run | null> {
+				const running = this.running.get(job.id) ?? new Set<RunningRun>();
+				if (trigger !== "retry") {
+					const decision = overlapDecision(job.concurrency, running.size);
+					if (decision === "skip") {
+						await this.record(job, scheduledAt, trigger, "skipped", "the previous run is still running (concurrency forbid)");
+						return null;
+					}
+					if (decision === "replace") for (const r of running) r.controller.abort();
+				}
+				const nextRunAt = this.crontab.nextAt(job.id);
+				let claim;
+				try {
+					claim = await this.coordination.claim(job.id, scheduledAt, this.broker.nodeID);
+				} catch (err) {
+					this.logger.error(`Cannot claim job ${job.id} at ${new Date(scheduledAt).toISOString()}:`, (err as Error).message);
+					return null;
+				}
+				if (!claim) return null; // another worker holds this fire
+				let run: Run | null = null;
+				try {
+					run = (await this.broker.call("jobs.startRun", { jobId: job.id, scheduledAt, attempt, trigger, node: this.broker.nodeID, nextRunAt })) as Run | null;
+				} catch (err) {
+					this.logger.error(`Cannot record the start of job ${job.id}:`, (err as Error).message);
+				}
+				if (!run) {
+					await claim.release();
+					return null; // already ran (unique key) or the database is down
+				}
+				this.stats.fired++;
+				const controller = new AbortController();
+				const started = run;
+				const done = (async () => {
+					try {
+						const result = await this.execute(job, started, attempt, controller);
+						const willRetry = !controller.signal.aborted && shouldRetry(result.status, attempt, job.retries);
+						await this.finish(started.id, result, willRetry);
+						if (result.status === "succeeded") this.stats.succeeded++;
+						else this.stats.failed++;
+						if (willRetry && !this.stopping) {
+							const delay = retryDelayMs(attempt);
+							clock.setTimeout(() => {
+								const current = this.jobs.get(job.id);
+								if (current && schedulable(current) && this.assigned.has(job.id)) void this.fire(current, scheduledAt, "retry", attempt + 1);
+							}, delay);
+						}
+					} finally {
+						await claim.release().catch(() => undefined);
+					}
+				})();
+				const entry: RunningRun = { runId: run.id, scheduledAt, controller, done };
+				running.add(entry);
+				this.running.set(job.id, running);
+				void done.finally(() => {
+					running.delete(entry);
+					if (running.size === 0) this.running.delete(job.id);
+				});
+				return run;
+			},
+
+			async execute(this: WorkerThis, job: WorkerJob, run: Run, attempt: number, controller: AbortController): Promise<ExecResult> {
+				let prepared;
+				try {
+					prepared = await this.buildSpec(job, run, attempt, controller);
+				} catch (err) {
+					const t = clock.now();
+					return { status: "failed", exitCode: null, signal: null, output: "", startedAt: t, finishedAt: t, error: (err as Error).message };
+				}
+				try {
+					return await runProcess(prepared.spec, undefined, clock);
+				} finally {
+					prepared.release();
+				}
+			},
+
+			async buildSpec(this: WorkerThis, job: WorkerJob, run: Run, attempt: number, controller: AbortController) {
+				const userName = effectiveRunUser({ runAs: job.runAs, processIsRoot, defaultUser: config.defaultRunUser, currentUser });
+				let user: ResolvedUser | null = null;
+				if (userName !== null) {
+					user = this.users.get(userName) ?? (await resolveUser(userName));
+					this.users.set(userName, user);
+				}
+				const env: Record<string, string> = {
+					PATH: DEFAULT_PATH,
+					...job.env,
+					CRONJOB_JOB_ID: job.id,
+					CRONJOB_RUN_ID: run.id,
+					CRONJOB_SCHEDULED_AT: run.scheduledAt,
+					CRONJOB_ATTEMPT: String(attempt),
+				};
+				const base = { env, user, timeoutMs: job.timeout ? job.timeout * 1000 : null, maxOutputBytes: config.maxOutputBytes, workRoot, signal: controller.signal };
+				if (job.type === "command") return { spec: { ...base, file: "/bin/sh", args: ["-c", job.executable] }, release: () => undefined };
+				if (!job.digest) throw new Error(`job ${job.id} has no stored executable`);
+				const lease = await this.artifacts.acquire(job.digest, job.size ?? undefined);
+				try {
+					let file = lease.path;
+					let args: string[] = [];
+					if (job.type === "script") {
+						const head = Buffer.alloc(2);
+						const fd = await fs.promises.open(lease.path, "r");
+						try {
+							await fd.read(head, 0, 2, 0);
+						} finally {
+							await fd.close();
+						}
+						// A script without a shebang runs through /bin/sh.
+						if (head.toString("latin1") !== "#!") {
+							file = "/bin/sh";
+							args = [lease.path];
+						}
+					}
+					return { spec: { ...base, file, args }, release: () => lease.release() };
+				} catch (err) {
+					lease.release();
+					throw err;
+				}
+			},
+
+			/** Record a result; while the database is down, keep it and retry until it is written. */
+			async finish(this: WorkerThis, runId: string, result: ExecResult, willRetry: boolean) {
+				const params = { runId, status: result.status, exitCode: result.exitCode, signal: result.signal, output: result.output, startedAt: result.startedAt, finishedAt: result.finishedAt, error: result.error, willRetry };
+				try {
+					await this.broker.call("jobs.finishRun", params, { retries: 2 });
+				} catch (err) {
+					this.logger.warn(`Cannot record run ${runId} now (${(err as Error).message}); keeping it to retry`);
+					this.outbox.push({ runId, params });
+					if (!this.outboxTimer) this.outboxTimer = clock.setTimeout(() => void this.flushOutbox(), 1000);
+				}
+			},
+
+			async flushOutbox(this: WorkerThis) {
+				this.outboxTimer = null;
+				while (this.outbox.length > 0) {
+					const item = this.outbox[0];
+					try {
+						await this.broker.call("jobs.finishRun", item.params, { retries: 0 });
+						this.outbox.shift();
+					} catch (err) {
+						if ((err as { code?: number }).code === 404) {
+							this.outbox.shift();
+							continue;
+						}
+						if (!this.stopping) this.outboxTimer = clock.setTimeout(() => void this.flushOutbox(), 1000);
+						return;
+					}
+				}
+			},
+
+			async record(this: WorkerThis, job: WorkerJob, scheduledAt: number, trigger: RunTrigger, status: RunStatus, error?: string) {
+				if (status === "skipped") this.stats.skipped++;
+				if (status === "missed") this.stats.missed++;
+				try {
+					await this.broker.call("jobs.recordRun", { jobId: job.id, scheduledAt, trigger, status, node: this.broker.nodeID, error });
+				} catch (err) {
+					this.logger.warn(`Cannot record a ${status} fire of job ${job.id}:`, (err as Error).message);
+				}
+			},
+		},
+
+		created(this: WorkerThis) {
+			this.crontab = new Crontab();
+			this.jobs = new Map();
+			this.assigned = new Set();
+			this.running = new Map();
+			this.timer = null;
+			this.timerAt = null;
+			this.stopping = false;
+			this.outbox = [];
+			this.outboxTimer = null;
+			this.users = new Map();
+			this.unwatch = [];
+			this.reconciling = null;
+			this.reconcileAgain = false;
+			this.heartbeat = null;
+			this.stats = { fired: 0, succeeded: 0, failed: 0, skipped: 0, missed: 0 };
+			this.artifacts = new ArtifactCache({ dir: path.join(config.dataDir, "cache"), store: deps.objectStore, clock });
+			this.registration = {
+				id: this.broker.nodeID,
+				host: os.hostname(),
+				pid: process.pid,
+				startedAt: new Date(clock.now()).toISOString(),
+				capacity: config.workerCapacity,
+				clockOffsetMs: null,
+			};
+		},
+
+		async started(this: WorkerThis) {
+			fs.mkdirSync(workRoot, { recursive: true, mode: 0o755 });
+			await this.broker.waitForServices(["jobs"], 60_000);
+			await this.register();
+			this.unwatch.push(this.coordination.watchAssignments(this.broker.nodeID, (ids) => void this.reconcile(ids).catch((err) => this.logger.error("Reconcile failed:", err))));
+			this.unwatch.push(
+				this.coordination.onStateChange((change) => {
+					if (change.state === "expired") {
+						// Our claims are gone with the session: stop firing until the new session reconciles.
+						if (this.timer) clock.clearTimeout(this.timer);
+						this.timer = null;
+						this.timerAt = null;
+					}
+					if (change.state === "connected" && change.newSession) {
+						void this.reconcile().catch((err) => this.logger.error("Reconcile after a new session failed:", err));
+					}
+				}),
+			);
+			await this.reconcile();
+			this.heartbeat = setInterval(() => {
+				void (async () => {
+					const offset = await this.measureClockOffset();
+					if (offset === this.registration.clockOffsetMs) return;
+					this.registration = { ...this.registration, clockOffsetMs: offset };
+					if (offset !== null && Math.abs(offset) > config.clockSkewBoundMs) this.logger.error(`Clock offset ${offset} ms exceeds the bound of ${config.clockSkewBoundMs} ms`);
+					await this.coordination.updateWorker(this.registration).catch(() => undefined);
+				})();
+			}, config.heartbeatMs);
+		},
+
+		async stopped(this: WorkerThis) {
+			this.stopping = true;
+			if (this.heartbeat) clearInterval(this.heartbeat);
+			if (this.timer) clock.clearTimeout(this.timer);
+			if (this.outboxTimer) clock.clearTimeout(this.outboxTimer);
+			for (const u of this.unwatch) u();
+			// Let running processes finish (they hold claims), then write what is pending.
+			const all: Promise<void>[] = [];
+			for (const set of this.running.values()) for (const r of set) all.push(r.done.catch(() => undefined));
+			await Promise.race([Promise.all(all), new Promise((r) => setTimeout(r, 10_000))]);
+			await this.flushOutbox().catch(() => undefined);
+		},
+	};
+}
