@@ -1,0 +1,127 @@
+/**
+ * Pure decision functions for the worker and the jobs service: misfire catch-up, overlapping runs,
+ * retries and the job status after a run. No I/O, no clock, no module-level state.
+ */
+import type { ConcurrencyPolicy, JobStatus, MisfirePolicy, RunStatus } from "./types";
+
+export const DEFAULT_MAX_CATCH_UP = 1000;
+export const DEFAULT_RETRY_BASE_MS = 1000;
+export const DEFAULT_RETRY_MAX_MS = 60_000;
+
+export interface MisfireDecision {
+	/** Fire times to run now (late), ascending. */
+	run: number[];
+	/** Fire times to record as missed, ascending. */
+	missed: number[];
+}
+
+/**
+ * What to do with the fire times that passed while no worker owned the job.
+ * - `run_all`: run every one of them, late, oldest first; at most `maxCatchUp` (the newest ones),
+ *   the older ones beyond the cap are marked missed.
+ * - `run_once`: run only the latest one, mark the others missed.
+ * - `skip`: run none, mark all missed.
+ * `missed` is expected ascending; it is copied, sorted and de-duplicated, never modified.
+ */
+export function misfireDecision(policy: MisfirePolicy, missed: readonly number[], maxCatchUp: number = DEFAULT_MAX_CATCH_UP): MisfireDecision {
+	const times = Array.from(new Set(missed)).sort((a, b) => a - b);
+	if (times.length === 0) return { run: [], missed: [] };
+	switch (policy) {
+		case "skip":
+			return { run: [], missed: times };
+		case "run_once":
+			return { run: times.slice(-1), missed: times.slice(0, -1) };
+		case "run_all": {
+			const cap = Math.max(0, Math.floor(maxCatchUp));
+			const cut = Math.max(0, times.length - cap);
+			return { run: times.slice(cut), missed: times.slice(0, cut) };
+		}
+		default:
+			throw new TypeError(`unknown misfire policy ${JSON.stringify(policy)}`);
+	}
+}
+
+/**
+ * A fire time arrived while `runningCount` runs of the same job are still going:
+ * `allow` → "run" (in parallel); `forbid` → "skip" the new one when something runs;
+ * `replace` → "replace" (stop the running ones, then run) when something runs. With nothing
+ * running every policy gives "run".
+ */
+export function overlapDecision(policy: ConcurrencyPolicy, runningCount: number): "run" | "skip" | "replace" {
+	switch (policy) {
+		case "allow":
+			return "run";
+		case "forbid":
+			return runningCount > 0 ? "skip" : "run";
+		case "replace":
+			return runningCount > 0 ? "replace" : "run";
+		default:
+			throw new TypeError(`unknown concurrency policy ${JSON.stringify(policy)}`);
+	}
+}
+
+export interface RetryDelayOptions {
+	/** Delay before the first retry, ms (default 1000). */
+	baseMs?: number;
+	/** Upper bound, ms (default 60000). */
+	maxMs?: number;
+	/**
+	 * Optional jitter source returning [0, 1). With it the delay is drawn uniformly from
+	 * [delay/2, delay) ("equal jitter"); without it the delay is exact.
+	 */
+	random?: () => number;
+}
+
+/**
+ * Exponential backoff before retry number `attempt` (1 = the first retry, i.e. after the first
+ * attempt failed): baseMs * 2^(attempt-1), capped at maxMs. Deterministic unless `random` is given.
+ */
+export function retryDelayMs(attempt: number, opts: RetryDelayOptions = {}): number {
+	const base = opts.baseMs ?? DEFAULT_RETRY_BASE_MS;
+	const max = opts.maxMs ?? DEFAULT_RETRY_MAX_MS;
+	if (!Number.isFinite(base) || base < 0 || !Number.isFinite(max) || max < 0) {
+		throw new RangeError("retryDelayMs: baseMs and maxMs must be finite and >= 0");
+	}
+	const n = Number.isFinite(attempt) ? Math.max(1, Math.floor(attempt)) : 1;
+	// 2^1023 is the largest finite power; beyond that the cap applies anyway.
+	const delay = Math.min(max, base * Math.pow(2, Math.min(n - 1, 1023)));
+	if (!opts.random) return delay;
+	const r = Math.min(Math.max(opts.random(), 0), 1);
+	return Math.floor(delay / 2 + (delay / 2) * r);
+}
+
+/**
+ * Whether a finished attempt should be retried. `attempt` counts from 1 (the attempt that just
+ * ended); `retries` is the number of retries allowed, so retries=2 allows 3 attempts in total.
+ * Only failed and timed_out runs are retried.
+ */
+export function shouldRetry(runStatus: RunStatus, attempt: number, retries: number): boolean {
+	return (runStatus === "failed" || runStatus === "timed_out") && attempt <= retries;
+}
+
+/**
+ * The job status after a run reached `runStatus`.
+ * - succeeded: a recurring job goes (back) to `scheduled`; a one-shot job (recurring=false) is
+ *   `finished`.
+ * - failed / timed_out with a retry pending (`willRetry`): unchanged, the outcome is not final yet.
+ * - failed / timed_out, final attempt: `error`, recurring or not. A recurring job keeps being
+ *   scheduled in `error` status and returns to `scheduled` on its next success; a one-shot job
+ *   will not run again either way (error = it ended badly, finished = it ended well).
+ * - skipped / missed / running: unchanged.
+ * Deleting a job (→ `finished`) is the caller's business, as is ignoring late results for it.
+ */
+export function jobStatusAfterRun(job: { recurring: boolean; status: JobStatus }, runStatus: RunStatus, willRetry: boolean): JobStatus {
+	switch (runStatus) {
+		case "succeeded":
+			return job.recurring ? "scheduled" : "finished";
+		case "failed":
+		case "timed_out":
+			return willRetry ? job.status : "error";
+		case "skipped":
+		case "missed":
+		case "running":
+			return job.status;
+		default:
+			throw new TypeError(`unknown run status ${JSON.stringify(runStatus)}`);
+	}
+}
