@@ -16,7 +16,6 @@ import type { Coordination } from "./coordination";
 import { MemoryCoordination, MemoryCoordinationHub } from "./coordination-memory";
 import type { ObjectStore } from "./objectstore";
 import { createObjectStore } from "./objectstore-factory";
-import { ZookeeperCoordination } from "../mixins/zookeeper.mixin";
 
 export interface NodeDeps {
 	clock?: Clock;
@@ -28,6 +27,9 @@ export interface NodeDeps {
 export function coordinationFactory(config: Config, hub: MemoryCoordinationHub): () => Coordination {
 	if (config.zookeeper) {
 		const connectionString = config.zookeeper;
+		// Loaded only in a cluster: the embedded default never touches the ZooKeeper client.
+		// eslint-disable-next-line @typescript-eslint/no-require-imports
+		const { ZookeeperCoordination } = require("../mixins/zookeeper.mixin") as typeof import("../mixins/zookeeper.mixin");
 		return () => new ZookeeperCoordination({ connectionString, root: config.zkRoot, sessionTimeoutMs: config.zkSessionTimeoutMs });
 	}
 	return () => new MemoryCoordination(hub);

@@ -72,11 +72,11 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 			routes: [
 				{
 					name: "health",
-					path: "/health",
+					path: "/",
 					authentication: false,
 					bodyParsers: { json: false },
 					mappingPolicy: "restrict",
-					aliases: { "GET /": "api.health" },
+					aliases: { "GET /health": "api.health" },
 					onError,
 				},
 				{
@@ -108,7 +108,6 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 		actions: {
 			/** 200 with each backend's state; 503 when one is down. */
 			health: {
-				visibility: "public",
 				params: {},
 				async handler(this: ApiThis, ctx: Context<Record<string, never>, { $statusCode?: number }>) {
 					const backends: Record<string, unknown> = {};
