@@ -216,7 +216,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					if (job.deletedAt !== null) throw conflict("The job was deleted", "id");
 					let patch;
 					try {
-						patch = validateJobPatch(body, { admin: user.admin });
+						patch = validateJobPatch(body, { admin: user.admin, currentType: job.type });
 					} catch (err) {
 						throw toClientError(err);
 					}
@@ -231,14 +231,13 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 						const stored = await this.storeExecutable(type, patch.executable);
 						Object.assign(changes, { type, ...stored });
 					}
-					const next = { ...job, ...changes };
-					// A finished one-shot job that gets a new schedule runs again.
-					if (job.status === "finished" && (patch.schedule !== undefined || patch.recurring !== undefined)) {
-						changes.status = "scheduled";
-						changes.lastScheduledAt = null;
-						next.lastScheduledAt = null;
+					// Fire times before a change of schedule, time zone or suspension were never missed:
+					// the worker catches up only what passed after this moment.
+					if (patch.schedule !== undefined || patch.timezone !== undefined || patch.suspended === false) {
+						changes.lastScheduledAt = Math.max(job.lastScheduledAt ?? 0, now);
 					}
-					changes.nextRunAt = next.suspended ? null : this.nextRunAt(next.schedule, next.timezone, Math.max(now, next.lastScheduledAt ?? 0));
+					const next = { ...job, ...changes };
+					changes.nextRunAt = next.suspended || next.status === "finished" ? null : this.nextRunAt(next.schedule, next.timezone, Math.max(now, next.lastScheduledAt ?? 0));
 					await this.guard(() => this.adapter.model.update(changes, { where: { id } }));
 					this.changed(id, "updated");
 					return jobView({ ...job, ...changes } as JobRow);

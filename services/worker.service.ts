@@ -17,7 +17,7 @@ import { notFound } from "../lib/errors";
 import { DEFAULT_PATH, effectiveRunUser, resolveUser, runProcess, type ExecResult, type ExecSpec, type ResolvedUser } from "../lib/executor";
 import type { ObjectStore } from "../lib/objectstore";
 import { misfireDecision, overlapDecision, retryDelayMs, shouldRetry } from "../lib/policies";
-import { fireTimesBetween, nextFireTimes } from "../lib/schedule";
+import { fireTimesBetween, loadTimeZone, nextFireTimes, parseSchedule, type ParsedSchedule, type TimeZone } from "../lib/schedule";
 import type { Run, RunStatus, RunTrigger } from "../lib/types";
 import type { WorkerJob } from "../lib/views";
 import { CoordinationMixin } from "../mixins/coordination.mixin";
@@ -43,6 +43,9 @@ interface PendingFinish {
 
 interface WorkerThis extends Service {
 	coordination: Coordination;
+	/** Parsed schedule and time zone per job (parsing is the costly part of next-fire math). */
+	schedules: Map<string, { key: string; schedule: ParsedSchedule; tz: TimeZone }>;
+	scheduleOf(job: WorkerJob): { schedule: ParsedSchedule; tz: TimeZone };
 	crontab: Crontab;
 	jobs: Map<string, WorkerJob>;
 	assigned: Set<string>;
@@ -195,6 +198,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 								this.assigned.delete(id);
 								this.crontab.delete(id);
 								this.jobs.delete(id);
+								this.schedules.delete(id);
 							}
 						}
 						const added = ids.filter((id) => !this.assigned.has(id));
@@ -231,12 +235,23 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				this.arm();
 			},
 
+			scheduleOf(this: WorkerThis, job: WorkerJob) {
+				const key = `${job.schedule}\u0000${job.timezone}`;
+				let cached = this.schedules.get(job.id);
+				if (!cached || cached.key !== key) {
+					cached = { key, schedule: parseSchedule(job.schedule), tz: loadTimeZone(job.timezone) };
+					this.schedules.set(job.id, cached);
+				}
+				return cached;
+			},
+
 			scheduleJob(this: WorkerThis, job: WorkerJob, after: number) {
 				if (!job.recurring && job.lastScheduledAt !== null) {
 					this.crontab.delete(job.id); // a one-shot job fires once
 					return;
 				}
-				const [next] = nextFireTimes(job.schedule, job.timezone, after, 1);
+				const { schedule, tz } = this.scheduleOf(job);
+				const [next] = nextFireTimes(schedule, tz, after, 1);
 				if (next === undefined) this.crontab.delete(job.id);
 				else this.crontab.set(job.id, next);
 			},
@@ -244,7 +259,9 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			/** Fires missed while no worker owned the job, handled by its misfire policy. */
 			async catchUp(this: WorkerThis, job: WorkerJob, now: number) {
 				const since = job.lastScheduledAt ?? job.createdAt;
-				let missed = fireTimesBetween(job.schedule, job.timezone, since, now - 1, 100_000);
+				const { schedule, tz } = this.scheduleOf(job);
+				// The newest 1000 missed fires at most (misfireDecision runs at most 1000 late).
+				let missed = fireTimesBetween(schedule, tz, since, now - 1, 1000);
 				if (!job.recurring) missed = missed.slice(0, 1);
 				if (missed.length === 0) return;
 				const decision = misfireDecision(job.misfire, missed);
@@ -471,6 +488,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 		created(this: WorkerThis) {
 			this.crontab = new Crontab();
 			this.jobs = new Map();
+			this.schedules = new Map();
 			this.assigned = new Set();
 			this.running = new Map();
 			this.timer = null;
