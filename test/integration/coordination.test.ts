@@ -40,11 +40,28 @@ function connectRaw(opts: Record<string, unknown> = {}): Promise<zookeeper.Clien
 	});
 }
 
-/** Delete a test root and everything below it (removeRecursive exists in 1.1.3 but not in its types). */
+/** Delete a test root and everything below it (the client's own removeRecursive misses nodes). */
 async function removeRoot(root: string): Promise<void> {
-	const raw = (await connectRaw()) as zookeeper.Client & { removeRecursive(path: string, cb: (err: unknown) => void): void };
-	await new Promise<void>((resolve) => raw.removeRecursive(root, () => resolve()));
-	raw.close();
+	const raw = await connectRaw();
+	const children = (path: string) =>
+		new Promise<string[]>((resolve, reject) => raw.getChildren(path, (err, kids) => (err ? (zkCodeOf(err) === zookeeper.Exception.NO_NODE ? resolve([]) : reject(err)) : resolve(kids))));
+	const remove = (path: string) =>
+		new Promise<void>((resolve, reject) => raw.remove(path, -1, (err) => (err && zkCodeOf(err) !== zookeeper.Exception.NO_NODE ? reject(err) : resolve())));
+	const removeTree = async (path: string): Promise<void> => {
+		const kids = await children(path);
+		for (let i = 0; i < kids.length; i += 1000) await Promise.all(kids.slice(i, i + 1000).map((k) => removeTree(`${path}/${k}`)));
+		await remove(path);
+	};
+	try {
+		await removeTree(root);
+	} finally {
+		raw.close();
+	}
+}
+
+function zkCodeOf(err: unknown): number | null {
+	const e = err as { getCode?: () => number };
+	return typeof e?.getCode === "function" ? e.getCode() : null;
 }
 
 /** Connect a second client with the same session id and password, and close it right away. */
