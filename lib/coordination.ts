@@ -53,6 +53,10 @@ export interface StateChange {
 	newSession: boolean;
 }
 
+/**
+ * Every async operation rejects with a 503 MoleculerRetryableError (lib/errors.ts unavailable()) while
+ * the state is not "connected".
+ */
 export interface Coordination {
 	readonly kind: "memory" | "zookeeper";
 	/** The current connection state. */
@@ -66,11 +70,15 @@ export interface Coordination {
 	 * implementation re-creates the registration after a session expiry.
 	 */
 	registerWorker(info: WorkerRegistration): Promise<void>;
-	/** Update the data of this session's registration (heartbeat, clock offset). */
+	/** Update the data of this session's registration (heartbeat, clock offset). Throws if this
+	 * Coordination did not register that id. */
 	updateWorker(info: WorkerRegistration): Promise<void>;
 	unregisterWorker(id: string): Promise<void>;
 	listWorkers(): Promise<WorkerRegistration[]>;
-	/** Called with the full live list whenever a worker joins, leaves or updates. */
+	/**
+	 * Called with the full live list (sorted by id) whenever a worker joins, leaves or updates, and
+	 * once soon after subscribing. Always asynchronous; re-delivered after a reconnect/new session.
+	 */
 	watchWorkers(listener: (workers: WorkerRegistration[]) => void): () => void;
 
 	/**
@@ -87,12 +95,16 @@ export interface Coordination {
 	allAssignments(): Promise<Map<string, string[]>>;
 	/** Apply moves (add/remove/move jobs). Only the leader calls this. */
 	applyMoves(moves: AssignmentMove[]): Promise<void>;
-	/** Called with the worker's full job id list whenever its assignment changes. */
+	/**
+	 * Called with the worker's full job id list (sorted) whenever its assignment changes, and once soon
+	 * after subscribing. Always asynchronous (ZooKeeper: within ~100 ms of the write).
+	 */
 	watchAssignments(workerId: string, listener: (jobIds: string[]) => void): () => void;
 
 	/**
 	 * Claim a fire (job, scheduled time) for `owner`: a lock on an ephemeral sequential node. Returns
-	 * null when another live owner holds it. The claim vanishes with the owner's session.
+	 * null when another live owner holds it. The claim vanishes with the owner's session. Not
+	 * re-entrant: claiming a held fire again (even by the same owner) returns null.
 	 */
 	claim(jobId: string, scheduledAt: number, owner: string): Promise<Claim | null>;
 	/** The owner of a live claim on (job, scheduled time), or null when nobody holds it. */
