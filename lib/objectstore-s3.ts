@@ -41,6 +41,8 @@ export interface S3ObjectStoreConfig {
 	requestTimeoutMs?: number;
 	/** Attempts per request including the first (default 2). */
 	maxAttempts?: number;
+	/** Overall deadline of ping() (HeadBucket, all attempts), ms (default 3000). */
+	pingTimeoutMs?: number;
 }
 
 const BUCKET_RE = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
@@ -52,12 +54,14 @@ export class S3ObjectStore implements ObjectStore {
 	/** The underlying client (exposed for tests and tools). */
 	readonly client: S3Client;
 	private readonly urlPrefix: string;
+	private readonly pingTimeoutMs: number;
 
 	constructor(config: S3ObjectStoreConfig) {
 		if (!BUCKET_RE.test(config.bucket ?? "")) throw new FieldError("bucket", `invalid S3 bucket name ${JSON.stringify(config.bucket)}`);
 		this.bucket = config.bucket;
 		this.endpoint = config.endpoint || undefined;
 		this.urlPrefix = `s3://${this.bucket}/sha256/`;
+		this.pingTimeoutMs = config.pingTimeoutMs ?? 3_000;
 		const requestTimeout = config.requestTimeoutMs ?? 10_000;
 		this.client = new S3Client({
 			endpoint: this.endpoint,
@@ -145,8 +149,11 @@ export class S3ObjectStore implements ObjectStore {
 
 	async ping(): Promise<void> {
 		try {
-			await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+			await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: AbortSignal.timeout(this.pingTimeoutMs) });
 		} catch (err) {
+			if ((err as Error)?.name === "AbortError") {
+				throw new ObjectStoreUnavailable(`${this.where()} is unavailable: HeadBucket got no answer within ${this.pingTimeoutMs} ms`, { cause: err });
+			}
 			throw this.mapError("HeadBucket", err);
 		}
 	}

@@ -288,6 +288,13 @@ describe("S3 store unreachable", () => {
 			expect(err).toBeInstanceOf(ObjectStoreUnavailable);
 			expect(elapsed).toBeGreaterThanOrEqual(300);
 			expect(elapsed).toBeLessThan(3000);
+			// ping() has its own overall deadline (all attempts).
+			const pinger = s3Store({ endpoint: `http://127.0.0.1:${port}`, pingTimeoutMs: 300 });
+			const t1 = Date.now();
+			const perr = await rejection(pinger.ping());
+			expect(perr).toBeInstanceOf(ObjectStoreUnavailable);
+			expect((perr as Error).message).toMatch(/no answer within 300 ms/);
+			expect(Date.now() - t1).toBeLessThan(2000);
 		} finally {
 			for (const s of sockets) s.destroy();
 			await new Promise((r) => hang.close(r));
