@@ -552,7 +552,9 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			// Let running processes finish (they hold claims), then write what is pending.
 			const all: Promise<void>[] = [];
 			for (const set of this.running.values()) for (const r of set) all.push(r.done.catch(() => undefined));
-			await Promise.race([Promise.all(all), new Promise((r) => setTimeout(r, 10_000))]);
+			let grace: NodeJS.Timeout | undefined;
+			await Promise.race([Promise.all(all), new Promise((r) => (grace = setTimeout(r, 10_000)))]);
+			clearTimeout(grace);
 			await this.flushOutbox().catch(() => undefined);
 		},
 	};
