@@ -24,16 +24,19 @@ export function createSequelize(config: Config, owner: string, logger?: (msg: st
 	}
 	fs.mkdirSync(config.dataDir, { recursive: true });
 	const storage = path.join(config.dataDir, `${owner}.sqlite`);
-	const seq = new Sequelize({ ...common, dialect: "sqlite", storage, pool: { max: 1, min: 1, idle: 60000 } });
-	// WAL lets readers run beside the writer; NORMAL sync is durable across process crashes.
-	seq.addHook("afterConnect", async (conn: unknown) => {
-		const db = conn as { run(sql: string, cb: (err: Error | null) => void): void };
-		for (const sql of ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=5000"]) {
-			await new Promise<void>((resolve, reject) => db.run(sql, (err) => (err ? reject(err) : resolve())));
-		}
-	});
+	const seq = new Sequelize({ ...common, dialect: "sqlite", storage });
 	logger?.(`SQLite database ${storage}`);
 	return seq;
+}
+
+/**
+ * SQLite: WAL lets readers run beside the writer and, with synchronous=NORMAL, commits without an
+ * fsync each (still durable across a process crash). Sequelize keeps one SQLite connection, so
+ * running the pragmas once after connecting applies them to every query. No-op on MySQL.
+ */
+export async function tuneDatabase(seq: Sequelize): Promise<void> {
+	if (seq.getDialect() !== "sqlite") return;
+	for (const sql of ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=5000"]) await seq.query(sql);
 }
 
 /** True for errors that mean "the database is unreachable right now" (answer 503, retry later). */

@@ -11,7 +11,7 @@ import SqlAdapter from "moleculer-db-adapter-sequelize";
 import { DataTypes, Op, type ModelStatic, type Model, type Sequelize } from "sequelize";
 import type { Clock } from "../lib/clock";
 import type { Config } from "../lib/config";
-import { createSequelize, isConnectionError, isUniqueViolation } from "../lib/db";
+import { createSequelize, isConnectionError, isUniqueViolation, tuneDatabase } from "../lib/db";
 import { conflict, invalidField, notFound, toClientError, unauthorized, unavailable } from "../lib/errors";
 import type { ObjectStore } from "../lib/objectstore";
 import { jobStatusAfterRun } from "../lib/policies";
@@ -81,7 +81,7 @@ const RUN_FIELDS = {
 	finishedAt: { type: DataTypes.BIGINT, allowNull: true },
 	exitCode: { type: DataTypes.INTEGER, allowNull: true },
 	signal: { type: DataTypes.STRING(16), allowNull: true },
-	output: { type: DataTypes.TEXT("medium"), allowNull: false },
+	output: { type: DataTypes.TEXT, allowNull: false },
 	node: { type: DataTypes.STRING(200), allowNull: true },
 	error: { type: DataTypes.TEXT, allowNull: true },
 };
@@ -633,7 +633,11 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 		},
 
 		async afterConnected(this: JobsThis) {
-			this.runs = this.adapter.db.define("run", RUN_FIELDS, {
+			await tuneDatabase(this.adapter.db);
+			// MySQL's TEXT holds 64 KiB of bytes: the output tail needs MEDIUMTEXT (SQLite has one TEXT).
+			const mysql = this.adapter.db.getDialect() === "mysql";
+			const fields = mysql ? { ...RUN_FIELDS, output: { type: DataTypes.TEXT({ length: "medium" }), allowNull: false } } : RUN_FIELDS;
+			this.runs = this.adapter.db.define("run", fields, {
 				tableName: "runs",
 				timestamps: false,
 				indexes: [

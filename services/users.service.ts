@@ -12,7 +12,7 @@ import SqlAdapter from "moleculer-db-adapter-sequelize";
 import { DataTypes, type Model, type ModelStatic, type Sequelize } from "sequelize";
 import type { Clock } from "../lib/clock";
 import type { Config } from "../lib/config";
-import { createSequelize, isConnectionError, isUniqueViolation } from "../lib/db";
+import { createSequelize, isConnectionError, isUniqueViolation, tuneDatabase } from "../lib/db";
 import { conflict, forbidden, notFound, unauthorized, unavailable } from "../lib/errors";
 import type { AuthUser, User } from "../lib/types";
 import { iso } from "../lib/views";
@@ -186,6 +186,7 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 		},
 
 		async afterConnected(this: UsersThis) {
+			await tuneDatabase(this.adapter.db);
 			await this.ensureAdmin();
 		},
 	};
