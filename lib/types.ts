@@ -29,8 +29,6 @@ export interface Job {
 	owner: string;
 	worker: string | null;
 	nextRunAt: string | null;
-	/** The newest scheduled fire time that has been handled (run, skipped or missed), ISO. */
-	lastScheduledAt: string | null;
 	lastRun: RunSummary | null;
 	createdAt: string;
 	updatedAt: string;

@@ -1,4 +1,5 @@
 /** Row <-> API shapes. Pure. Times are stored as epoch milliseconds and answered as ISO strings. */
+import { nextFireTime } from "./schedule";
 import type { Job, Run, RunSummary, JobStatus, JobType, ConcurrencyPolicy, MisfirePolicy, RunStatus, RunTrigger } from "./types";
 
 export const iso = (ms: number | null | undefined): string | null => (ms === null || ms === undefined ? null : new Date(Number(ms)).toISOString());
@@ -23,7 +24,7 @@ export interface JobRow {
 	suspended: boolean;
 	owner: string;
 	worker: string | null;
-	nextRunAt: number | null;
+	/** Catch-up baseline set when the schedule changes (fires before it were never missed). */
 	lastScheduledAt: number | null;
 	lastRun: string | null;
 	deletedAt: number | null;
@@ -56,7 +57,18 @@ function parseJson<T>(raw: string | null, fallback: T): T {
 	}
 }
 
-export function jobView(row: JobRow): Job {
+/** The next fire time is derived, not stored: from the schedule, at read time. */
+export function nextRunAt(row: Pick<JobRow, "status" | "suspended" | "deletedAt" | "recurring" | "lastRun" | "schedule" | "timezone" | "lastScheduledAt">, now: number): number | null {
+	if (row.status === "finished" || row.suspended || row.deletedAt !== null) return null;
+	if (!row.recurring && row.lastRun) return null;
+	try {
+		return nextFireTime(row.schedule, row.timezone, Math.max(now, Number(row.lastScheduledAt ?? 0)));
+	} catch {
+		return null;
+	}
+}
+
+export function jobView(row: JobRow, now: number): Job {
 	return {
 		id: row.id,
 		name: row.name,
@@ -77,8 +89,7 @@ export function jobView(row: JobRow): Job {
 		size: row.size === null ? null : Number(row.size),
 		owner: row.owner,
 		worker: row.worker,
-		nextRunAt: iso(row.nextRunAt),
-		lastScheduledAt: iso(row.lastScheduledAt),
+		nextRunAt: iso(nextRunAt(row, now)),
 		lastRun: parseJson<RunSummary | null>(row.lastRun, null),
 		createdAt: iso(row.createdAt) as string,
 		updatedAt: iso(row.updatedAt) as string,

@@ -8,7 +8,7 @@ import type { Readable } from "node:stream";
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import DbService from "moleculer-db";
 import SqlAdapter from "moleculer-db-adapter-sequelize";
-import { DataTypes, Op, type ModelStatic, type Model, type Sequelize } from "sequelize";
+import { DataTypes, Op, col, fn, type ModelStatic, type Model, type Sequelize } from "sequelize";
 import type { Clock } from "../lib/clock";
 import type { Config } from "../lib/config";
 import { createSequelize, isConnectionError, isUniqueViolation, tuneDatabase } from "../lib/db";
@@ -27,6 +27,20 @@ export interface JobsDeps {
 	objectStore: ObjectStore;
 }
 
+interface FinishedRun {
+	runId: string;
+	jobId: string;
+	recurring: boolean;
+	status: RunStatus;
+	exitCode: number | null;
+	signal: string | null;
+	output: string;
+	startedAt: number | null;
+	finishedAt: number;
+	error: string | null;
+	willRetry?: boolean;
+}
+
 type Meta = { user?: AuthUser; $statusCode?: number; $responseType?: string; $responseHeaders?: Record<string, string> };
 type Ctx<P = Record<string, unknown>> = Context<P, Meta>;
 
@@ -38,7 +52,6 @@ interface JobsThis extends Service {
 	findOwned(ctx: Ctx<unknown>, id: string): Promise<JobRow>;
 	guard<T>(fn: () => Promise<T>): Promise<T>;
 	storeExecutable(type: string, executable: string): Promise<{ executable: string; digest: string | null; size: number | null }>;
-	nextRunAt(schedule: string, timezone: string, after: number): number | null;
 	changed(id: string, op: string): void;
 }
 
@@ -62,7 +75,6 @@ const JOB_FIELDS = {
 	suspended: { type: DataTypes.BOOLEAN, allowNull: false },
 	owner: { type: DataTypes.STRING(36), allowNull: false },
 	worker: { type: DataTypes.STRING(200), allowNull: true },
-	nextRunAt: { type: DataTypes.BIGINT, allowNull: true },
 	lastScheduledAt: { type: DataTypes.BIGINT, allowNull: true },
 	lastRun: { type: DataTypes.TEXT, allowNull: true },
 	deletedAt: { type: DataTypes.BIGINT, allowNull: true },
@@ -168,7 +180,6 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 						suspended: input.suspended ?? false,
 						owner: user.id,
 						worker: null,
-						nextRunAt: input.suspended ? null : this.nextRunAt(input.schedule, input.timezone, now),
 						lastScheduledAt: null,
 						lastRun: null,
 						deletedAt: null,
@@ -178,7 +189,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					await this.guard(() => this.adapter.model.create(row as never));
 					this.changed(row.id, "created");
 					ctx.meta.$statusCode = 201;
-					return jobView(row);
+					return jobView(row, clock.now());
 				},
 			},
 
@@ -196,14 +207,14 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					const rows = await this.guard(() =>
 						this.adapter.model.findAll({ where, order: [["createdAt", "DESC"], ["id", "ASC"]], limit: ctx.params.limit ?? 100, offset: ctx.params.offset ?? 0, raw: true }),
 					);
-					return (rows as unknown as JobRow[]).map(jobView);
+					return (rows as unknown as JobRow[]).map((r) => jobView(r, clock.now()));
 				},
 			},
 
 			getJob: {
 				params: { id: ID },
 				async handler(this: JobsThis, ctx: Ctx<{ id: string }>) {
-					return jobView(await this.findOwned(ctx, ctx.params.id));
+					return jobView(await this.findOwned(ctx, ctx.params.id), clock.now());
 				},
 			},
 
@@ -236,11 +247,9 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					if (patch.schedule !== undefined || patch.timezone !== undefined || patch.suspended === false) {
 						changes.lastScheduledAt = Math.max(job.lastScheduledAt ?? 0, now);
 					}
-					const next = { ...job, ...changes };
-					changes.nextRunAt = next.suspended || next.status === "finished" ? null : this.nextRunAt(next.schedule, next.timezone, Math.max(now, next.lastScheduledAt ?? 0));
 					await this.guard(() => this.adapter.model.update(changes, { where: { id } }));
 					this.changed(id, "updated");
-					return jobView({ ...job, ...changes } as JobRow);
+					return jobView({ ...job, ...changes } as JobRow, clock.now());
 				},
 			},
 
@@ -249,10 +258,10 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				async handler(this: JobsThis, ctx: Ctx<{ id: string }>) {
 					const job = await this.findOwned(ctx, ctx.params.id);
 					const now = clock.now();
-					const changes: Partial<JobRow> = { status: "finished", deletedAt: job.deletedAt ?? now, nextRunAt: null, worker: null, updatedAt: now };
+					const changes: Partial<JobRow> = { status: "finished", deletedAt: job.deletedAt ?? now, worker: null, updatedAt: now };
 					await this.guard(() => this.adapter.model.update(changes, { where: { id: job.id } }));
 					this.changed(job.id, "removed");
-					return jobView({ ...job, ...changes } as JobRow);
+					return jobView({ ...job, ...changes } as JobRow, clock.now());
 				},
 			},
 
@@ -354,8 +363,23 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					const out = [];
 					for (let i = 0; i < ctx.params.ids.length; i += 1000) {
 						const chunk = ctx.params.ids.slice(i, i + 1000);
-						const rows = await this.guard(() => this.adapter.model.findAll({ where: { id: chunk }, raw: true }));
-						out.push(...(rows as unknown as JobRow[]).map(workerJobView));
+						const rows = (await this.guard(() => this.adapter.model.findAll({ where: { id: chunk }, raw: true }))) as unknown as JobRow[];
+						// The newest handled fire (run, skipped or missed) is derived from the runs: the
+						// catch-up baseline is the later of it and the one set by a schedule change.
+						const latest = (await this.guard(() =>
+							this.runs.findAll({
+								attributes: ["jobId", [fn("MAX", col("scheduledAt")), "latest"]],
+								where: { jobId: chunk, trigger: { [Op.ne]: "manual" } },
+								group: ["jobId"],
+								raw: true,
+							}),
+						)) as unknown as { jobId: string; latest: number | string }[];
+						const byJob = new Map(latest.map((l) => [l.jobId, Number(l.latest)]));
+						for (const row of rows) {
+							const handled = byJob.get(row.id);
+							if (handled !== undefined) row.lastScheduledAt = Math.max(Number(row.lastScheduledAt ?? 0), handled);
+						}
+						out.push(...rows.map(workerJobView));
 					}
 					return out;
 				},
@@ -380,20 +404,29 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				},
 			},
 
-			/** Record the start of a run. Answers null when (job, scheduledAt, attempt) already has a run. */
-			startRun: {
+			/**
+			 * Record the start of runs, in one transaction. Answers, for each, the run or null when
+			 * (job, scheduledAt, attempt) already has a run (the unique key: a fire runs once).
+			 */
+			startRuns: {
 				visibility: "public",
 				params: {
-					jobId: "string",
-					scheduledAt: "number",
-					attempt: { type: "number", integer: true, min: 1 },
-					trigger: { type: "enum", values: ["schedule", "manual", "retry", "catchup"] },
-					node: "string",
-					nextRunAt: { type: "number", nullable: true, optional: true },
+					runs: {
+						type: "array",
+						items: {
+							type: "object",
+							props: {
+								jobId: "string",
+								scheduledAt: "number",
+								attempt: { type: "number", integer: true, min: 1 },
+								trigger: { type: "enum", values: ["schedule", "manual", "retry", "catchup"] },
+								node: "string",
+							},
+						},
+					},
 				},
-				async handler(this: JobsThis, ctx: Ctx<{ jobId: string; scheduledAt: number; attempt: number; trigger: RunTrigger; node: string; nextRunAt?: number | null }>) {
-					const p = ctx.params;
-					const row: RunRow = {
+				async handler(this: JobsThis, ctx: Ctx<{ runs: { jobId: string; scheduledAt: number; attempt: number; trigger: RunTrigger; node: string }[] }>) {
+					const rows: RunRow[] = ctx.params.runs.map((p) => ({
 						id: randomUUID(),
 						jobId: p.jobId,
 						scheduledAt: p.scheduledAt,
@@ -407,21 +440,16 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 						output: "",
 						node: p.node,
 						error: null,
-					};
-					try {
-						await this.guard(() => this.runs.create(row as never));
-					} catch (err) {
-						if (isUniqueViolation(err)) return null;
-						throw err;
-					}
-					if (p.trigger !== "manual") {
-						const changes: Record<string, unknown> = { lastScheduledAt: p.scheduledAt };
-						if (p.nextRunAt !== undefined) changes.nextRunAt = p.nextRunAt;
-						await this.guard(() =>
-							this.adapter.model.update(changes, { where: { id: p.jobId, [Op.or]: [{ lastScheduledAt: null }, { lastScheduledAt: { [Op.lte]: p.scheduledAt } }] } }),
-						);
-					}
-					return runView(row);
+					}));
+					const ids = rows.map((r) => r.id);
+					const present = await this.guard(() =>
+						this.adapter.db.transaction(async (transaction) => {
+							await this.runs.bulkCreate(rows as never[], { ignoreDuplicates: true, transaction });
+							const found = (await this.runs.findAll({ attributes: ["id"], where: { id: ids }, raw: true, transaction })) as unknown as { id: string }[];
+							return new Set(found.map((r) => r.id));
+						}),
+					);
+					return rows.map((r) => (present.has(r.id) ? runView(r) : null));
 				},
 			},
 
@@ -460,49 +488,66 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 						if (isUniqueViolation(err)) return null;
 						throw err;
 					}
-					await this.guard(() =>
-						this.adapter.model.update({ lastScheduledAt: p.scheduledAt }, { where: { id: p.jobId, [Op.or]: [{ lastScheduledAt: null }, { lastScheduledAt: { [Op.lte]: p.scheduledAt } }] } }),
-					);
 					return runView(row);
 				},
 			},
 
-			/** Record the end of a run and move the job's status. Idempotent. */
-			finishRun: {
+			/**
+			 * Record the end of runs and move their jobs' status, in one transaction. Idempotent: a run
+			 * already final is left alone. Answers, for each, whether it was written now.
+			 */
+			finishRuns: {
 				visibility: "public",
 				params: {
-					runId: "string",
-					status: { type: "enum", values: ["succeeded", "failed", "timed_out"] },
-					exitCode: { type: "number", nullable: true },
-					signal: { type: "string", nullable: true },
-					output: { type: "string" },
-					startedAt: { type: "number", nullable: true },
-					finishedAt: "number",
-					error: { type: "string", nullable: true },
-					willRetry: { type: "boolean", optional: true },
+					results: {
+						type: "array",
+						items: {
+							type: "object",
+							props: {
+								runId: "string",
+								jobId: "string",
+								recurring: "boolean",
+								status: { type: "enum", values: ["succeeded", "failed", "timed_out"] },
+								exitCode: { type: "number", nullable: true },
+								signal: { type: "string", nullable: true },
+								output: { type: "string" },
+								startedAt: { type: "number", nullable: true },
+								finishedAt: "number",
+								error: { type: "string", nullable: true },
+								willRetry: { type: "boolean", optional: true },
+							},
+						},
+					},
 				},
-				async handler(
-					this: JobsThis,
-					ctx: Ctx<{ runId: string; status: RunStatus; exitCode: number | null; signal: string | null; output: string; startedAt: number | null; finishedAt: number; error: string | null; willRetry?: boolean }>,
-				) {
-					const p = ctx.params;
-					const run = (await this.guard(() => this.runs.findByPk(p.runId, { raw: true }))) as unknown as RunRow | null;
-					if (!run) throw notFound("Run", p.runId);
-					if (run.status !== "running") return runView(run);
-					const changes = { status: p.status, exitCode: p.exitCode, signal: p.signal, output: p.output, startedAt: p.startedAt, finishedAt: p.finishedAt, error: p.error };
-					await this.guard(() => this.runs.update(changes, { where: { id: p.runId, status: "running" } }));
-					const done: RunRow = { ...run, ...changes };
-					const job = (await this.guard(() => this.adapter.model.findByPk(run.jobId, { raw: true }))) as unknown as JobRow | null;
-					if (job) {
-						const jobChanges: Partial<JobRow> = { lastRun: JSON.stringify(runSummary(done)), updatedAt: clock.now() };
-						if (job.deletedAt === null) {
-							jobChanges.status = jobStatusAfterRun({ recurring: !!job.recurring, status: job.status }, p.status, !!p.willRetry);
-							if (jobChanges.status === "finished") jobChanges.nextRunAt = null;
-						}
-						await this.guard(() => this.adapter.model.update(jobChanges, { where: { id: job.id } }));
-						if (jobChanges.status === "finished" && job.status !== "finished") this.changed(job.id, "finished");
-					}
-					return runView(done);
+				async handler(this: JobsThis, ctx: Ctx<{ results: FinishedRun[] }>) {
+					const results = ctx.params.results;
+					const written: boolean[] = [];
+					const finishedJobs: string[] = [];
+					await this.guard(() =>
+						this.adapter.db.transaction(async (transaction) => {
+							written.length = 0;
+							finishedJobs.length = 0;
+							const lastByJob = new Map<string, FinishedRun>();
+							for (const r of results) {
+								const changes = { status: r.status, exitCode: r.exitCode, signal: r.signal, output: r.output, startedAt: r.startedAt, finishedAt: r.finishedAt, error: r.error };
+								const [n] = await this.runs.update(changes, { where: { id: r.runId, status: "running" }, transaction });
+								written.push(n > 0);
+								const prev = lastByJob.get(r.jobId);
+								if (n > 0 && (!prev || prev.finishedAt <= r.finishedAt)) lastByJob.set(r.jobId, r);
+							}
+							for (const [jobId, r] of lastByJob) {
+								const row = (await this.runs.findByPk(r.runId, { raw: true, transaction })) as unknown as RunRow;
+								const jobChanges: Record<string, unknown> = { lastRun: JSON.stringify(runSummary(row)), updatedAt: clock.now() };
+								const status = jobStatusAfterRun({ recurring: r.recurring, status: "scheduled" }, r.status, !!r.willRetry);
+								if (!r.willRetry) jobChanges.status = status;
+								const [n] = await this.adapter.model.update(jobChanges, { where: { id: jobId, deletedAt: null }, transaction });
+								if (n === 0) await this.adapter.model.update({ lastRun: jobChanges.lastRun }, { where: { id: jobId }, transaction });
+								else if (status === "finished" && !r.willRetry) finishedJobs.push(jobId);
+							}
+						}),
+					);
+					for (const id of finishedJobs) this.changed(id, "finished");
+					return written;
 				},
 			},
 
@@ -576,7 +621,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				const user = this.requireUser(ctx);
 				const row = (await this.guard(() => this.adapter.model.findByPk(id, { raw: true }))) as unknown as JobRow | null;
 				if (!row || (!user.admin && row.owner !== user.id)) throw notFound("Job", id);
-				return { ...row, nextRunAt: row.nextRunAt === null ? null : Number(row.nextRunAt), lastScheduledAt: row.lastScheduledAt === null ? null : Number(row.lastScheduledAt), deletedAt: row.deletedAt === null ? null : Number(row.deletedAt) };
+				return { ...row, lastScheduledAt: row.lastScheduledAt === null ? null : Number(row.lastScheduledAt), deletedAt: row.deletedAt === null ? null : Number(row.deletedAt) };
 			},
 
 			/** Database faults become 503 (retryable); everything else passes through. */
@@ -617,10 +662,6 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				} catch (err) {
 					throw unavailable("object store", err);
 				}
-			},
-
-			nextRunAt(schedule: string, timezone: string, after: number): number | null {
-				return nextFireTimes(schedule, timezone, after, 1)[0] ?? null;
 			},
 
 			changed(this: JobsThis, id: string, op: string) {

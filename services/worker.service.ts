@@ -9,6 +9,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { ArtifactCache } from "../lib/artifact-cache";
+import { Batcher } from "../lib/batcher";
 import type { Clock, TimerHandle } from "../lib/clock";
 import type { Config } from "../lib/config";
 import type { Coordination, WorkerRegistration } from "../lib/coordination";
@@ -36,9 +37,26 @@ interface RunningRun {
 	done: Promise<void>;
 }
 
-interface PendingFinish {
+interface StartRequest {
+	jobId: string;
+	scheduledAt: number;
+	attempt: number;
+	trigger: RunTrigger;
+	node: string;
+}
+
+interface FinishRequest {
 	runId: string;
-	params: Record<string, unknown>;
+	jobId: string;
+	recurring: boolean;
+	status: RunStatus;
+	exitCode: number | null;
+	signal: string | null;
+	output: string;
+	startedAt: number | null;
+	finishedAt: number;
+	error: string | null;
+	willRetry: boolean;
 }
 
 interface WorkerThis extends Service {
@@ -53,7 +71,10 @@ interface WorkerThis extends Service {
 	timer: TimerHandle | null;
 	timerAt: number | null;
 	stopping: boolean;
-	outbox: PendingFinish[];
+	/** Results not yet written (the database was down): retried until written. */
+	outbox: FinishRequest[];
+	starts: Batcher<StartRequest, Run | null>;
+	finishes: Batcher<FinishRequest, boolean>;
 	outboxTimer: TimerHandle | null;
 	users: Map<string, ResolvedUser>;
 	artifacts: ArtifactCache;
@@ -76,7 +97,7 @@ interface WorkerThis extends Service {
 	fire(job: WorkerJob, scheduledAt: number, trigger: RunTrigger, attempt: number): Promise<Run | null>;
 	execute(job: WorkerJob, run: Run, attempt: number, controller: AbortController): Promise<ExecResult>;
 	buildSpec(job: WorkerJob, run: Run, attempt: number, controller: AbortController): Promise<{ spec: ExecSpec; release(): void }>;
-	finish(runId: string, result: ExecResult, willRetry: boolean): Promise<void>;
+	finish(job: WorkerJob, runId: string, result: ExecResult, willRetry: boolean): Promise<void>;
 	flushOutbox(): Promise<void>;
 	record(job: WorkerJob, scheduledAt: number, trigger: RunTrigger, status: RunStatus, error?: string): Promise<void>;
 }
@@ -336,7 +357,6 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 					}
 					if (decision === "replace") for (const r of running) r.controller.abort();
 				}
-				const nextRunAt = this.crontab.nextAt(job.id);
 				let claim;
 				try {
 					claim = await this.coordination.claim(job.id, scheduledAt, this.broker.nodeID);
@@ -347,7 +367,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				if (!claim) return null; // another worker holds this fire
 				let run: Run | null = null;
 				try {
-					run = (await this.broker.call("jobs.startRun", { jobId: job.id, scheduledAt, attempt, trigger, node: this.broker.nodeID, nextRunAt })) as Run | null;
+					run = await this.starts.add({ jobId: job.id, scheduledAt, attempt, trigger, node: this.broker.nodeID });
 				} catch (err) {
 					this.logger.error(`Cannot record the start of job ${job.id}:`, (err as Error).message);
 				}
@@ -362,7 +382,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 					try {
 						const result = await this.execute(job, started, attempt, controller);
 						const willRetry = !controller.signal.aborted && shouldRetry(result.status, attempt, job.retries);
-						await this.finish(started.id, result, willRetry);
+						await this.finish(job, started.id, result, willRetry);
 						if (result.status === "succeeded") this.stats.succeeded++;
 						else this.stats.failed++;
 						if (willRetry && !this.stopping) {
@@ -445,33 +465,30 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			},
 
 			/** Record a result; while the database is down, keep it and retry until it is written. */
-			async finish(this: WorkerThis, runId: string, result: ExecResult, willRetry: boolean) {
-				const params = { runId, status: result.status, exitCode: result.exitCode, signal: result.signal, output: result.output, startedAt: result.startedAt, finishedAt: result.finishedAt, error: result.error, willRetry };
+			async finish(this: WorkerThis, job: WorkerJob, runId: string, result: ExecResult, willRetry: boolean) {
+				const req: FinishRequest = { runId, jobId: job.id, recurring: job.recurring, status: result.status, exitCode: result.exitCode, signal: result.signal, output: result.output, startedAt: result.startedAt, finishedAt: result.finishedAt, error: result.error, willRetry };
 				try {
-					await this.broker.call("jobs.finishRun", params, { retries: 2 });
+					await this.finishes.add(req);
 				} catch (err) {
 					this.logger.warn(`Cannot record run ${runId} now (${(err as Error).message}); keeping it to retry`);
-					this.outbox.push({ runId, params });
+					this.outbox.push(req);
 					if (!this.outboxTimer) this.outboxTimer = clock.setTimeout(() => void this.flushOutbox(), 1000);
 				}
 			},
 
 			async flushOutbox(this: WorkerThis) {
 				this.outboxTimer = null;
-				while (this.outbox.length > 0) {
-					const item = this.outbox[0];
-					try {
-						await this.broker.call("jobs.finishRun", item.params, { retries: 0 });
-						this.outbox.shift();
-					} catch (err) {
-						if ((err as { code?: number }).code === 404) {
-							this.outbox.shift();
-							continue;
-						}
-						if (!this.stopping) this.outboxTimer = clock.setTimeout(() => void this.flushOutbox(), 1000);
-						return;
-					}
+				if (this.outbox.length === 0) return;
+				const batch = this.outbox.slice(0, 500);
+				try {
+					await this.broker.call("jobs.finishRuns", { results: batch }, { retries: 0 });
+					this.outbox.splice(0, batch.length);
+					this.logger.info(`Recorded ${batch.length} run result(s) kept while the database was unreachable`);
+				} catch (err) {
+					if (!this.stopping) this.outboxTimer = clock.setTimeout(() => void this.flushOutbox(), 1000);
+					return;
 				}
+				if (this.outbox.length > 0) await this.flushOutbox();
 			},
 
 			async record(this: WorkerThis, job: WorkerJob, scheduledAt: number, trigger: RunTrigger, status: RunStatus, error?: string) {
@@ -496,6 +513,8 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			this.stopping = false;
 			this.outbox = [];
 			this.outboxTimer = null;
+			this.starts = new Batcher((runs) => this.broker.call("jobs.startRuns", { runs }) as Promise<(Run | null)[]>);
+			this.finishes = new Batcher((results) => this.broker.call("jobs.finishRuns", { results }) as Promise<boolean[]>);
 			this.users = new Map();
 			this.unwatch = [];
 			this.reconciling = null;

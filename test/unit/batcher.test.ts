@@ -1,0 +1,32 @@
+import { Batcher } from "../../lib/batcher";
+
+describe("Batcher", () => {
+	it("coalesces calls of one turn into one batch and answers each caller", async () => {
+		const calls: number[][] = [];
+		const b = new Batcher<number, number>(async (items) => {
+			calls.push(items);
+			return items.map((x) => x * 2);
+		});
+		const out = await Promise.all([1, 2, 3].map((x) => b.add(x)));
+		expect(out).toEqual([2, 4, 6]);
+		expect(calls).toEqual([[1, 2, 3]]);
+		expect(await b.add(5)).toBe(10);
+		expect(calls).toEqual([[1, 2, 3], [5]]);
+	});
+
+	it("splits at maxBatch", async () => {
+		const calls: number[][] = [];
+		const b = new Batcher<number, number>(async (items) => (calls.push(items), items), { maxBatch: 2 });
+		await Promise.all([1, 2, 3, 4, 5].map((x) => b.add(x)));
+		expect(calls).toEqual([[1, 2], [3, 4], [5]]);
+	});
+
+	it("rejects every caller of a failed batch, and a wrong-length answer", async () => {
+		const failing = new Batcher<number, number>(async () => {
+			throw new Error("db down");
+		});
+		await expect(Promise.all([failing.add(1), failing.add(2)])).rejects.toThrow("db down");
+		const short = new Batcher<number, number>(async () => [1]);
+		await expect(Promise.all([short.add(1), short.add(2)])).rejects.toThrow(/1 results for 2/);
+	});
+});
