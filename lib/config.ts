@@ -42,6 +42,8 @@ export interface Config {
 	clockSkewBoundMs: number;
 	heartbeatMs: number;
 	workerCapacity: number;
+	/** Processes a worker runs at once; further runs wait for a slot (their lag shows it). */
+	maxConcurrentRuns: number;
 	metricsPort: number | null;
 }
 
@@ -100,6 +102,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config 
 		clockSkewBoundMs: int(env, "CRONJOB_CLOCK_SKEW_MS", 1000),
 		heartbeatMs: int(env, "CRONJOB_HEARTBEAT_MS", 10000),
 		workerCapacity: int(env, "CRONJOB_WORKER_CAPACITY", 100000),
+		maxConcurrentRuns: int(env, "CRONJOB_MAX_CONCURRENT_RUNS", 256),
 		metricsPort: str(env, "METRICS_PORT") ? int(env, "METRICS_PORT", 3030) : null,
 	};
 }

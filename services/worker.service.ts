@@ -10,6 +10,7 @@ import * as path from "node:path";
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { ArtifactCache } from "../lib/artifact-cache";
 import { Batcher } from "../lib/batcher";
+import { Limiter } from "../lib/limiter";
 import type { Clock, TimerHandle } from "../lib/clock";
 import type { Config } from "../lib/config";
 import type { Coordination, WorkerRegistration } from "../lib/coordination";
@@ -74,6 +75,8 @@ interface WorkerThis extends Service {
 	/** Results not yet written (the database was down): retried until written. */
 	outbox: FinishRequest[];
 	starts: Batcher<StartRequest, Run | null>;
+	/** Bounds the processes running at once (CRONJOB_MAX_CONCURRENT_RUNS). */
+	slots: Limiter;
 	finishes: Batcher<FinishRequest, boolean>;
 	outboxTimer: TimerHandle | null;
 	users: Map<string, ResolvedUser>;
@@ -99,6 +102,7 @@ interface WorkerThis extends Service {
 	buildSpec(job: WorkerJob, run: Run, attempt: number, controller: AbortController): Promise<{ spec: ExecSpec; release(): void }>;
 	finish(job: WorkerJob, runId: string, result: ExecResult, willRetry: boolean): Promise<void>;
 	flushOutbox(): Promise<void>;
+	saveOutbox(): void;
 	record(job: WorkerJob, scheduledAt: number, trigger: RunTrigger, status: RunStatus, error?: string): Promise<void>;
 }
 
@@ -112,6 +116,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 	const processIsRoot = typeof process.getuid === "function" && process.getuid() === 0;
 	const currentUser = os.userInfo().username;
 	const workRoot = path.join(config.dataDir, "work");
+	const outboxFile = path.join(config.dataDir, `outbox-${config.nodeId.replace(/[^A-Za-z0-9_.-]/g, "_")}.json`);
 
 	return {
 		name: "worker",
@@ -147,7 +152,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				handler(this: WorkerThis) {
 					let running = 0;
 					for (const s of this.running.values()) running += s.size;
-					return { node: this.broker.nodeID, jobs: this.crontab.size, assigned: this.assigned.size, running, pendingResults: this.outbox.length, coordination: this.coordination.state(), registration: this.registration, stats: this.stats };
+					return { node: this.broker.nodeID, jobs: this.crontab.size, assigned: this.assigned.size, running, processes: this.slots.running, queued: this.slots.queued, pendingResults: this.outbox.length, coordination: this.coordination.state(), registration: this.registration, stats: this.stats };
 				},
 			},
 
@@ -414,9 +419,11 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 					const t = clock.now();
 					return { status: "failed", exitCode: null, signal: null, output: "", startedAt: t, finishedAt: t, error: (err as Error).message };
 				}
+				const free = await this.slots.acquire();
 				try {
 					return await runProcess(prepared.spec, undefined, clock);
 				} finally {
+					free();
 					prepared.release();
 				}
 			},
@@ -472,6 +479,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				} catch (err) {
 					this.logger.warn(`Cannot record run ${runId} now (${(err as Error).message}); keeping it to retry`);
 					this.outbox.push(req);
+					this.saveOutbox();
 					if (!this.outboxTimer) this.outboxTimer = clock.setTimeout(() => void this.flushOutbox(), 1000);
 				}
 			},
@@ -483,12 +491,29 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				try {
 					await this.broker.call("jobs.finishRuns", { results: batch }, { retries: 0 });
 					this.outbox.splice(0, batch.length);
+					this.saveOutbox();
 					this.logger.info(`Recorded ${batch.length} run result(s) kept while the database was unreachable`);
 				} catch (err) {
 					if (!this.stopping) this.outboxTimer = clock.setTimeout(() => void this.flushOutbox(), 1000);
 					return;
 				}
 				if (this.outbox.length > 0) await this.flushOutbox();
+			},
+
+			/**
+			 * The outbox lives in memory and, while not empty, in <data>/outbox-<node>.json (written
+			 * atomically), so results survive a worker restart while the database is down.
+			 */
+			saveOutbox(this: WorkerThis) {
+				try {
+					if (this.outbox.length === 0) fs.rmSync(outboxFile, { force: true });
+					else {
+						fs.writeFileSync(outboxFile + ".tmp", JSON.stringify(this.outbox), { mode: 0o600 });
+						fs.renameSync(outboxFile + ".tmp", outboxFile);
+					}
+				} catch (err) {
+					this.logger.error("Cannot save the outbox:", (err as Error).message);
+				}
 			},
 
 			async record(this: WorkerThis, job: WorkerJob, scheduledAt: number, trigger: RunTrigger, status: RunStatus, error?: string) {
@@ -513,6 +538,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			this.stopping = false;
 			this.outbox = [];
 			this.outboxTimer = null;
+			this.slots = new Limiter(config.maxConcurrentRuns);
 			this.starts = new Batcher((runs) => this.broker.call("jobs.startRuns", { runs }) as Promise<(Run | null)[]>);
 			this.finishes = new Batcher((results) => this.broker.call("jobs.finishRuns", { results }) as Promise<boolean[]>);
 			this.users = new Map();
@@ -534,7 +560,15 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 
 		async started(this: WorkerThis) {
 			fs.mkdirSync(workRoot, { recursive: true, mode: 0o755 });
+			try {
+				this.outbox = JSON.parse(fs.readFileSync(outboxFile, "utf8")) as FinishRequest[];
+				this.logger.warn(`${this.outbox.length} run result(s) from before the restart wait to be recorded`);
+			} catch {
+				/* no outbox */
+			}
 			await this.broker.waitForServices(["jobs"], 60_000);
+			// Results kept from before a restart go first, so their runs are not taken for cut-off ones.
+			await this.flushOutbox();
 			await this.register();
 			this.unwatch.push(this.coordination.watchAssignments(this.broker.nodeID, (ids) => void this.reconcile(ids).catch((err) => this.logger.error("Reconcile failed:", err))));
 			this.unwatch.push(

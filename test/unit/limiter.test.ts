@@ -1,0 +1,27 @@
+import { Limiter } from "../../lib/limiter";
+
+describe("Limiter", () => {
+	it("lets `limit` holders in and queues the rest in order", async () => {
+		const l = new Limiter(2);
+		const order: string[] = [];
+		const r1 = await l.acquire();
+		const r2 = await l.acquire();
+		const p3 = l.acquire().then((r) => (order.push("3"), r));
+		const p4 = l.acquire().then((r) => (order.push("4"), r));
+		expect([l.running, l.queued]).toEqual([2, 2]);
+		r1();
+		r1(); // idempotent
+		const r3 = await p3;
+		expect(order).toEqual(["3"]);
+		r2();
+		const r4 = await p4;
+		expect(order).toEqual(["3", "4"]);
+		r3();
+		r4();
+		expect([l.running, l.queued]).toEqual([0, 0]);
+	});
+
+	it("refuses a limit below 1", () => {
+		expect(() => new Limiter(0)).toThrow();
+	});
+});
