@@ -8,6 +8,7 @@ import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "mole
 import { planAssignment } from "../lib/assignment";
 import type { Clock } from "../lib/clock";
 import type { Config } from "../lib/config";
+import { METRICS, registerMetric } from "../lib/metrics";
 import type { Candidacy, Coordination, WorkerRegistration } from "../lib/coordination";
 import { CoordinationMixin } from "../mixins/coordination.mixin";
 
@@ -109,6 +110,10 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 			async onElected(this: ManagerThis) {
 				this.leader = true;
 				this.stats.leaderChanges++;
+				if (this.broker.isMetricsEnabled()) {
+					this.broker.metrics.increment(METRICS.leaderChanges);
+					this.broker.metrics.set(METRICS.managerLeader, 1);
+				}
 				this.logger.info(`${this.broker.nodeID} leads the managers`);
 				this.unwatchWorkers?.();
 				this.lastWorkers = new Set();
@@ -124,6 +129,7 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 			onRevoked(this: ManagerThis) {
 				if (this.leader) this.logger.warn(`${this.broker.nodeID} lost the leadership`);
 				this.leader = false;
+				if (this.broker.isMetricsEnabled()) this.broker.metrics.set(METRICS.managerLeader, 0);
 				this.unwatchWorkers?.();
 				this.unwatchWorkers = null;
 			},
@@ -168,7 +174,9 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 				if (moves.length > 0) {
 					await this.coordination.applyMoves(moves);
 					await this.broker.call("jobs.setWorkers", { moves: moves.map((m) => ({ jobId: m.jobId, to: m.to })) });
-					this.stats.reassignments += moves.filter((m) => m.from !== null && m.to !== null).length;
+					const moved = moves.filter((m) => m.from !== null && m.to !== null).length;
+					this.stats.reassignments += moved;
+					if (moved > 0 && this.broker.isMetricsEnabled()) this.broker.metrics.increment(METRICS.reassignments, undefined, moved);
 				}
 				this.stats.reconciles++;
 				this.stats.lastReconcileMs = clock.now() - t0;
@@ -184,6 +192,14 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 			this.dirty = false;
 			this.lastWorkers = new Set();
 			this.stats = { leaderChanges: 0, reassignments: 0, reconciles: 0, lastReconcileMs: null };
+			registerMetric(this.broker, { type: "counter", name: METRICS.leaderChanges, description: "Times this manager became leader" });
+			registerMetric(this.broker, { type: "counter", name: METRICS.reassignments, description: "Jobs moved from one worker to another" });
+			registerMetric(this.broker, { type: "gauge", name: METRICS.managerLeader, description: "1 while this manager leads" });
+			if (this.broker.isMetricsEnabled()) {
+				this.broker.metrics.set(METRICS.managerLeader, 0);
+				this.broker.metrics.increment(METRICS.leaderChanges, undefined, 0);
+				this.broker.metrics.increment(METRICS.reassignments, undefined, 0);
+			}
 		},
 
 		async started(this: ManagerThis) {

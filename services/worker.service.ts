@@ -11,6 +11,7 @@ import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "mole
 import { ArtifactCache } from "../lib/artifact-cache";
 import { Batcher } from "../lib/batcher";
 import { Limiter } from "../lib/limiter";
+import { FIRE_LAG_BUCKETS, METRICS, registerMetric } from "../lib/metrics";
 import type { Clock, TimerHandle } from "../lib/clock";
 import type { Config } from "../lib/config";
 import type { Coordination, WorkerRegistration } from "../lib/coordination";
@@ -104,6 +105,7 @@ interface WorkerThis extends Service {
 	flushOutbox(): Promise<void>;
 	saveOutbox(): void;
 	record(job: WorkerJob, scheduledAt: number, trigger: RunTrigger, status: RunStatus, error?: string): Promise<void>;
+	countRun(status: RunStatus): void;
 }
 
 /** A job the worker may fire: assigned, live, not suspended, not finished. */
@@ -312,6 +314,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 					if (owner !== null) continue; // still running on a live worker
 					const abandoned = (await this.broker.call("jobs.abandonRun", { runId: r.id, error: `interrupted: worker ${r.node ?? "?"} died during the run` })) as boolean;
 					const job = jobs.get(r.jobId);
+					if (abandoned) this.countRun("failed");
 					if (!abandoned || !job || !schedulable(job)) continue;
 					if (job.misfire === "skip") continue;
 					this.logger.warn(`Run ${r.id} of job ${r.jobId} was cut off on ${r.node}; running it again (attempt ${r.attempt + 1})`);
@@ -321,6 +324,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 
 			/** One timer for the earliest entry of the crontab. */
 			arm(this: WorkerThis) {
+				if (this.broker.isMetricsEnabled()) this.broker.metrics.set(METRICS.workerJobs, this.crontab.size);
 				if (this.stopping) return;
 				const next = this.crontab.peek();
 				if (next && this.timerAt === next.at && this.timer) return;
@@ -421,7 +425,9 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				}
 				const free = await this.slots.acquire();
 				try {
-					return await runProcess(prepared.spec, undefined, clock);
+					// cronjob_fire_lag_seconds: start minus scheduled instant (first attempts; a retry's lag is its backoff).
+					const onStart = attempt === 1 && this.broker.isMetricsEnabled() ? (startedAt: number) => this.broker.metrics.observe(METRICS.fireLag, Math.max(0, startedAt - Date.parse(run.scheduledAt)) / 1000) : undefined;
+					return await runProcess(prepared.spec, onStart, clock);
 				} finally {
 					free();
 					prepared.release();
@@ -473,6 +479,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 
 			/** Record a result; while the database is down, keep it and retry until it is written. */
 			async finish(this: WorkerThis, job: WorkerJob, runId: string, result: ExecResult, willRetry: boolean) {
+				this.countRun(result.status);
 				const req: FinishRequest = { runId, jobId: job.id, recurring: job.recurring, status: result.status, exitCode: result.exitCode, signal: result.signal, output: result.output, startedAt: result.startedAt, finishedAt: result.finishedAt, error: result.error, willRetry };
 				try {
 					await this.finishes.add(req);
@@ -516,9 +523,15 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				}
 			},
 
+			/** cronjob_runs_total{status}: every outcome this worker records. */
+			countRun(this: WorkerThis, status: RunStatus) {
+				if (status !== "running" && this.broker.isMetricsEnabled()) this.broker.metrics.increment(METRICS.runs, { status });
+			},
+
 			async record(this: WorkerThis, job: WorkerJob, scheduledAt: number, trigger: RunTrigger, status: RunStatus, error?: string) {
 				if (status === "skipped") this.stats.skipped++;
 				if (status === "missed") this.stats.missed++;
+				this.countRun(status);
 				try {
 					await this.broker.call("jobs.recordRun", { jobId: job.id, scheduledAt, trigger, status, node: this.broker.nodeID, error });
 				} catch (err) {
@@ -547,6 +560,10 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			this.reconcileAgain = false;
 			this.heartbeat = null;
 			this.stats = { fired: 0, succeeded: 0, failed: 0, skipped: 0, missed: 0 };
+			registerMetric(this.broker, { type: "counter", name: METRICS.runs, description: "Runs recorded by this worker, by status", labelNames: ["status"] });
+			registerMetric(this.broker, { type: "histogram", name: METRICS.fireLag, description: "Process start minus scheduled instant (s)", unit: "seconds", buckets: FIRE_LAG_BUCKETS });
+			registerMetric(this.broker, { type: "gauge", name: METRICS.workerJobs, description: "Jobs on this worker's crontab" });
+			if (this.broker.isMetricsEnabled()) this.broker.metrics.set(METRICS.workerJobs, 0);
 			this.artifacts = new ArtifactCache({ dir: path.join(config.dataDir, "cache"), store: deps.objectStore, clock });
 			this.registration = {
 				id: this.broker.nodeID,
