@@ -8,6 +8,11 @@ import * as path from "node:path";
 import { Sequelize, type Options } from "sequelize";
 import type { Config } from "./config";
 
+interface SqliteConnection {
+	configure(option: "busyTimeout", value: number): void;
+	cronjobTuned?: boolean;
+}
+
 export function createSequelize(config: Config, owner: string, logger?: (msg: string) => void): Sequelize {
 	const common: Options = { logging: false, benchmark: false };
 	if (config.databaseUrl) {
@@ -25,6 +30,19 @@ export function createSequelize(config: Config, owner: string, logger?: (msg: st
 	fs.mkdirSync(config.dataDir, { recursive: true });
 	const storage = path.join(config.dataDir, `${owner}.sqlite`);
 	const seq = new Sequelize({ ...common, dialect: "sqlite", storage });
+	// Sequelize opens a separate SQLite connection for each transaction, without a busy timeout, so
+	// a transaction that meets another writer fails at once with SQLITE_BUSY. Give every connection
+	// one (sqlite3's Database#configure).
+	const manager = (seq as unknown as { connectionManager: { getConnection(o?: unknown): Promise<SqliteConnection> } }).connectionManager;
+	const getConnection = manager.getConnection.bind(manager);
+	manager.getConnection = async (opts?: unknown) => {
+		const conn = await getConnection(opts);
+		if (!conn.cronjobTuned) {
+			conn.configure("busyTimeout", 10_000);
+			conn.cronjobTuned = true;
+		}
+		return conn;
+	};
 	logger?.(`SQLite database ${storage}`);
 	return seq;
 }

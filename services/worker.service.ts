@@ -50,6 +50,7 @@ interface StartRequest {
 interface FinishRequest {
 	runId: string;
 	jobId: string;
+	scheduledAt: number;
 	recurring: boolean;
 	status: RunStatus;
 	exitCode: number | null;
@@ -101,7 +102,7 @@ interface WorkerThis extends Service {
 	fire(job: WorkerJob, scheduledAt: number, trigger: RunTrigger, attempt: number): Promise<Run | null>;
 	execute(job: WorkerJob, run: Run, attempt: number, controller: AbortController): Promise<ExecResult>;
 	buildSpec(job: WorkerJob, run: Run, attempt: number, controller: AbortController): Promise<{ spec: ExecSpec; release(): void }>;
-	finish(job: WorkerJob, runId: string, result: ExecResult, willRetry: boolean): Promise<void>;
+	finish(job: WorkerJob, run: Run, result: ExecResult, willRetry: boolean): Promise<void>;
 	flushOutbox(): Promise<void>;
 	saveOutbox(): void;
 	record(job: WorkerJob, scheduledAt: number, trigger: RunTrigger, status: RunStatus, error?: string): Promise<void>;
@@ -391,7 +392,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 					try {
 						const result = await this.execute(job, started, attempt, controller);
 						const willRetry = !controller.signal.aborted && shouldRetry(result.status, attempt, job.retries);
-						await this.finish(job, started.id, result, willRetry);
+						await this.finish(job, started, result, willRetry);
 						if (result.status === "succeeded") this.stats.succeeded++;
 						else this.stats.failed++;
 						if (willRetry && !this.stopping) {
@@ -478,9 +479,10 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			},
 
 			/** Record a result; while the database is down, keep it and retry until it is written. */
-			async finish(this: WorkerThis, job: WorkerJob, runId: string, result: ExecResult, willRetry: boolean) {
+			async finish(this: WorkerThis, job: WorkerJob, run: Run, result: ExecResult, willRetry: boolean) {
 				this.countRun(result.status);
-				const req: FinishRequest = { runId, jobId: job.id, recurring: job.recurring, status: result.status, exitCode: result.exitCode, signal: result.signal, output: result.output, startedAt: result.startedAt, finishedAt: result.finishedAt, error: result.error, willRetry };
+				const runId = run.id;
+				const req: FinishRequest = { runId, jobId: job.id, scheduledAt: Date.parse(run.scheduledAt), recurring: job.recurring, status: result.status, exitCode: result.exitCode, signal: result.signal, output: result.output, startedAt: result.startedAt, finishedAt: result.finishedAt, error: result.error, willRetry };
 				try {
 					await this.finishes.add(req);
 				} catch (err) {

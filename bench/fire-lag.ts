@@ -1,0 +1,114 @@
+/**
+ * Fire lag and throughput on the single-node default (SQLite, in-process coordination, one process).
+ *
+ *   npm run build && node dist/bench/fire-lag.js [--seconds 10] [--jobs 1,100,1000]
+ *
+ * For each job count it creates that many per-second jobs (`* * * * * *`, command `true`), lets them
+ * fire for the given time, and reports fire lag (startedAt - scheduledAt: p50, p99, max) and
+ * executions per second, beside the raw rate of child_process.spawn("/bin/sh", ["-c", "true"])
+ * measured in the same run. Prints JSON.
+ */
+import { spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { loadConfig } from "../lib/config";
+import { createNode } from "../lib/runtime";
+
+function arg(name: string, def: string): string {
+	const i = process.argv.indexOf(`--${name}`);
+	return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : def;
+}
+
+function pct(sorted: number[], p: number): number | null {
+	if (sorted.length === 0) return null;
+	return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function spawnRate(seconds: number, concurrency: number): Promise<number> {
+	let done = 0;
+	const until = Date.now() + seconds * 1000;
+	const one = (): Promise<void> =>
+		new Promise((resolve) => {
+			const c = spawn("/bin/sh", ["-c", "true"], { stdio: "ignore" });
+			c.on("exit", () => resolve());
+			c.on("error", () => resolve());
+		});
+	await Promise.all(
+		Array.from({ length: concurrency }, async () => {
+			while (Date.now() < until) {
+				await one();
+				done++;
+			}
+		}),
+	);
+	return done / seconds;
+}
+
+async function measure(jobs: number, seconds: number) {
+	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "cronjob-bench-"));
+	fs.chmodSync(dataDir, 0o755);
+	const config = loadConfig({ CRONJOB_DATA_DIR: dataDir, CRONJOB_ADMIN_TOKEN: "bench", PORT: "0", LOG_LEVEL: "error", NODE_ID: "bench", SERVICES: "jobs,manager,worker" });
+	const broker = createNode(config);
+	await broker.start();
+	const meta = { user: { id: "bench", name: "bench", admin: true } };
+	const ids: string[] = [];
+	for (let i = 0; i < jobs; i++) {
+		const job = (await broker.call("jobs.createJob", { type: "command", schedule: "* * * * * *", executable: "true" }, { meta })) as { id: string };
+		ids.push(job.id);
+	}
+	// Wait until every job is on the worker's crontab, then measure whole seconds.
+	const deadline = Date.now() + 30_000;
+	while (((await broker.call("worker.status")) as { jobs: number }).jobs < jobs && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+	const from = Math.ceil(Date.now() / 1000) * 1000 + 1000;
+	const to = from + seconds * 1000;
+	await new Promise((r) => setTimeout(r, to - Date.now() + 3000));
+	const cpu = process.cpuUsage();
+	const lags: number[] = [];
+	let succeeded = 0;
+	let notSucceeded = 0;
+	let expected = 0;
+	for (const id of ids) {
+		const runs = (await broker.call("jobs.jobRuns", { id, limit: 1000 }, { meta })) as { scheduledAt: string; startedAt: string | null; status: string }[];
+		for (const r of runs) {
+			const at = Date.parse(r.scheduledAt);
+			if (at < from || at >= to) continue;
+			if (r.status === "succeeded" && r.startedAt) {
+				succeeded++;
+				lags.push(Date.parse(r.startedAt) - at);
+			} else notSucceeded++;
+		}
+		expected += seconds;
+	}
+	void cpu;
+	await broker.stop();
+	fs.rmSync(dataDir, { recursive: true, force: true });
+	lags.sort((a, b) => a - b);
+	return {
+		jobs,
+		seconds,
+		expectedFires: expected,
+		succeeded,
+		otherRuns: notSucceeded,
+		missingFires: expected - succeeded - notSucceeded,
+		executionsPerSecond: Math.round((succeeded / seconds) * 10) / 10,
+		lagMs: { p50: pct(lags, 50), p99: pct(lags, 99), max: lags.length ? lags[lags.length - 1] : null },
+	};
+}
+
+async function main() {
+	const seconds = Number(arg("seconds", "10"));
+	const counts = arg("jobs", "1,100,1000").split(",").map(Number);
+	const result: Record<string, unknown> = {
+		machine: { cpus: os.cpus().length, node: process.version, runAsRoot: process.getuid?.() === 0 },
+		spawnPerSecond: { sequential: Math.round(await spawnRate(3, 1)), concurrent8: Math.round(await spawnRate(3, 8)) },
+		runs: [] as unknown[],
+	};
+	for (const n of counts) (result.runs as unknown[]).push(await measure(n, seconds));
+	process.stdout.write(JSON.stringify(result, null, 2) + "\n");
+}
+
+main().catch((err) => {
+	process.stderr.write(String(err?.stack ?? err) + "\n");
+	process.exit(1);
+});
