@@ -536,7 +536,8 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 							const lastByJob = new Map<string, FinishedRun>();
 							for (const r of results) {
 								const [, meta] = (await db.query(
-									"UPDATE runs SET status = ?, exitCode = ?, signal = ?, output = ?, startedAt = ?, finishedAt = ?, error = ? WHERE id = ? AND status = 'running'",
+									// SIGNAL is a reserved word in MySQL/MariaDB: quoted (SQLite takes backticks too).
+									"UPDATE runs SET status = ?, exitCode = ?, `signal` = ?, output = ?, startedAt = ?, finishedAt = ?, error = ? WHERE id = ? AND status = 'running'",
 									{ replacements: [r.status, r.exitCode, r.signal, r.output, r.startedAt, r.finishedAt, r.error, r.runId], transaction, type: QueryTypes.UPDATE },
 								)) as unknown as [unknown, number];
 								const n = Number(meta ?? 0);
