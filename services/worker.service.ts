@@ -258,8 +258,13 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 						this.crontab.delete(job.id);
 						continue;
 					}
+					// Catch-up covers fires up to now - 1; the crontab takes it from there (a fire due at
+					// exactly `now` is the crontab's). A reload keeps an entry that is due but whose timer
+					// has not gone off yet.
+					const prev = this.crontab.nextAt(job.id);
 					if (catchUp) await this.catchUp(job, now);
-					this.scheduleJob(job, Math.max(now, job.lastScheduledAt ?? 0));
+					const from = catchUp ? now - 1 : Math.min(now, prev !== null ? prev - 1 : now);
+					this.scheduleJob(job, Math.max(from, job.lastScheduledAt ?? 0));
 				}
 				this.arm();
 			},
