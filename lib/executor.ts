@@ -8,8 +8,9 @@
  * - The run ends when the main process has exited AND its output has reached EOF AND no live
  *   process is left in its group. Anything still running in the group after the main process
  *   exits (background children) gets SIGTERM right away and SIGKILL after the grace period.
- * - stdout and stderr share ONE pipe (a FIFO made in the private working folder and unlinked
- *   before the child starts), so the captured output keeps the order in which the job wrote it.
+ * - stdout and stderr share ONE pipe (the child starts as a tiny /bin/sh wrapper that points
+ *   stderr at stdout and execs the job: no extra process), so the captured output keeps the order
+ *   in which the job wrote it.
  *   Only the last `maxOutputBytes` are kept, in a fixed ring buffer.
  * - User switching uses spawn's uid/gid options. libuv calls setgroups(0, NULL) before
  *   setgid/setuid, so the child has NO supplementary groups (Node cannot call initgroups()).
@@ -23,9 +24,9 @@
 import { ChildProcess, execFile, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
-import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
+import type { Readable } from "node:stream";
 import { Clock, systemClock, TimerHandle } from "./clock";
 
 export interface ResolvedUser {
@@ -262,57 +263,36 @@ function buildEnv(spec: ExecSpec): Record<string, string> {
 	return env;
 }
 
-function openFd(p: string, flags: number): Promise<number> {
-	return new Promise((resolve, reject) => fs.open(p, flags, (err, fd) => (err ? reject(err) : resolve(fd))));
-}
-
-function closeFd(fd: number | null): void {
-	if (fd === null) return;
-	try {
-		fs.closeSync(fd);
-	} catch {
-		/* already closed */
-	}
-}
-
-function mkfifo(p: string): Promise<void> {
-	return new Promise((resolve, reject) =>
-		execFile("mkfifo", ["-m", "600", p], { timeout: 10_000 }, (err) => (err ? reject(err) : resolve())),
-	);
-}
-
 interface Prepared {
 	dir: string;
-	readFd: number;
-	writeFd: number;
 }
 
-/** The private working folder (0700, owned by the target user) and the output FIFO's two ends. */
+/** The private working folder (0700, owned by the target user). */
 async function prepare(spec: ExecSpec, created: { dir: string | null }): Promise<Prepared> {
 	await fsp.mkdir(spec.workRoot, { recursive: true, mode: 0o755 });
 	const dir = await fsp.mkdtemp(path.join(spec.workRoot, "run-"));
 	created.dir = dir;
-	const fifo = path.join(dir, ".output");
-	await mkfifo(fifo);
-	// Reader first (non-blocking, so the open does not wait for a writer), then the writer.
-	const readFd = await openFd(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-	let writeFd: number;
+	if (spec.user) await fsp.chown(dir, spec.user.uid, spec.user.gid);
+	await fsp.chmod(dir, 0o700);
+	return { dir };
+}
+
+/**
+ * stdout and stderr share one pipe: the child starts as `/bin/sh -c 'exec 2>&1; exec "$0" "$@"'
+ * FILE ARGS...`, which points its stderr at its stdout and then replaces itself with FILE (an exec,
+ * not a fork: the job keeps the pid, the process group and the argv it asked for).
+ */
+const MERGE_STREAMS = 'unset PWD; exec 2>&1; exec "$0" "$@"';
+
+/** A missing or non-executable file fails like spawn would (ENOENT, EACCES), before the wrapper runs. */
+async function checkExecutable(file: string): Promise<unknown | null> {
 	try {
-		writeFd = await openFd(fifo, fs.constants.O_WRONLY);
+		const st = await fsp.stat(file);
+		if (!st.isFile() || (st.mode & 0o111) === 0) return Object.assign(new Error(`spawn ${file} EACCES`), { code: "EACCES" });
+		return null;
 	} catch (e) {
-		closeFd(readFd);
-		throw e;
+		return e;
 	}
-	try {
-		await fsp.unlink(fifo); // the open ends stay valid; nothing is left in the folder
-		if (spec.user) await fsp.chown(dir, spec.user.uid, spec.user.gid);
-		await fsp.chmod(dir, 0o700);
-	} catch (e) {
-		closeFd(readFd);
-		closeFd(writeFd);
-		throw e;
-	}
-	return { dir, readFd, writeFd };
 }
 
 /** True while the process group has a member that is not a zombie. */
@@ -369,11 +349,9 @@ export async function runProcess(
 		} catch (e) {
 			return notStarted(`cannot prepare the working folder under ${JSON.stringify(spec.workRoot)}: ${errorText(e)}`);
 		}
-		if (spec.signal?.aborted) {
-			closeFd(prepared.readFd);
-			closeFd(prepared.writeFd);
-			return notStarted(`${abortReasonText(spec.signal)} (before start)`);
-		}
+		if (spec.signal?.aborted) return notStarted(`${abortReasonText(spec.signal)} (before start)`);
+		const notExecutable = await checkExecutable(spec.file);
+		if (notExecutable) return notStarted(describeStartError(spec.file, notExecutable));
 		return await supervise(spec, prepared, onStart, clock);
 	} catch (e) {
 		return notStarted(`executor error: ${errorText(e)}`);
@@ -407,13 +385,7 @@ function supervise(
 		let drainTimer: TimerHandle | null = null;
 		let pollTimer: TimerHandle | null = null;
 
-		const reader = new net.Socket({ fd: prepared.readFd, readable: true, writable: false });
-		reader.on("data", (chunk: Buffer) => tail.push(chunk));
-		reader.on("error", () => reader.destroy());
-		reader.on("close", () => {
-			outputClosed = true;
-			maybeFinish();
-		});
+		let reader: Readable | null = null;
 
 		const clear = (t: TimerHandle | null): null => {
 			if (t) clock.clearTimeout(t);
@@ -456,7 +428,7 @@ function supervise(
 			drainTimer = clear(drainTimer);
 			pollTimer = clear(pollTimer);
 			spec.signal?.removeEventListener("abort", onAbort);
-			reader.destroy();
+			reader?.destroy();
 			const finishedAt = clock.now();
 			let status: ExecStatus;
 			let error: string | null = null;
@@ -505,23 +477,29 @@ function supervise(
 
 		const env = buildEnv(spec);
 		try {
-			child = spawn(spec.file, spec.args, {
+			child = spawn("/bin/sh", ["-c", MERGE_STREAMS, spec.file, ...spec.args], {
 				cwd: prepared.dir,
 				env,
-				stdio: ["ignore", prepared.writeFd, prepared.writeFd],
+				stdio: ["ignore", "pipe", "ignore"],
 				detached: true,
 				...(spec.user ? { uid: spec.user.uid, gid: spec.user.gid } : {}),
 			});
 		} catch (e) {
-			// EPERM (uid switch), ENOEXEC, invalid arguments... are thrown synchronously.
+			// EPERM (uid switch), invalid arguments... are thrown synchronously.
 			startError = describeStartError(spec.file, e);
 			exited = true;
-			closeFd(prepared.writeFd);
-			reader.destroy();
+			outputClosed = true;
+			finish();
 			return;
 		}
-		// The child has its own copy; ours must go so that EOF arrives when the job's processes close theirs.
-		closeFd(prepared.writeFd);
+		const out = child.stdout as Readable;
+		reader = out;
+		out.on("data", (chunk: Buffer) => tail.push(chunk));
+		out.on("error", () => out.destroy());
+		out.on("close", () => {
+			outputClosed = true;
+			maybeFinish();
+		});
 
 		spec.signal?.addEventListener("abort", onAbort, { once: true });
 
@@ -544,7 +522,8 @@ function supervise(
 			if (startedAt !== null || exited) return; // only start failures matter (ENOENT, EACCES, ...)
 			startError = describeStartError(spec.file, err);
 			exited = true;
-			reader.destroy();
+			outputClosed = true;
+			reader?.destroy();
 			maybeFinish();
 		});
 		child.on("exit", (code, sig) => {
@@ -572,7 +551,7 @@ function supervise(
 						killTimer = clear(killTimer);
 						signalGroup("SIGKILL");
 					}
-					reader.destroy();
+					reader?.destroy();
 				}, grace + DRAIN_EXTRA_MS);
 			}
 			maybeFinish();
