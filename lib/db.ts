@@ -57,6 +57,15 @@ export async function tuneDatabase(seq: Sequelize): Promise<void> {
 	for (const sql of ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=5000"]) await seq.query(sql);
 }
 
+/**
+ * SQLite: fold the write-ahead log into the database file, so a stopped node leaves one
+ * self-contained file (to copy or back up). Called when the owning service stops. No-op on MySQL.
+ */
+export async function checkpoint(seq: Sequelize): Promise<void> {
+	if (seq.getDialect() !== "sqlite") return;
+	await seq.query("PRAGMA wal_checkpoint(TRUNCATE)").catch(() => undefined);
+}
+
 /** True for errors that mean "the database is unreachable right now" (answer 503, retry later). */
 export function isConnectionError(err: unknown): boolean {
 	const e = err as { name?: string; original?: { code?: string }; parent?: { code?: string }; code?: string };

@@ -11,7 +11,7 @@ import SqlAdapter from "moleculer-db-adapter-sequelize";
 import { DataTypes, Op, QueryTypes, col, fn, type ModelStatic, type Model, type Sequelize } from "sequelize";
 import type { Clock } from "../lib/clock";
 import type { Config } from "../lib/config";
-import { createSequelize, isConnectionError, isUniqueViolation, tuneDatabase } from "../lib/db";
+import { createSequelize, isConnectionError, isUniqueViolation, tuneDatabase, checkpoint } from "../lib/db";
 import { conflict, invalidField, notFound, toClientError, unauthorized, unavailable } from "../lib/errors";
 import { Limiter } from "../lib/limiter";
 import type { ObjectStore } from "../lib/objectstore";
@@ -691,6 +691,11 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 		created(this: JobsThis) {
 			this.deps = deps;
 			this.sqliteLock = config.databaseUrl ? null : new Limiter(1);
+		},
+
+		// Runs before moleculer-db disconnects (stopped handlers run in reverse mixin order).
+		async stopped(this: JobsThis) {
+			if (this.adapter?.db) await checkpoint(this.adapter.db);
 		},
 
 		async afterConnected(this: JobsThis) {

@@ -12,7 +12,7 @@ import SqlAdapter from "moleculer-db-adapter-sequelize";
 import { DataTypes, type Model, type ModelStatic, type Sequelize } from "sequelize";
 import type { Clock } from "../lib/clock";
 import type { Config } from "../lib/config";
-import { createSequelize, isConnectionError, isUniqueViolation, tuneDatabase } from "../lib/db";
+import { createSequelize, isConnectionError, isUniqueViolation, tuneDatabase, checkpoint } from "../lib/db";
 import { conflict, forbidden, notFound, unauthorized, unavailable } from "../lib/errors";
 import type { AuthUser, User } from "../lib/types";
 import { iso } from "../lib/views";
@@ -183,6 +183,11 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 				// Printed once, on stdout, never through the logger.
 				process.stdout.write(`\nGenerated the admin token (also written to ${file}, mode 0600):\n  ${token}\n\n`);
 			},
+		},
+
+		// Runs before moleculer-db disconnects (stopped handlers run in reverse mixin order).
+		async stopped(this: UsersThis) {
+			if (this.adapter?.db) await checkpoint(this.adapter.db);
 		},
 
 		async afterConnected(this: UsersThis) {
