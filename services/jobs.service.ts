@@ -43,7 +43,7 @@ interface FinishedRun {
 	willRetry?: boolean;
 }
 
-type Meta = { user?: AuthUser; $statusCode?: number; $responseType?: string; $responseHeaders?: Record<string, string> };
+type Meta = { user?: AuthUser; $statusCode?: number; $location?: string; $responseType?: string; $responseHeaders?: Record<string, string> };
 type Ctx<P = Record<string, unknown>> = Context<P, Meta>;
 
 interface JobsThis extends Service {
@@ -192,6 +192,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					await this.guard(() => this.adapter.model.create(row as never));
 					this.changed(row.id, "created");
 					ctx.meta.$statusCode = 201;
+					ctx.meta.$location = `/jobs/${row.id}`;
 					return jobView(row, clock.now());
 				},
 			},

@@ -30,7 +30,7 @@ interface UserRow {
 	createdAt: number;
 }
 
-type Ctx<P = Record<string, unknown>> = Context<P, { user?: AuthUser; $statusCode?: number }>;
+type Ctx<P = Record<string, unknown>> = Context<P, { user?: AuthUser; $statusCode?: number; $location?: string }>;
 
 interface UsersThis extends Service {
 	adapter: { db: Sequelize; model: ModelStatic<Model> };
@@ -105,6 +105,7 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 						throw err;
 					}
 					ctx.meta.$statusCode = 201;
+					ctx.meta.$location = `/users/${row.id}`;
 					return { ...view(row), token };
 				},
 			},

@@ -71,6 +71,7 @@ describe("POST /jobs validation", () => {
 	it("creates a job: 201 with the seed shape", async () => {
 		const res = await node.request("POST", "/jobs", { body: job({ name: "n1", timezone: "Europe/London", env: { A: "1" } }), token: alice.token });
 		expect(res.status).toBe(201);
+		expect(res.headers.get("location")).toBe(`/jobs/${res.body.id}`);
 		expect(res.body).toMatchObject({
 			id: expect.any(String),
 			status: "scheduled",
