@@ -9,6 +9,12 @@ import type { Config } from "../lib/config";
 import { unauthorized } from "../lib/errors";
 import type { AuthUser } from "../lib/types";
 
+/**
+ * Health entries that are reported but never make /health answer 503: a worker with a bad clock gets
+ * no jobs (the manager excludes it), and HAProxy must not take the API out because of it.
+ */
+export const ADVISORY_HEALTH = new Set(["workerClocks", "workerClock"]);
+
 export interface ApiDeps {
 	config: Config;
 }
@@ -106,18 +112,26 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 		},
 
 		actions: {
-			/** 200 with each backend's state; 503 when one is down. */
+			/**
+			 * 200 with each backend's state; 503 when a backend (database, object store, coordination) is
+			 * down. Advisory entries (worker clocks) only make the status "degraded", still with 200.
+			 */
 			health: {
 				params: {},
 				async handler(this: ApiThis, ctx: Context<Record<string, never>, { $statusCode?: number }>) {
 					const backends: Record<string, unknown> = {};
 					let ok = true;
+					const warnings: string[] = [];
 					const ask = async (name: string, action: string) => {
 						try {
 							const res = (await ctx.call(action, {}, { timeout: 2000, retries: 0 })) as Record<string, { ok: boolean }>;
 							for (const [k, v] of Object.entries(res)) {
+								// Two services report the same backend (coordination): keep the failing one.
+								if (k in backends && (backends[k] as { ok: boolean }).ok === false && v.ok) continue;
 								backends[k] = v;
-								if (!v.ok) ok = false;
+								if (v.ok) continue;
+								if (ADVISORY_HEALTH.has(k)) warnings.push(k);
+								else ok = false;
 							}
 						} catch (err) {
 							backends[name] = { ok: false, error: (err as Error).message };
@@ -126,7 +140,7 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 					};
 					await Promise.all([ask("jobs", "jobs.health"), ask("manager", "manager.health"), ask("worker", "worker.health")]);
 					if (!ok) ctx.meta.$statusCode = 503;
-					return { status: ok ? "ok" : "degraded", node: this.broker.nodeID, backends };
+					return { status: ok && warnings.length === 0 ? "ok" : "degraded", node: this.broker.nodeID, backends, ...(warnings.length > 0 ? { warnings: [...new Set(warnings)] } : {}) };
 				},
 			},
 		},

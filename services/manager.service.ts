@@ -26,6 +26,8 @@ interface ManagerThis extends Service {
 	reconciling: Promise<void> | null;
 	dirty: boolean;
 	lastWorkers: Set<string>;
+	/** Sorted ids of the workers excluded for clock skew at the last reconcile (logged on change). */
+	lastSkewed: string;
 	stats: { leaderChanges: number; reassignments: number; reconciles: number; lastReconcileMs: number | null };
 	onElected(): Promise<void>;
 	onRevoked(): void;
@@ -86,7 +88,8 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 					if (state === "connected") {
 						const workers = await this.coordination.listWorkers();
 						const skewed = this.skewed(workers);
-						out.workerClocks = { ok: skewed.length === 0, skewed };
+						// Advisory: the API reports it but keeps answering 200 (a bad worker clock must not take the API out).
+						out.workerClocks = { ok: skewed.length === 0, skewed, boundMs: config.clockSkewBoundMs };
 					}
 					return out;
 				},
@@ -117,11 +120,16 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 				this.logger.info(`${this.broker.nodeID} leads the managers`);
 				this.unwatchWorkers?.();
 				this.lastWorkers = new Set();
+				let lastSkewed: string | null = null;
 				this.unwatchWorkers = this.coordination.watchWorkers((workers) => {
 					const ids = new Set(workers.map((w) => w.id));
 					const same = ids.size === this.lastWorkers.size && [...ids].every((id) => this.lastWorkers.has(id));
 					this.lastWorkers = ids;
-					if (!same || this.skewed(workers).length > 0) this.requestReconcile();
+					// A worker whose clock went off or came back in bounds changes the assignment too.
+					const skewed = this.skewed(workers).sort().join(",");
+					const skewChanged = skewed !== lastSkewed;
+					lastSkewed = skewed;
+					if (!same || skewChanged) this.requestReconcile();
 				});
 				this.requestReconcile();
 			},
@@ -164,11 +172,20 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 					this.coordination.listWorkers(),
 					this.coordination.allAssignments(),
 				]);
+				const excluded = this.skewed(workers);
+				const skewKey = [...excluded].sort().join(",");
+				if (skewKey !== this.lastSkewed) {
+					this.lastSkewed = skewKey;
+					if (excluded.length > 0) {
+						const offsets = workers.filter((w) => excluded.includes(w.id)).map((w) => `${w.id} (${w.clockOffsetMs} ms)`);
+						this.logger.error(`Worker clock(s) off the database's by more than ${config.clockSkewBoundMs} ms get no jobs: ${offsets.join(", ")}`);
+					} else this.logger.info("Every worker clock is within the bound again");
+				}
 				const moves = planAssignment(
 					current,
 					jobIds,
 					workers.map((w) => w.id),
-					{ excluded: this.skewed(workers) },
+					{ excluded },
 				);
 				if (!this.leader) return;
 				if (moves.length > 0) {
@@ -191,6 +208,7 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 			this.reconciling = null;
 			this.dirty = false;
 			this.lastWorkers = new Set();
+			this.lastSkewed = "";
 			this.stats = { leaderChanges: 0, reassignments: 0, reconciles: 0, lastReconcileMs: null };
 			registerMetric(this.broker, { type: "counter", name: METRICS.leaderChanges, description: "Times this manager became leader" });
 			registerMetric(this.broker, { type: "counter", name: METRICS.reassignments, description: "Jobs moved from one worker to another" });

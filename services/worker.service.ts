@@ -612,7 +612,9 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			this.heartbeat = setInterval(() => {
 				void (async () => {
 					const offset = await this.measureClockOffset();
-					if (offset === this.registration.clockOffsetMs) return;
+					// Unmeasurable now (database unreachable): keep the last known offset rather than
+					// publishing null, which the manager would take for "fine".
+					if (offset === null || offset === this.registration.clockOffsetMs) return;
 					this.registration = { ...this.registration, clockOffsetMs: offset };
 					if (offset !== null && Math.abs(offset) > config.clockSkewBoundMs) this.logger.error(`Clock offset ${offset} ms exceeds the bound of ${config.clockSkewBoundMs} ms`);
 					await this.coordination.updateWorker(this.registration).catch(() => undefined);
