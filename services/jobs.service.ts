@@ -349,13 +349,18 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 			},
 
 			// ---- internal (worker, manager) ----
+			/**
+			 * Ids of the jobs to assign. With `limit`, one page in id order after `after` (keyset paging):
+			 * an answer must stay under the transporter's packet limit (NATS: 1 MB by default).
+			 */
 			schedulable: {
 				visibility: "public",
-				params: {},
-				async handler(this: JobsThis) {
-					const rows = await this.guard(() =>
-						this.adapter.model.findAll({ attributes: ["id"], where: { deletedAt: null, suspended: false, status: { [Op.ne]: "finished" } }, raw: true }),
-					);
+				params: { after: { type: "string", optional: true }, limit: { type: "number", integer: true, min: 1, optional: true } },
+				async handler(this: JobsThis, ctx: Ctx<{ after?: string; limit?: number }>) {
+					const where: Record<string | symbol, unknown> = { deletedAt: null, suspended: false, status: { [Op.ne]: "finished" } };
+					if (ctx.params.after !== undefined) where.id = { [Op.gt]: ctx.params.after };
+					const paging = ctx.params.limit !== undefined ? { order: [["id", "ASC"]] as [string, string][], limit: ctx.params.limit } : {};
+					const rows = await this.guard(() => this.adapter.model.findAll({ attributes: ["id"], where, raw: true, ...paging }));
 					return (rows as unknown as { id: string }[]).map((r) => r.id);
 				},
 			},

@@ -12,6 +12,9 @@ import { METRICS, registerMetric } from "../lib/metrics";
 import type { Candidacy, Coordination, WorkerRegistration } from "../lib/coordination";
 import { CoordinationMixin } from "../mixins/coordination.mixin";
 
+/** Job ids per broker call (10,000 ids of 36 characters: about 400 KB of JSON). */
+const PAGE = 10_000;
+
 export interface ManagerDeps {
 	config: Config;
 	clock: Clock;
@@ -167,8 +170,17 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 			async reconcileOnce(this: ManagerThis) {
 				if (!this.leader) return;
 				const t0 = clock.now();
+				// In pages: one answer (or request) must stay under the transporter's packet limit (NATS: 1 MB).
+				const schedulable = async () => {
+					const ids: string[] = [];
+					for (;;) {
+						const page = (await this.broker.call("jobs.schedulable", { after: ids[ids.length - 1], limit: PAGE })) as string[];
+						for (const id of page) ids.push(id);
+						if (page.length < PAGE) return ids;
+					}
+				};
 				const [jobIds, workers, current] = await Promise.all([
-					this.broker.call("jobs.schedulable", {}) as Promise<string[]>,
+					schedulable(),
 					this.coordination.listWorkers(),
 					this.coordination.allAssignments(),
 				]);
@@ -190,7 +202,9 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 				if (!this.leader) return;
 				if (moves.length > 0) {
 					await this.coordination.applyMoves(moves);
-					await this.broker.call("jobs.setWorkers", { moves: moves.map((m) => ({ jobId: m.jobId, to: m.to })) });
+					for (let i = 0; i < moves.length; i += PAGE) {
+						await this.broker.call("jobs.setWorkers", { moves: moves.slice(i, i + PAGE).map((m) => ({ jobId: m.jobId, to: m.to })) });
+					}
 					const moved = moves.filter((m) => m.from !== null && m.to !== null).length;
 					this.stats.reassignments += moved;
 					if (moved > 0 && this.broker.isMetricsEnabled()) this.broker.metrics.increment(METRICS.reassignments, undefined, moved);

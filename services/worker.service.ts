@@ -109,6 +109,9 @@ interface WorkerThis extends Service {
 	countRun(status: RunStatus): void;
 }
 
+/** Jobs per jobs.byIds call: the answer must stay under the transporter's packet limit (NATS: 1 MB). */
+const JOBS_PER_CALL = 500;
+
 /** A job the worker may fire: assigned, live, not suspended, not finished. */
 function schedulable(job: WorkerJob): boolean {
 	return !job.deleted && !job.suspended && job.status !== "finished";
@@ -247,7 +250,11 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 
 			/** Fetch jobs from the database and (re)schedule them. */
 			async loadJobs(this: WorkerThis, ids: string[], catchUp: boolean) {
-				const jobs = (await this.broker.call("jobs.byIds", { ids })) as WorkerJob[];
+				// In chunks: one answer must stay under the transporter's packet limit (NATS: 1 MB).
+				const jobs: WorkerJob[] = [];
+				for (let i = 0; i < ids.length; i += JOBS_PER_CALL) {
+					for (const j of (await this.broker.call("jobs.byIds", { ids: ids.slice(i, i + JOBS_PER_CALL) })) as WorkerJob[]) jobs.push(j);
+				}
 				const found = new Set(jobs.map((j) => j.id));
 				for (const id of ids) if (!found.has(id)) (this.crontab.delete(id), this.jobs.delete(id));
 				const now = clock.now();
@@ -311,7 +318,8 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			 * mark them failed and, unless the misfire policy is skip, run them again with attempt + 1.
 			 */
 			async recoverInflight(this: WorkerThis, ids: string[]) {
-				const runs = (await this.broker.call("jobs.inflight", { jobIds: ids })) as { id: string; jobId: string; scheduledAt: number; attempt: number; trigger: RunTrigger; node: string | null }[];
+				const runs: { id: string; jobId: string; scheduledAt: number; attempt: number; trigger: RunTrigger; node: string | null }[] = [];
+				for (let i = 0; i < ids.length; i += 10_000) runs.push(...((await this.broker.call("jobs.inflight", { jobIds: ids.slice(i, i + 10_000) })) as typeof runs));
 				if (runs.length === 0) return;
 				const jobs = new Map(((await this.broker.call("jobs.byIds", { ids: [...new Set(runs.map((r) => r.jobId))] })) as WorkerJob[]).map((j) => [j.id, j]));
 				for (const r of runs) {
