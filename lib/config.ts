@@ -44,6 +44,8 @@ export interface Config {
 	workerCapacity: number;
 	/** Processes a worker runs at once; further runs wait for a slot (their lag shows it). */
 	maxConcurrentRuns: number;
+	/** Helper processes that spawn the jobs (0 = spawn from the worker process itself). */
+	runners: number;
 	metricsPort: number | null;
 }
 
@@ -103,6 +105,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config 
 		heartbeatMs: int(env, "CRONJOB_HEARTBEAT_MS", 10000),
 		workerCapacity: int(env, "CRONJOB_WORKER_CAPACITY", 100000),
 		maxConcurrentRuns: int(env, "CRONJOB_MAX_CONCURRENT_RUNS", 256),
+		runners: int(env, "CRONJOB_RUNNERS", Math.min(4, os.cpus().length)),
 		metricsPort: str(env, "METRICS_PORT") ? int(env, "METRICS_PORT", 3030) : null,
 	};
 }

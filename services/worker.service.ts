@@ -11,6 +11,7 @@ import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "mole
 import { ArtifactCache } from "../lib/artifact-cache";
 import { Batcher } from "../lib/batcher";
 import { Limiter } from "../lib/limiter";
+import { RunnerPool } from "../lib/runner-pool";
 import { FIRE_LAG_BUCKETS, METRICS, registerMetric } from "../lib/metrics";
 import type { Clock, TimerHandle } from "../lib/clock";
 import type { Config } from "../lib/config";
@@ -79,6 +80,8 @@ interface WorkerThis extends Service {
 	starts: Batcher<StartRequest, Run | null>;
 	/** Bounds the processes running at once (CRONJOB_MAX_CONCURRENT_RUNS). */
 	slots: Limiter;
+	/** Helper processes that spawn the jobs (null: spawn from this process). */
+	runners: RunnerPool | null;
 	finishes: Batcher<FinishRequest, boolean>;
 	outboxTimer: TimerHandle | null;
 	users: Map<string, ResolvedUser>;
@@ -439,9 +442,13 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				}
 				const free = await this.slots.acquire();
 				try {
-					// cronjob_fire_lag_seconds: start minus scheduled instant (first attempts; a retry's lag is its backoff).
-					const onStart = attempt === 1 && this.broker.isMetricsEnabled() ? (startedAt: number) => this.broker.metrics.observe(METRICS.fireLag, Math.max(0, startedAt - Date.parse(run.scheduledAt)) / 1000) : undefined;
-					return await runProcess(prepared.spec, onStart, clock);
+					const result = await (this.runners ? this.runners.run(prepared.spec) : runProcess(prepared.spec, undefined, clock));
+					// cronjob_fire_lag_seconds: start minus scheduled instant (first attempts of processes that
+					// started; a retry's lag is its backoff).
+					if (attempt === 1 && this.broker.isMetricsEnabled() && (result.exitCode !== null || result.signal !== null)) {
+						this.broker.metrics.observe(METRICS.fireLag, Math.max(0, result.startedAt - Date.parse(run.scheduledAt)) / 1000);
+					}
+					return result;
 				} finally {
 					free();
 					prepared.release();
@@ -567,6 +574,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			this.outbox = [];
 			this.outboxTimer = null;
 			this.slots = new Limiter(config.maxConcurrentRuns);
+			this.runners = null;
 			this.starts = new Batcher((runs) => this.broker.call("jobs.startRuns", { runs }) as Promise<(Run | null)[]>);
 			this.finishes = new Batcher((results) => this.broker.call("jobs.finishRuns", { results }) as Promise<boolean[]>);
 			this.users = new Map();
@@ -592,6 +600,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 
 		async started(this: WorkerThis) {
 			fs.mkdirSync(workRoot, { recursive: true, mode: 0o755 });
+			if (config.runners > 0) this.runners = new RunnerPool(config.runners, undefined, (msg) => this.logger.warn(msg));
 			try {
 				this.outbox = JSON.parse(fs.readFileSync(outboxFile, "utf8")) as FinishRequest[];
 				this.logger.warn(`${this.outbox.length} run result(s) from before the restart wait to be recorded`);
@@ -643,6 +652,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			await Promise.race([Promise.all(all), new Promise((r) => (grace = setTimeout(r, 10_000)))]);
 			clearTimeout(grace);
 			await this.flushOutbox().catch(() => undefined);
+			await this.runners?.close();
 		},
 	};
 }

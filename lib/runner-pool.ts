@@ -1,0 +1,115 @@
+/**
+ * Runs job processes from a few small helper processes ("runners", bin/runner.ts) instead of the
+ * worker itself. fork() costs time in proportion to the parent's memory, and the worker is a large
+ * process: spawning from small runners, one per core, takes that cost off the worker's event loop
+ * and spreads a burst of fires over the cores. Each runner calls runProcess (lib/executor.ts).
+ */
+import { fork, type ChildProcess } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { ExecResult, ExecSpec } from "./executor";
+
+export type RunnerSpec = Omit<ExecSpec, "signal">;
+
+export type RunnerRequest = { type: "run"; id: number; spec: RunnerSpec } | { type: "abort"; id: number; reason: string };
+export type RunnerReply = { type: "result"; id: number; result: ExecResult };
+
+interface Pending {
+	resolve(r: ExecResult): void;
+	runner: Runner;
+	startedAt: number;
+}
+
+interface Runner {
+	child: ChildProcess;
+	inflight: number;
+	alive: boolean;
+}
+
+/** The runner script: dist/bin/runner.js (from ts sources under jest, the built copy). */
+export function runnerScript(): string {
+	const here = path.resolve(__dirname, "../bin/runner.js");
+	if (fs.existsSync(here)) return here;
+	return path.resolve(__dirname, "../dist/bin/runner.js");
+}
+
+export class RunnerPool {
+	private runners: Runner[] = [];
+	private pending = new Map<number, Pending>();
+	private seq = 0;
+	private closed = false;
+
+	constructor(
+		private readonly size: number,
+		private readonly script = runnerScript(),
+		private readonly log: (msg: string) => void = () => undefined,
+	) {
+		for (let i = 0; i < size; i++) this.runners.push(this.start());
+	}
+
+	private start(): Runner {
+		const child = fork(this.script, [], { stdio: ["ignore", "inherit", "inherit", "ipc"], serialization: "advanced", env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
+		const runner: Runner = { child, inflight: 0, alive: true };
+		child.on("message", (msg: RunnerReply) => {
+			if (msg?.type !== "result") return;
+			const p = this.pending.get(msg.id);
+			if (!p) return;
+			this.pending.delete(msg.id);
+			runner.inflight--;
+			p.resolve(msg.result);
+		});
+		child.on("exit", (code, signal) => {
+			runner.alive = false;
+			// Runs it was supervising are lost to us (their processes run on, detached): fail them.
+			for (const [id, p] of this.pending) {
+				if (p.runner !== runner) continue;
+				this.pending.delete(id);
+				const t = Date.now();
+				p.resolve({ status: "failed", exitCode: null, signal: null, output: "", startedAt: p.startedAt, finishedAt: t, error: `the runner process exited (${signal ?? code}) during the run` });
+			}
+			if (!this.closed) {
+				this.log(`runner ${child.pid} exited (${signal ?? code}); starting another`);
+				const i = this.runners.indexOf(runner);
+				if (i >= 0) this.runners[i] = this.start();
+			}
+		});
+		return runner;
+	}
+
+	/** Run one process on the least busy runner. Never rejects. */
+	run(spec: ExecSpec): Promise<ExecResult> {
+		const { signal, ...plain } = spec;
+		const live = this.runners.filter((r) => r.alive && r.child.connected);
+		const now = Date.now();
+		if (this.closed || live.length === 0) return Promise.resolve({ status: "failed", exitCode: null, signal: null, output: "", startedAt: now, finishedAt: now, error: "no runner process is available" });
+		const runner = live.reduce((a, b) => (b.inflight < a.inflight ? b : a));
+		const id = ++this.seq;
+		return new Promise<ExecResult>((resolve) => {
+			this.pending.set(id, { resolve, runner, startedAt: now });
+			runner.inflight++;
+			runner.child.send({ type: "run", id, spec: plain } satisfies RunnerRequest);
+			if (signal) {
+				const onAbort = () => {
+					if (this.pending.has(id) && runner.child.connected) runner.child.send({ type: "abort", id, reason: String(signal.reason ?? "cancelled") } satisfies RunnerRequest);
+				};
+				if (signal.aborted) onAbort();
+				else signal.addEventListener("abort", onAbort, { once: true });
+			}
+		});
+	}
+
+	/** Stop the runners (after the worker's runs have finished). */
+	async close(): Promise<void> {
+		this.closed = true;
+		await Promise.all(
+			this.runners.map(
+				(r) =>
+					new Promise<void>((resolve) => {
+						if (!r.alive) return resolve();
+						r.child.once("exit", () => resolve());
+						r.child.kill("SIGTERM");
+					}),
+			),
+		);
+	}
+}

@@ -1,0 +1,57 @@
+/**
+ * The runner pool: job processes spawned from helper processes (dist/bin/runner.js, built by
+ * `npm test`), with results, cancellation and a runner dying mid-run.
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { DEFAULT_PATH } from "../../lib/executor";
+import { RunnerPool, runnerScript } from "../../lib/runner-pool";
+
+const workRoot = fs.mkdtempSync(path.join(os.tmpdir(), "runner-pool-"));
+const spec = (line: string, over: Record<string, unknown> = {}) => ({ file: "/bin/sh", args: ["-c", line], env: { PATH: DEFAULT_PATH, X: "y" }, user: null, timeoutMs: null, workRoot, ...over });
+
+let pool: RunnerPool;
+beforeAll(() => {
+	if (!fs.existsSync(runnerScript())) throw new Error(`${runnerScript()} is missing: run npm run build (npm test does)`);
+	pool = new RunnerPool(2);
+});
+afterAll(async () => {
+	await pool.close();
+});
+
+it("runs processes on the runners and answers their results", async () => {
+	const results = await Promise.all(Array.from({ length: 20 }, (_, i) => pool.run(spec(`echo "$X ${i}"; echo err >&2; exit ${i % 2}`))));
+	results.forEach((r, i) => {
+		expect(r.output).toBe(`y ${i}\nerr\n`);
+		expect(r.exitCode).toBe(i % 2);
+		expect(r.status).toBe(i % 2 ? "failed" : "succeeded");
+		expect(r.finishedAt).toBeGreaterThanOrEqual(r.startedAt);
+	});
+});
+
+it("cancels a run through its AbortSignal", async () => {
+	const controller = new AbortController();
+	const p = pool.run({ ...spec("sleep 30"), killGraceMs: 500, signal: controller.signal } as never);
+	setTimeout(() => controller.abort("replaced"), 200);
+	const r = await p;
+	expect(r.status).toBe("failed");
+	expect(r.error).toMatch(/replaced/);
+});
+
+it("fails the runs of a runner that dies, and starts another", async () => {
+	const small = new RunnerPool(1);
+	try {
+		const p = small.run(spec("sleep 30"));
+		const runner = (small as unknown as { runners: { child: { pid: number } }[] }).runners[0];
+		await new Promise((r) => setTimeout(r, 200));
+		process.kill(runner.child.pid, "SIGKILL");
+		const r = await p;
+		expect(r.status).toBe("failed");
+		expect(r.error).toMatch(/runner process exited/);
+		const again = await small.run(spec("echo back"));
+		expect(again.output).toBe("back\n");
+	} finally {
+		await small.close();
+	}
+});
