@@ -759,7 +759,13 @@ export class ZookeeperCoordination implements Coordination {
 					created = await this.call<string>(client, `create ${prefix}`, (cb) => client.create(prefix, Buffer.from(owner), CreateMode.EPHEMERAL_SEQUENTIAL, cb));
 				} catch (err) {
 					if (isCode(err, Exception.NO_NODE)) {
-						await this.call<string>(client, `mkdirp ${dir}`, (cb) => client.mkdirp(dir, cb));
+						try {
+							await this.call<string>(client, `mkdirp ${dir}`, (cb) => client.mkdirp(dir, cb));
+						} catch (e) {
+							// The release of this job's previous fire may tidy <job> away while mkdirp is between
+							// <job> and <job>/<at> (NO_NODE): try again rather than lose the fire.
+							if (!isCode(e, Exception.NO_NODE)) throw e;
+						}
 						continue;
 					}
 					if (isCode(err, Exception.CONNECTION_LOSS)) this.cleanupProtected(dir, g, gen);
