@@ -365,9 +365,10 @@ export function runBench(cluster: () => BenchCluster | null, main: () => Promise
 		cleaning = true;
 		const c = cluster();
 		if (c) {
-			const errors = await c.cleanup(code !== 0).catch((e) => [String(e)]);
+			const keep = code !== 0 || !!process.env.BENCH_KEEP_LOGS;
+			const errors = await c.cleanup(keep).catch((e) => [String(e)]);
 			if (errors.length) process.stderr.write(`cleanup: ${errors.join("; ")}\n`);
-			if (code !== 0) process.stderr.write(`logs kept in ${c.tmp}\n`);
+			if (keep) process.stderr.write(`logs kept in ${c.tmp}\n`);
 		}
 		process.exit(code);
 	};
