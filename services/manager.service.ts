@@ -29,6 +29,8 @@ interface ManagerThis extends Service {
 	reconciling: Promise<void> | null;
 	dirty: boolean;
 	lastWorkers: Set<string>;
+	/** Incremented on every election and revocation: a reconcile started in an earlier term does not apply its plan. */
+	term: number;
 	/** Sorted ids of the workers excluded for clock skew at the last reconcile (logged on change). */
 	lastSkewed: string;
 	stats: { leaderChanges: number; reassignments: number; reconciles: number; lastReconcileMs: number | null };
@@ -115,6 +117,7 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 
 			async onElected(this: ManagerThis) {
 				this.leader = true;
+				this.term++;
 				this.stats.leaderChanges++;
 				if (this.broker.isMetricsEnabled()) {
 					this.broker.metrics.increment(METRICS.leaderChanges);
@@ -140,6 +143,7 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 			onRevoked(this: ManagerThis) {
 				if (this.leader) this.logger.warn(`${this.broker.nodeID} lost the leadership`);
 				this.leader = false;
+				this.term++;
 				if (this.broker.isMetricsEnabled()) this.broker.metrics.set(METRICS.managerLeader, 0);
 				this.unwatchWorkers?.();
 				this.unwatchWorkers = null;
@@ -169,6 +173,7 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 
 			async reconcileOnce(this: ManagerThis) {
 				if (!this.leader) return;
+				const term = this.term;
 				const t0 = clock.now();
 				// In pages: one answer (or request) must stay under the transporter's packet limit (NATS: 1 MB).
 				const schedulable = async () => {
@@ -199,7 +204,9 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 					workers.map((w) => w.id),
 					{ excluded },
 				);
-				if (!this.leader) return;
+				// Lost the leadership meanwhile, or lost and regained it (a session expiry): the plan was made
+				// from a view of an earlier term; the new term's reconcile makes its own.
+				if (!this.leader || term !== this.term) return;
 				if (moves.length > 0) {
 					await this.coordination.applyMoves(moves);
 					for (let i = 0; i < moves.length; i += PAGE) {
@@ -223,6 +230,7 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 			this.dirty = false;
 			this.lastWorkers = new Set();
 			this.lastSkewed = "";
+			this.term = 0;
 			this.stats = { leaderChanges: 0, reassignments: 0, reconciles: 0, lastReconcileMs: null };
 			registerMetric(this.broker, { type: "counter", name: METRICS.leaderChanges, description: "Times this manager became leader" });
 			registerMetric(this.broker, { type: "counter", name: METRICS.reassignments, description: "Jobs moved from one worker to another" });

@@ -101,6 +101,7 @@ interface WorkerThis extends Service {
 	catchUp(job: WorkerJob, now: number): Promise<void>;
 	recoverInflight(ids: string[]): Promise<void>;
 	arm(): void;
+	resume(): void;
 	onTimer(): void;
 	fire(job: WorkerJob, scheduledAt: number, trigger: RunTrigger, attempt: number): Promise<Run | null>;
 	execute(job: WorkerJob, run: Run, attempt: number, controller: AbortController): Promise<ExecResult>;
@@ -343,6 +344,14 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			arm(this: WorkerThis) {
 				if (this.broker.isMetricsEnabled()) this.broker.metrics.set(METRICS.workerJobs, this.crontab.size);
 				if (this.stopping) return;
+				if (this.coordination.state() !== "connected") {
+					// A fire needs a claim, which needs the session: fires falling due now would be lost.
+					// They stay in the crontab; resume() handles them when the connection is back.
+					if (this.timer) clock.clearTimeout(this.timer);
+					this.timer = null;
+					this.timerAt = null;
+					return;
+				}
 				const next = this.crontab.peek();
 				if (next && this.timerAt === next.at && this.timer) return;
 				if (this.timer) clock.clearTimeout(this.timer);
@@ -352,6 +361,35 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				const delay = Math.min(next.at - clock.now(), 24 * 3600 * 1000);
 				this.timerAt = next.at;
 				this.timer = clock.setTimeout(() => this.onTimer(), delay);
+			},
+
+			/**
+			 * The connection is back (same or new session): fires that fell due meanwhile run late; when a
+			 * job missed more than one, its misfire policy decides (as for fires missed while no worker
+			 * owned it), so a long outage does not replay every fire.
+			 */
+			resume(this: WorkerThis) {
+				if (this.stopping) return;
+				const now = clock.now();
+				for (const entry of this.crontab.popDue(now)) {
+					const job = this.jobs.get(entry.jobId);
+					if (!job || !schedulable(job)) continue;
+					const { schedule, tz } = this.scheduleOf(job);
+					let due = fireTimesBetween(schedule, tz, entry.at - 1, now, 1000);
+					if (!job.recurring || due.length === 0) due = [entry.at];
+					const last = due[due.length - 1];
+					this.scheduleJob(job, last);
+					if (!job.recurring) job.lastScheduledAt = last;
+					if (due.length === 1) {
+						void this.fire(job, due[0], "schedule", 1);
+						continue;
+					}
+					const decision = misfireDecision(job.misfire, due);
+					this.logger.warn(`Job ${job.id}: ${due.length} fire(s) fell due while the coordination service was unreachable; running ${decision.run.length} (misfire ${job.misfire})`);
+					for (const at of decision.missed) void this.record(job, at, "catchup", "missed", `missed while the coordination service was unreachable (misfire ${job.misfire})`);
+					for (const at of decision.run) void this.fire(job, at, "catchup", 1);
+				}
+				this.arm();
 			},
 
 			onTimer(this: WorkerThis) {
@@ -614,14 +652,20 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			this.unwatch.push(this.coordination.watchAssignments(this.broker.nodeID, (ids) => void this.reconcile(ids).catch((err) => this.logger.error("Reconcile failed:", err))));
 			this.unwatch.push(
 				this.coordination.onStateChange((change) => {
-					if (change.state === "expired") {
-						// Our claims are gone with the session: stop firing until the new session reconciles.
-						if (this.timer) clock.clearTimeout(this.timer);
-						this.timer = null;
-						this.timerAt = null;
+					if (change.state !== "connected") {
+						// Suspended or expired: no claims can be taken (and after an expiry ours are gone),
+						// so stop firing; arm() stays idle until the connection is back.
+						this.arm();
+						return;
 					}
-					if (change.state === "connected" && change.newSession) {
-						void this.reconcile().catch((err) => this.logger.error("Reconcile after a new session failed:", err));
+					// Back: run what fell due meanwhile, then (new session) re-register with a fresh clock
+					// offset and reconcile with the assignment, which may have changed while we were gone.
+					this.resume();
+					if (change.newSession) {
+						void this.register()
+							.catch((err) => this.logger.warn("Re-registration after a new session failed (the coordination re-created the old one):", (err as Error).message))
+							.then(() => this.reconcile())
+							.catch((err) => this.logger.error("Reconcile after a new session failed:", err));
 					}
 				}),
 			);
