@@ -8,6 +8,7 @@
 import { randomBytes } from "node:crypto";
 import * as zookeeper from "node-zookeeper-client";
 import type { Coordination, StateChange } from "../../lib/coordination";
+import { MemoryCoordinationHub, type MemoryCoordination } from "../../lib/coordination-memory";
 import type { ZookeeperCoordination } from "../../mixins/zookeeper.mixin";
 import { startNode, type TestNode } from "../support/node";
 import { waitFor } from "../support/wait";
@@ -186,6 +187,60 @@ maybe("ZooKeeper session expiry in the services", () => {
 			const lost: number[] = [];
 			for (let s = lo; s <= hi; s++) if (!seconds.has(s)) lost.push(s);
 			expect({ job: id, lost: lost.map((s) => new Date(s * 1000).toISOString()) }).toEqual({ job: id, lost: [] });
+		}
+	});
+});
+
+/**
+ * The same worker logic on the in-process coordination, where a connection loss can be held for
+ * several fires: while suspended no claim can be taken, so the worker must not fire (a fire would be
+ * lost unrecorded); on reconnect the fires that fell due follow the misfire policy (run_once: the
+ * latest runs, the others are recorded as missed).
+ */
+describe("connection loss over several fires (in-process coordination)", () => {
+	let node: TestNode;
+	const hub = new MemoryCoordinationHub();
+
+	beforeAll(async () => {
+		node = await startNode({}, { hub });
+	});
+
+	afterAll(async () => {
+		await node?.stop();
+	});
+
+	test("no fire is lost or doubled; the misfire policy decides on reconnect", async () => {
+		const res = await node.request("POST", "/jobs", { body: { type: "command", schedule: "* * * * * *", executable: "true" } });
+		expect(res.status).toBe(201);
+		const id = res.body.id as string;
+		const runs = async () => (await node.request("GET", `/jobs/${id}/runs?limit=1000`)).body as RunView[];
+		await waitFor(async () => (await runs()).filter((r) => r.status === "succeeded").length >= 2, 15_000, "runs before the outage");
+
+		const worker = (node.broker.getLocalService("worker") as unknown as { coordination: MemoryCoordination }).coordination;
+		hub.disconnect(worker);
+		const downAt = Date.now();
+		// Hold the outage over three or more fire instants (the scenario, not a correctness wait).
+		await waitFor(() => Date.now() - downAt >= 3500, 10_000, "outage of 3.5 s");
+		hub.reconnect(worker);
+		const upAt = Date.now();
+
+		await waitFor(async () => (await runs()).some((r) => Date.parse(r.scheduledAt) > upAt + 1000 && r.status === "succeeded"), 10_000, "fires after the reconnect");
+		const all = await runs();
+		const first = all.filter((r) => r.attempt === 1);
+		expect(new Set(first.map((r) => r.scheduledAt)).size).toBe(first.length);
+		// Every second of the outage has a record: the latest ran (catchup), the others were missed.
+		const inOutage = first.filter((r) => Date.parse(r.scheduledAt) > downAt + 100 && Date.parse(r.scheduledAt) <= upAt);
+		const seconds = first.map((r) => Math.floor(Date.parse(r.scheduledAt) / 1000));
+		for (let sec = Math.floor(downAt / 1000) - 1; sec <= Math.floor(upAt / 1000) + 1; sec++) expect({ sec, recorded: seconds.includes(sec) }).toEqual({ sec, recorded: true });
+		expect(inOutage.length).toBeGreaterThanOrEqual(3);
+		const ran = inOutage.filter((r) => r.status !== "missed");
+		expect(ran.length).toBe(1);
+		expect(ran[0].trigger).toBe("catchup");
+		expect(ran[0].scheduledAt).toBe(inOutage.map((r) => r.scheduledAt).sort().pop());
+		// No run started during the outage.
+		for (const r of all) {
+			const started = (r as unknown as { startedAt: string | null }).startedAt;
+			if (started) expect(Date.parse(started) < downAt + 50 || Date.parse(started) >= upAt).toBe(true);
 		}
 	});
 });
