@@ -5,7 +5,8 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { Sequelize, type Options } from "sequelize";
+import SqlAdapter from "moleculer-db-adapter-sequelize";
+import { Sequelize, type Model, type ModelStatic, type Options } from "sequelize";
 import type { Config } from "./config";
 
 interface SqliteConnection {
@@ -77,4 +78,41 @@ export function isConnectionError(err: unknown): boolean {
 
 export function isUniqueViolation(err: unknown): boolean {
 	return (err as { name?: string })?.name === "SequelizeUniqueConstraintError";
+}
+
+/**
+ * The moleculer-db sequelize adapter WITHOUT its own model.sync(): when that sync fails (e.g. two
+ * nodes starting at once both add the same index: ER_DUP_KEYNAME) the adapter closes the Sequelize
+ * instance, and every reconnect after that fails ("getConnection was called after the connection
+ * manager was closed"), so the service never starts. The services call syncModel() in
+ * afterConnected instead. (The adapter reads `noSync` from its fourth constructor argument; its
+ * typings only know the first.)
+ */
+export function createAdapter(seq: Sequelize): SqlAdapter {
+	const Adapter = SqlAdapter as unknown as new (...opts: unknown[]) => SqlAdapter;
+	return new Adapter(seq, undefined, undefined, { noSync: true });
+}
+
+/** Another process created the same table, index or column between our check and our DDL. */
+function isSchemaRace(err: unknown): boolean {
+	const e = err as { original?: { code?: string; message?: string }; parent?: { code?: string }; message?: string };
+	const code = e?.original?.code ?? e?.parent?.code ?? "";
+	if (["ER_DUP_KEYNAME", "ER_TABLE_EXISTS_ERROR", "ER_DUP_FIELDNAME"].includes(code)) return true;
+	return /already exists|duplicate column/i.test(e?.original?.message ?? e?.message ?? "");
+}
+
+/**
+ * model.sync() (CREATE TABLE IF NOT EXISTS, then the missing indexes) that is safe when several
+ * processes start on an empty database at once: losing a DDL race is not an error, the sync runs
+ * again and finds what the other process made.
+ */
+export async function syncModel(model: ModelStatic<Model>, attempts = 5): Promise<void> {
+	for (let i = 1; ; i++) {
+		try {
+			await model.sync();
+			return;
+		} catch (err) {
+			if (i >= attempts || !isSchemaRace(err)) throw err;
+		}
+	}
 }

@@ -7,11 +7,10 @@ import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import DbService from "moleculer-db";
-import SqlAdapter from "moleculer-db-adapter-sequelize";
 import { DataTypes, Op, QueryTypes, col, fn, type ModelStatic, type Model, type Sequelize } from "sequelize";
 import type { Clock } from "../lib/clock";
 import type { Config } from "../lib/config";
-import { createSequelize, isConnectionError, isUniqueViolation, tuneDatabase, checkpoint } from "../lib/db";
+import { createAdapter, createSequelize, isConnectionError, isUniqueViolation, syncModel, tuneDatabase, checkpoint } from "../lib/db";
 import { conflict, invalidField, notFound, toClientError, unauthorized, unavailable } from "../lib/errors";
 import { Limiter } from "../lib/limiter";
 import type { ObjectStore } from "../lib/objectstore";
@@ -126,7 +125,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 	return {
 		name: "jobs",
 		mixins: [DbService],
-		adapter: new SqlAdapter(createSequelize(config, "jobs")),
+		adapter: createAdapter(createSequelize(config, "jobs")),
 		model: {
 			name: "job",
 			define: JOB_FIELDS,
@@ -706,6 +705,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 
 		async afterConnected(this: JobsThis) {
 			await tuneDatabase(this.adapter.db);
+			await syncModel(this.adapter.model);
 			// MySQL's TEXT holds 64 KiB of bytes: the output tail needs MEDIUMTEXT (SQLite has one TEXT).
 			const mysql = this.adapter.db.getDialect() === "mysql";
 			const fields = mysql ? { ...RUN_FIELDS, output: { type: DataTypes.TEXT({ length: "medium" }), allowNull: false } } : RUN_FIELDS;
@@ -717,9 +717,8 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					{ name: "runs_status", fields: ["status"] },
 				],
 			});
-			// CREATE TABLE IF NOT EXISTS is safe when several processes start at once; an index race
-			// fails one sync, and moleculer-db reconnects and syncs again.
-			await this.runs.sync();
+			// Safe when several processes start at once (a lost table/index race is retried).
+			await syncModel(this.runs);
 		},
 	};
 }

@@ -8,11 +8,10 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import DbService from "moleculer-db";
-import SqlAdapter from "moleculer-db-adapter-sequelize";
 import { DataTypes, type Model, type ModelStatic, type Sequelize } from "sequelize";
 import type { Clock } from "../lib/clock";
 import type { Config } from "../lib/config";
-import { createSequelize, isConnectionError, isUniqueViolation, tuneDatabase, checkpoint } from "../lib/db";
+import { createAdapter, createSequelize, isConnectionError, isUniqueViolation, syncModel, tuneDatabase, checkpoint } from "../lib/db";
 import { conflict, forbidden, notFound, unauthorized, unavailable } from "../lib/errors";
 import type { AuthUser, User } from "../lib/types";
 import { iso } from "../lib/views";
@@ -56,7 +55,7 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 	return {
 		name: "users",
 		mixins: [DbService],
-		adapter: new SqlAdapter(createSequelize(config, "users")),
+		adapter: createAdapter(createSequelize(config, "users")),
 		model: {
 			name: "user",
 			define: {
@@ -193,6 +192,7 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 
 		async afterConnected(this: UsersThis) {
 			await tuneDatabase(this.adapter.db);
+			await syncModel(this.adapter.model);
 			await this.ensureAdmin();
 		},
 	};
