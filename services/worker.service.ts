@@ -84,6 +84,12 @@ interface WorkerThis extends Service {
 	runners: RunnerPool | null;
 	finishes: Batcher<FinishRequest, boolean>;
 	outboxTimer: TimerHandle | null;
+	/**
+	 * Fires whose start could not be recorded (the database was down), per job. They never ran; once
+	 * the database answers again they are handled like missed fires (the job's misfire policy).
+	 */
+	unstarted: Map<string, { at: number; attempt: number }[]>;
+	unstartedTimer: TimerHandle | null;
 	users: Map<string, ResolvedUser>;
 	artifacts: ArtifactCache;
 	registration: WorkerRegistration;
@@ -108,6 +114,7 @@ interface WorkerThis extends Service {
 	buildSpec(job: WorkerJob, run: Run, attempt: number, controller: AbortController): Promise<{ spec: ExecSpec; release(): void }>;
 	finish(job: WorkerJob, run: Run, result: ExecResult, willRetry: boolean): Promise<void>;
 	flushOutbox(): Promise<void>;
+	retryUnstarted(): Promise<void>;
 	saveOutbox(): void;
 	record(job: WorkerJob, scheduledAt: number, trigger: RunTrigger, status: RunStatus, error?: string): Promise<void>;
 	countRun(status: RunStatus): void;
@@ -162,7 +169,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				handler(this: WorkerThis) {
 					let running = 0;
 					for (const s of this.running.values()) running += s.size;
-					return { node: this.broker.nodeID, jobs: this.crontab.size, assigned: this.assigned.size, running, processes: this.slots.running, queued: this.slots.queued, pendingResults: this.outbox.length, coordination: this.coordination.state(), registration: this.registration, stats: this.stats };
+					return { node: this.broker.nodeID, jobs: this.crontab.size, assigned: this.assigned.size, running, processes: this.slots.running, queued: this.slots.queued, pendingResults: this.outbox.length, pendingFires: [...this.unstarted.values()].reduce((n, f) => n + f.length, 0), coordination: this.coordination.state(), registration: this.registration, stats: this.stats };
 				},
 			},
 
@@ -327,7 +334,8 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				if (runs.length === 0) return;
 				const jobs = new Map(((await this.broker.call("jobs.byIds", { ids: [...new Set(runs.map((r) => r.jobId))] })) as WorkerJob[]).map((j) => [j.id, j]));
 				for (const r of runs) {
-					if (this.running.get(r.jobId)?.size) continue; // our own live run
+					if ([...(this.running.get(r.jobId) ?? [])].some((x) => x.runId === r.id)) continue; // our own live run
+					if (this.outbox.some((o) => o.runId === r.id)) continue; // ran here; its result waits to be written
 					const owner = await this.coordination.claimOwner(r.jobId, r.scheduledAt);
 					if (owner !== null) continue; // still running on a live worker
 					const abandoned = (await this.broker.call("jobs.abandonRun", { runId: r.id, error: `interrupted: worker ${r.node ?? "?"} died during the run` })) as boolean;
@@ -433,11 +441,20 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				try {
 					run = await this.starts.add({ jobId: job.id, scheduledAt, attempt, trigger, node: this.broker.nodeID });
 				} catch (err) {
-					this.logger.error(`Cannot record the start of job ${job.id}:`, (err as Error).message);
+					await claim.release().catch(() => undefined);
+					if (trigger === "manual") throw err; // the caller gets the 503
+					// The database is down: the fire did not run. Keep it; retryUnstarted() handles it by
+					// the misfire policy once the database answers (it must not be dropped silently).
+					this.logger.error(`Cannot record the start of job ${job.id} at ${new Date(scheduledAt).toISOString()} (kept to catch up):`, (err as Error).message);
+					const kept = this.unstarted.get(job.id) ?? [];
+					kept.push({ at: scheduledAt, attempt });
+					this.unstarted.set(job.id, kept.slice(-1000));
+					if (!this.unstartedTimer && !this.stopping) this.unstartedTimer = clock.setTimeout(() => void this.retryUnstarted(), 1000);
+					return null;
 				}
 				if (!run) {
 					await claim.release();
-					return null; // already ran (unique key) or the database is down
+					return null; // already ran (unique key)
 				}
 				this.stats.fired++;
 				const controller = new AbortController();
@@ -568,6 +585,37 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			},
 
 			/**
+			 * Fires kept because their start could not be recorded: once the database answers (and the
+			 * kept results are written, so their runs are not taken for cut-off ones), runs of these jobs
+			 * left marked running by a start whose answer was lost are recovered, then the kept first
+			 * attempts follow the misfire policy (run_once: the newest runs late, the others are marked
+			 * missed) and kept retries run again.
+			 */
+			async retryUnstarted(this: WorkerThis) {
+				this.unstartedTimer = null;
+				if (this.stopping || this.unstarted.size === 0) return;
+				try {
+					if (this.outbox.length > 0) throw new Error("results still wait in the outbox");
+					await this.recoverInflight([...this.unstarted.keys()]);
+				} catch {
+					if (!this.stopping) this.unstartedTimer = clock.setTimeout(() => void this.retryUnstarted(), 1000);
+					return;
+				}
+				const pending = this.unstarted;
+				this.unstarted = new Map();
+				for (const [jobId, fires] of pending) {
+					const job = this.jobs.get(jobId);
+					if (!job || !schedulable(job) || !this.assigned.has(jobId)) continue;
+					for (const f of fires) if (f.attempt > 1) void this.fire(job, f.at, "retry", f.attempt);
+					const decision = misfireDecision(job.misfire, fires.filter((f) => f.attempt === 1).map((f) => f.at));
+					if (decision.run.length + decision.missed.length === 0) continue;
+					this.logger.warn(`Job ${job.id}: ${decision.run.length + decision.missed.length} fire(s) could not start while the database was unreachable; running ${decision.run.length} (misfire ${job.misfire})`);
+					for (const at of decision.missed) void this.record(job, at, "catchup", "missed", `could not start while the database was unreachable (misfire ${job.misfire})`);
+					for (const at of decision.run) void this.fire(job, at, "catchup", 1);
+				}
+			},
+
+			/**
 			 * The outbox lives in memory and, while not empty, in <data>/outbox-<node>.json (written
 			 * atomically), so results survive a worker restart while the database is down.
 			 */
@@ -611,6 +659,8 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			this.stopping = false;
 			this.outbox = [];
 			this.outboxTimer = null;
+			this.unstarted = new Map();
+			this.unstartedTimer = null;
 			this.slots = new Limiter(config.maxConcurrentRuns);
 			this.runners = null;
 			this.starts = new Batcher((runs) => this.broker.call("jobs.startRuns", { runs }) as Promise<(Run | null)[]>);
@@ -688,6 +738,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			if (this.heartbeat) clearInterval(this.heartbeat);
 			if (this.timer) clock.clearTimeout(this.timer);
 			if (this.outboxTimer) clock.clearTimeout(this.outboxTimer);
+			if (this.unstartedTimer) clock.clearTimeout(this.unstartedTimer);
 			for (const u of this.unwatch) u();
 			// Let running processes finish (they hold claims), then write what is pending.
 			const all: Promise<void>[] = [];
