@@ -739,33 +739,44 @@ export class ZookeeperCoordination implements Coordination {
 	 * Not re-entrant: a second claim of the same fire (even by the same owner) returns null while the
 	 * first is held.
 	 */
+	/**
+	 * Two round trips in the usual case: one multi-op creates the fire's folder <job>/<at> and the
+	 * ephemeral sequential lock node under it, then getChildren checks that ours is the lowest. The
+	 * job's folder stays between fires (only <at> is tidied away on release).
+	 */
 	async claim(jobId: string, scheduledAt: number, owner: string): Promise<Claim | null> {
 		const client = this.live();
 		const gen = this.generation;
 		const dir = this.paths.claim(jobId, scheduledAt);
+		const data = Buffer.from(owner);
 		try {
-			// Fast path: somebody holds it already.
-			try {
-				const existing = (await this.getChildren(client, dir)).filter((n) => parseClaimName(n) !== null);
-				if (existing.length > 0) return null;
-			} catch (err) {
-				if (!isCode(err, Exception.NO_NODE)) throw err;
-			}
 			const g = guid();
 			const prefix = this.paths.claimPrefix(jobId, scheduledAt, g);
 			let created: string | null = null;
 			for (let attempt = 0; attempt < 5 && created === null; attempt++) {
 				try {
-					created = await this.call<string>(client, `create ${prefix}`, (cb) => client.create(prefix, Buffer.from(owner), CreateMode.EPHEMERAL_SEQUENTIAL, cb));
+					const results = await this.call<{ path?: string }[]>(client, `claim ${dir}`, (cb) =>
+						client.transaction().create(dir, CreateMode.PERSISTENT).create(prefix, data, CreateMode.EPHEMERAL_SEQUENTIAL).commit(cb),
+					);
+					created = results[1]?.path ?? null;
+					if (created === null) throw new Error(`the claim under ${dir} answered no path`);
 				} catch (err) {
-					if (isCode(err, Exception.NO_NODE)) {
+					if (isCode(err, Exception.NODE_EXISTS)) {
+						// <at> exists: somebody else is claiming or holds this fire; queue behind them.
 						try {
-							await this.call<string>(client, `mkdirp ${dir}`, (cb) => client.mkdirp(dir, cb));
+							created = await this.call<string>(client, `create ${prefix}`, (cb) => client.create(prefix, data, CreateMode.EPHEMERAL_SEQUENTIAL, cb));
 						} catch (e) {
-							// The release of this job's previous fire may tidy <job> away while mkdirp is between
-							// <job> and <job>/<at> (NO_NODE): try again rather than lose the fire.
-							if (!isCode(e, Exception.NO_NODE)) throw e;
+							if (!isCode(e, Exception.NO_NODE)) {
+								if (isCode(e, Exception.CONNECTION_LOSS)) this.cleanupProtected(dir, g, gen);
+								throw e;
+							}
+							// <at> was tidied away meanwhile: try the multi-op again.
 						}
+						continue;
+					}
+					if (isCode(err, Exception.NO_NODE)) {
+						// The job's folder (or the base path) is missing: the first claim of this job.
+						await this.call<string>(client, `mkdirp ${this.paths.claimJob(jobId)}`, (cb) => client.mkdirp(this.paths.claimJob(jobId), cb));
 						continue;
 					}
 					if (isCode(err, Exception.CONNECTION_LOSS)) this.cleanupProtected(dir, g, gen);
@@ -804,16 +815,14 @@ export class ZookeeperCoordination implements Coordination {
 		this.claims.delete(claim);
 		if (claim.gen !== this.generation || !this.client) return; // the session (and the node) is gone
 		const client = this.client;
+		const dir = this.paths.claim(claim.jobId, claim.scheduledAt);
 		try {
-			await this.remove(client, claim.path);
-			// Tidy the now-empty parents; another claimer may be racing, so only when empty.
-			for (const p of [this.paths.claim(claim.jobId, claim.scheduledAt), this.paths.claimJob(claim.jobId)]) {
-				try {
-					await this.call<void>(client, `remove ${p}`, (cb) => client.remove(p, -1, (err) => cb(err, undefined)));
-				} catch (err) {
-					if (isCode(err, Exception.NOT_EMPTY) || isCode(err, Exception.NO_NODE)) break;
-					throw err;
-				}
+			// One round trip: the lock node and, when nobody else queues there, the fire's folder.
+			try {
+				await this.call<unknown>(client, `release ${claim.path}`, (cb) => client.transaction().remove(claim.path, -1).remove(dir, -1).commit(cb));
+			} catch (err) {
+				if (!isCode(err, Exception.NOT_EMPTY) && !isCode(err, Exception.NO_NODE)) throw err;
+				await this.remove(client, claim.path); // others queue under <at>: leave it to the last one
 			}
 		} catch (err) {
 			if (claim.gen !== this.generation) return;
