@@ -65,7 +65,7 @@ interface FinishRequest {
 
 interface WorkerThis extends Service {
 	coordination: Coordination;
-	/** Parsed schedule and time zone per job (parsing is the costly part of next-fire math). */
+	/** Parsed schedule and time zone per distinct (schedule, time zone) (parsing is the costly part of next-fire math). */
 	schedules: Map<string, { key: string; schedule: ParsedSchedule; tz: TimeZone }>;
 	scheduleOf(job: WorkerJob): { schedule: ParsedSchedule; tz: TimeZone };
 	crontab: Crontab;
@@ -241,7 +241,6 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 								this.assigned.delete(id);
 								this.crontab.delete(id);
 								this.jobs.delete(id);
-								this.schedules.delete(id);
 							}
 						}
 						const added = ids.filter((id) => !this.assigned.has(id));
@@ -269,7 +268,11 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				const found = new Set(jobs.map((j) => j.id));
 				for (const id of ids) if (!found.has(id)) (this.crontab.delete(id), this.jobs.delete(id));
 				const now = clock.now();
+				let n = 0;
 				for (const job of jobs) {
+					// Yield now and then: loading tens of thousands of jobs must not starve the event loop
+					// (the coordination session's heartbeats, the broker's, the timers).
+					if (++n % 500 === 0) await new Promise((r) => setImmediate(r));
 					if (!this.assigned.has(job.id)) continue;
 					this.jobs.set(job.id, job);
 					if (!schedulable(job)) {
@@ -287,12 +290,13 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				this.arm();
 			},
 
+			/** Parsed schedules are shared by every job with the same schedule and time zone. */
 			scheduleOf(this: WorkerThis, job: WorkerJob) {
 				const key = `${job.schedule}\u0000${job.timezone}`;
-				let cached = this.schedules.get(job.id);
-				if (!cached || cached.key !== key) {
+				let cached = this.schedules.get(key);
+				if (!cached) {
 					cached = { key, schedule: parseSchedule(job.schedule), tz: loadTimeZone(job.timezone) };
-					this.schedules.set(job.id, cached);
+					this.schedules.set(key, cached);
 				}
 				return cached;
 			},
