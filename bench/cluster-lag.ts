@@ -76,6 +76,8 @@ async function main() {
 	const wall = (Date.now() - t0) / 1000;
 	const cpu = Object.fromEntries(names.map((x) => [x, Math.round(((cpuSeconds(c.procs.get(x)!.pid) - cpu0.get(x)!) / wall) * 100) + "%"]));
 	if (Number.isFinite(zk0)) cpu.zookeeper = Math.round(((cpuSeconds(zkPid) - zk0) / wall) * 100) + "%";
+	// Where each worker's fire lag goes (its last 1000 scheduled fires), before the jobs stop.
+	const stages = Object.fromEntries(await Promise.all(WORKERS.map(async (w) => [w, ((await c.workerStatus(w)) as unknown as { fireStagesMs: unknown }).fireStagesMs] as const)));
 	// Let the window's runs finish and be recorded.
 	await waitFor(async () => {
 		const [row] = await c.sql<{ n: number }[]>("SELECT COUNT(*) AS n FROM runs WHERE scheduledAt >= ? AND scheduledAt < ? AND status = 'running'", [from, to]);
@@ -107,6 +109,7 @@ async function main() {
 		spawnPerSecond,
 		expectedFires: n * seconds,
 		runsByStatus: statuses,
+		fireStagesMsPerWorker: stages,
 		missingFires: n * seconds - fires.size,
 		executionsPerSecond: Math.round((succeeded / seconds) * 10) / 10,
 		lagMs: { p50: pct(lags, 50), p90: pct(lags, 90), p99: pct(lags, 99), max: lags.length ? lags[lags.length - 1] : null },

@@ -80,6 +80,8 @@ interface WorkerThis extends Service {
 	starts: Batcher<StartRequest, Run | null>;
 	/** Bounds the processes running at once (CRONJOB_MAX_CONCURRENT_RUNS). */
 	slots: Limiter;
+	/** Where the time between a fire's instant and its process start goes (worker.status). */
+	stages: FireStages;
 	/** Helper processes that spawn the jobs (null: spawn from this process). */
 	runners: RunnerPool | null;
 	finishes: Batcher<FinishRequest, boolean>;
@@ -122,6 +124,28 @@ interface WorkerThis extends Service {
 
 /** Jobs per jobs.byIds call: the answer must stay under the transporter's packet limit (NATS: 1 MB). */
 const JOBS_PER_CALL = 500;
+
+/**
+ * The last N scheduled fires, split into stages: timer (instant -> the fire begins), claim
+ * (coordination lock), record (run row written), spawn (-> the process started). Diagnostics only.
+ */
+class FireStages {
+	private rows: number[][] = [];
+	constructor(private readonly keep: number) {}
+	add(scheduledAt: number, t: { entered: number; claimed: number; recorded: number }, startedAt: number): void {
+		this.rows.push([t.entered - scheduledAt, t.claimed - t.entered, t.recorded - t.claimed, startedAt - t.recorded, startedAt - scheduledAt]);
+		if (this.rows.length > this.keep) this.rows.splice(0, this.rows.length - this.keep);
+	}
+	summary(): Record<string, { p50: number; p99: number; max: number }> | null {
+		if (this.rows.length === 0) return null;
+		const out: Record<string, { p50: number; p99: number; max: number }> = {};
+		["timer", "claim", "record", "spawn", "total"].forEach((name, k) => {
+			const v = this.rows.map((r) => r[k]).sort((a, b) => a - b);
+			out[name] = { p50: v[Math.floor(v.length / 2)], p99: v[Math.min(v.length - 1, Math.floor(v.length * 0.99))], max: v[v.length - 1] };
+		});
+		return out;
+	}
+}
 
 /** A job the worker may fire: assigned, live, not suspended, not finished. */
 function schedulable(job: WorkerJob): boolean {
@@ -169,7 +193,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				handler(this: WorkerThis) {
 					let running = 0;
 					for (const s of this.running.values()) running += s.size;
-					return { node: this.broker.nodeID, jobs: this.crontab.size, assigned: this.assigned.size, running, processes: this.slots.running, queued: this.slots.queued, pendingResults: this.outbox.length, pendingFires: [...this.unstarted.values()].reduce((n, f) => n + f.length, 0), coordination: this.coordination.state(), registration: this.registration, stats: this.stats };
+					return { node: this.broker.nodeID, jobs: this.crontab.size, assigned: this.assigned.size, running, processes: this.slots.running, queued: this.slots.queued, pendingResults: this.outbox.length, fireStagesMs: this.stages.summary(), pendingFires: [...this.unstarted.values()].reduce((n, f) => n + f.length, 0), coordination: this.coordination.state(), registration: this.registration, stats: this.stats };
 				},
 			},
 
@@ -424,6 +448,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			 * key, execute, record the result, retry with backoff when the job allows it.
 			 */
 			async fire(this: WorkerThis, job: WorkerJob, scheduledAt: number, trigger: RunTrigger, attempt: number): Promise<Run | null> {
+				const t = { entered: Date.now(), claimed: 0, recorded: 0 };
 				const running = this.running.get(job.id) ?? new Set<RunningRun>();
 				if (trigger !== "retry") {
 					const decision = overlapDecision(job.concurrency, running.size);
@@ -436,6 +461,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				let claim;
 				try {
 					claim = await this.coordination.claim(job.id, scheduledAt, this.broker.nodeID);
+					t.claimed = Date.now();
 				} catch (err) {
 					this.logger.error(`Cannot claim job ${job.id} at ${new Date(scheduledAt).toISOString()}:`, (err as Error).message);
 					return null;
@@ -444,6 +470,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				let run: Run | null = null;
 				try {
 					run = await this.starts.add({ jobId: job.id, scheduledAt, attempt, trigger, node: this.broker.nodeID });
+					t.recorded = Date.now();
 				} catch (err) {
 					await claim.release().catch(() => undefined);
 					if (trigger === "manual") throw err; // the caller gets the 503
@@ -466,6 +493,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				const done = (async () => {
 					try {
 						const result = await this.execute(job, started, attempt, controller);
+						if (trigger === "schedule" && result.exitCode !== null) this.stages.add(scheduledAt, t, result.startedAt);
 						const willRetry = !controller.signal.aborted && shouldRetry(result.status, attempt, job.retries);
 						await this.finish(job, started, result, willRetry);
 						if (result.status === "succeeded") this.stats.succeeded++;
@@ -666,6 +694,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			this.unstarted = new Map();
 			this.unstartedTimer = null;
 			this.slots = new Limiter(config.maxConcurrentRuns);
+			this.stages = new FireStages(1000);
 			this.runners = null;
 			this.starts = new Batcher((runs) => this.broker.call("jobs.startRuns", { runs }) as Promise<(Run | null)[]>);
 			this.finishes = new Batcher((results) => this.broker.call("jobs.finishRuns", { results }) as Promise<boolean[]>);
