@@ -7,10 +7,14 @@ import { loadConfig } from "../lib/config";
 import { createNode } from "../lib/runtime";
 
 async function main() {
-	const config = loadConfig(process.env);
+	const repl = process.argv.includes("--repl");
+	// `npm run repl` in a cluster joins it as a bare node (no services of its own) unless SERVICES says
+	// otherwise; on the embedded default it runs everything, with the REPL on top.
+	const env = repl && process.env.TRANSPORTER && !process.env.SERVICES ? { ...process.env, SERVICES: "none" } : process.env;
+	const config = loadConfig(env);
 	const broker = createNode(config);
 	await broker.start();
-	if (process.argv.includes("--repl")) broker.repl();
+	if (repl) broker.repl();
 	else broker.logger.info(`distributed-cronjob node ${config.nodeId} runs ${config.services.join(", ")}` + (config.services.includes("api") ? ` on port ${config.port}` : ""));
 }
 

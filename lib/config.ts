@@ -64,6 +64,7 @@ function str(env: NodeJS.ProcessEnv, name: string): string | null {
 
 /** `SERVICES=api,jobs`: `jobs` brings `users` along (it owns the users table beside jobs and runs). */
 export function parseServices(raw: string | null): ServiceName[] {
+	if (raw === "none") return [];
 	const names = (raw ?? "api,jobs,manager,worker").split(",").map((s) => s.trim()).filter(Boolean);
 	const out = new Set<ServiceName>();
 	for (const n of names) {
