@@ -208,10 +208,14 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 				// from a view of an earlier term; the new term's reconcile makes its own.
 				if (!this.leader || term !== this.term) return;
 				if (moves.length > 0) {
-					await this.coordination.applyMoves(moves);
-					for (let i = 0; i < moves.length; i += PAGE) {
-						await this.broker.call("jobs.setWorkers", { moves: moves.slice(i, i + PAGE).map((m) => ({ jobId: m.jobId, to: m.to })) });
-					}
+					// ZooKeeper holds the assignment the workers act on; the jobs' `worker` column is for
+					// display. Both writes go at once.
+					const recordWorkers = async () => {
+						for (let i = 0; i < moves.length; i += PAGE) {
+							await this.broker.call("jobs.setWorkers", { moves: moves.slice(i, i + PAGE).map((m) => ({ jobId: m.jobId, to: m.to })) });
+						}
+					};
+					await Promise.all([this.coordination.applyMoves(moves), recordWorkers()]);
 					const moved = moves.filter((m) => m.from !== null && m.to !== null).length;
 					this.stats.reassignments += moved;
 					if (moved > 0 && this.broker.isMetricsEnabled()) this.broker.metrics.increment(METRICS.reassignments, undefined, moved);
