@@ -6,6 +6,7 @@
  * `worker.status` on each worker and to broadcast events. Needs DATABASE_URL, ZOOKEEPER, TRANSPORTER
  * (eval "$(scripts/services.sh env)").
  */
+import { waitFor } from "../lib/wait";
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
@@ -22,20 +23,7 @@ export function sleep(ms: number): Promise<void> {
 	return new Promise((r) => setTimeout(r, ms));
 }
 
-export async function waitFor<T>(cond: () => T | Promise<T>, timeoutMs: number, what: string, intervalMs = 50): Promise<NonNullable<T>> {
-	const deadline = Date.now() + timeoutMs;
-	let last: unknown;
-	for (;;) {
-		try {
-			const v = await cond();
-			if (v) return v as NonNullable<T>;
-		} catch (err) {
-			last = err;
-		}
-		if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
-		await sleep(intervalMs);
-	}
-}
+export { waitFor };
 
 export function pct(sorted: number[], p: number): number | null {
 	if (sorted.length === 0) return null;

@@ -116,3 +116,9 @@ export async function syncModel(model: ModelStatic<Model>, attempts = 5): Promis
 		}
 	}
 }
+
+/**
+ * moleculer-db's generic CRUD actions, switched off: the services publish their own actions with
+ * ownership checks and validation, and the tables are not reachable any other way.
+ */
+export const NO_GENERIC_DB_ACTIONS = { find: false, count: false, list: false, insert: false, update: false, remove: false, get: false, create: false } as const;

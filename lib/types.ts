@@ -71,3 +71,20 @@ export interface AuthUser {
 	name: string;
 	admin: boolean;
 }
+
+/** A finished run as the worker reports it to the jobs service (times in epoch ms). */
+export interface RunResult {
+	runId: string;
+	jobId: string;
+	scheduledAt: number;
+	recurring: boolean;
+	status: RunStatus;
+	exitCode: number | null;
+	signal: string | null;
+	output: string;
+	startedAt: number | null;
+	finishedAt: number;
+	error: string | null;
+	/** A retry follows: the job's status waits for it. */
+	willRetry?: boolean;
+}

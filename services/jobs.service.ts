@@ -10,13 +10,13 @@ import DbService from "moleculer-db";
 import { DataTypes, Op, QueryTypes, col, fn, type ModelStatic, type Model, type Sequelize } from "sequelize";
 import type { Clock } from "../lib/clock";
 import type { Config } from "../lib/config";
-import { createAdapter, createSequelize, isConnectionError, isUniqueViolation, syncModel, tuneDatabase, checkpoint } from "../lib/db";
+import { createAdapter, createSequelize, isConnectionError, isUniqueViolation, syncModel, tuneDatabase, checkpoint, NO_GENERIC_DB_ACTIONS } from "../lib/db";
 import { conflict, invalidField, notFound, toClientError, unauthorized, unavailable } from "../lib/errors";
 import { Limiter } from "../lib/limiter";
 import type { ObjectStore } from "../lib/objectstore";
 import { jobStatusAfterRun } from "../lib/policies";
 import { nextFireTimes, validateTimezone, parseSchedule } from "../lib/schedule";
-import type { AuthUser, RunStatus, RunTrigger } from "../lib/types";
+import type { AuthUser, RunResult, RunStatus, RunTrigger } from "../lib/types";
 import { decodeExecutable, sha256Hex } from "../lib/upload";
 import { validateJobCreate, validateJobPatch } from "../lib/validation";
 import { iso, jobView, runSummary, runView, workerJobView, type JobRow, type RunRow } from "../lib/views";
@@ -25,21 +25,6 @@ export interface JobsDeps {
 	config: Config;
 	clock: Clock;
 	objectStore: ObjectStore;
-}
-
-interface FinishedRun {
-	runId: string;
-	jobId: string;
-	scheduledAt: number;
-	recurring: boolean;
-	status: RunStatus;
-	exitCode: number | null;
-	signal: string | null;
-	output: string;
-	startedAt: number | null;
-	finishedAt: number;
-	error: string | null;
-	willRetry?: boolean;
 }
 
 type Meta = { user?: AuthUser; $statusCode?: number; $location?: string; $responseType?: string; $responseHeaders?: Record<string, string> };
@@ -139,14 +124,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 
 		// moleculer-db's generic CRUD actions are replaced by the ones below (ownership, validation).
 		actions: {
-			find: false,
-			count: false,
-			list: false,
-			insert: false,
-			update: false,
-			remove: false,
-			get: false,
-			create: false,
+			...NO_GENERIC_DB_ACTIONS,
 
 			// ---- REST-facing ----
 			createJob: {
@@ -528,7 +506,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 						},
 					},
 				},
-				async handler(this: JobsThis, ctx: Ctx<{ results: FinishedRun[] }>) {
+				async handler(this: JobsThis, ctx: Ctx<{ results: RunResult[] }>) {
 					const results = ctx.params.results;
 					const written: boolean[] = [];
 					const finishedJobs: string[] = [];
@@ -538,7 +516,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 						db.transaction(async (transaction) => {
 							written.length = 0;
 							finishedJobs.length = 0;
-							const lastByJob = new Map<string, FinishedRun>();
+							const lastByJob = new Map<string, RunResult>();
 							for (const r of results) {
 								const [, meta] = (await db.query(
 									// SIGNAL is a reserved word in MySQL/MariaDB: quoted (SQLite takes backticks too).

@@ -11,7 +11,7 @@ import DbService from "moleculer-db";
 import { DataTypes, type Model, type ModelStatic, type Sequelize } from "sequelize";
 import type { Clock } from "../lib/clock";
 import type { Config } from "../lib/config";
-import { createAdapter, createSequelize, isConnectionError, isUniqueViolation, syncModel, tuneDatabase, checkpoint } from "../lib/db";
+import { createAdapter, createSequelize, isConnectionError, isUniqueViolation, syncModel, tuneDatabase, checkpoint, NO_GENERIC_DB_ACTIONS } from "../lib/db";
 import { conflict, forbidden, notFound, unauthorized, unavailable } from "../lib/errors";
 import type { AuthUser, User } from "../lib/types";
 import { iso } from "../lib/views";
@@ -68,14 +68,7 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 			options: { tableName: "users", timestamps: false },
 		},
 		actions: {
-			find: false,
-			count: false,
-			list: false,
-			insert: false,
-			update: false,
-			remove: false,
-			get: false,
-			create: false,
+			...NO_GENERIC_DB_ACTIONS,
 
 			/** Resolve a bearer token to its user, or null. */
 			authenticate: {

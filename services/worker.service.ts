@@ -22,7 +22,7 @@ import { DEFAULT_PATH, effectiveRunUser, resolveUser, runProcess, type ExecResul
 import type { ObjectStore } from "../lib/objectstore";
 import { misfireDecision, overlapDecision, retryDelayMs, shouldRetry } from "../lib/policies";
 import { fireTimesBetween, loadTimeZone, nextFireTimes, parseSchedule, type ParsedSchedule, type TimeZone } from "../lib/schedule";
-import type { Run, RunStatus, RunTrigger } from "../lib/types";
+import type { Run, RunResult, RunStatus, RunTrigger } from "../lib/types";
 import type { WorkerJob } from "../lib/views";
 import { CoordinationMixin } from "../mixins/coordination.mixin";
 
@@ -48,20 +48,7 @@ interface StartRequest {
 	node: string;
 }
 
-interface FinishRequest {
-	runId: string;
-	jobId: string;
-	scheduledAt: number;
-	recurring: boolean;
-	status: RunStatus;
-	exitCode: number | null;
-	signal: string | null;
-	output: string;
-	startedAt: number | null;
-	finishedAt: number;
-	error: string | null;
-	willRetry: boolean;
-}
+type FinishRequest = RunResult & { willRetry: boolean };
 
 interface WorkerThis extends Service {
 	coordination: Coordination;
