@@ -269,6 +269,26 @@ describe("execution", () => {
 		expect((await node.request("GET", `/jobs/${id}`, { token: alice.token })).body.status).toBe("scheduled");
 	});
 
+	it("a change reaches the worker within a second: suspend stops the fires, resume restarts them", async () => {
+		const created = await node.request("POST", "/jobs", { token: alice.token, body: job({ executable: "true", schedule: "* * * * * *" }) });
+		const id = created.body.id;
+		await waitFor(async () => (await runsOf(id, alice.token)).length >= 1, 10_000, "first fire");
+		const suspendedAt = Date.now();
+		expect((await node.request("PATCH", `/jobs/${id}`, { token: alice.token, body: { suspended: true } })).status).toBe(200);
+		// Let two more fire times pass: none after the first second following the change may run.
+		await waitFor(() => Date.now() > suspendedAt + 2500, 5000, "two fire times");
+		const late = (await runsOf(id, alice.token)).filter((r) => Date.parse(r.scheduledAt) > suspendedAt + 1000);
+		expect(late).toEqual([]);
+		const resumedAt = Date.now();
+		await node.request("PATCH", `/jobs/${id}`, { token: alice.token, body: { suspended: false } });
+		const runs = await waitFor(async () => {
+			const r = (await runsOf(id, alice.token)).filter((x) => Date.parse(x.scheduledAt) > resumedAt);
+			return r.length > 0 ? r : null;
+		}, 5000, "a fire after resuming");
+		expect(Date.parse(runs[runs.length - 1].scheduledAt) - resumedAt).toBeLessThanOrEqual(1000);
+		await node.request("DELETE", `/jobs/${id}`, { token: alice.token });
+	});
+
 	it("concurrency forbid records a skipped run while the previous one runs", async () => {
 		const created = await node.request("POST", "/jobs", { token: alice.token, body: job({ executable: "sleep 3", schedule: "* * * * * *", concurrency: "forbid" }) });
 		const id = created.body.id;
