@@ -63,10 +63,19 @@ async function measure(jobs: number, seconds: number) {
 	const from = Math.ceil(Date.now() / 1000) * 1000 + 1000;
 	const to = from + seconds * 1000;
 	await new Promise((r) => setTimeout(r, to - Date.now()));
-	// Stop firing, let what started finish and be recorded, then read the runs.
-	const worker = broker.getLocalService("worker");
-	if (worker) await broker.destroyService(worker);
+	// Stop firing (suspend every job), let the runs of the window finish and be recorded (or give up
+	// after two minutes: an overloaded worker's queue shows as runs still "running"), then read them.
+	const t0 = Date.now();
+	for (const id of ids) await broker.call("jobs.updateJob", { id, suspended: true }, { meta, timeout: 120_000 });
+	const drainDeadline = Date.now() + 120_000;
+	while (Date.now() < drainDeadline) {
+		const s = (await broker.call("worker.status", {}, { timeout: 60_000 })) as { running: number };
+		if (s.running === 0) break;
+		await new Promise((r) => setTimeout(r, 200));
+	}
+	const drainMs = Date.now() - t0;
 	const lags: number[] = [];
+	const statuses: Record<string, number> = {};
 	let succeeded = 0;
 	let notSucceeded = 0;
 	let expected = 0;
@@ -75,6 +84,7 @@ async function measure(jobs: number, seconds: number) {
 		for (const r of runs) {
 			const at = Date.parse(r.scheduledAt);
 			if (at < from || at >= to) continue;
+			statuses[r.status] = (statuses[r.status] ?? 0) + 1;
 			if (r.status === "succeeded" && r.startedAt) {
 				succeeded++;
 				lags.push(Date.parse(r.startedAt) - at);
@@ -91,6 +101,8 @@ async function measure(jobs: number, seconds: number) {
 		expectedFires: expected,
 		succeeded,
 		otherRuns: notSucceeded,
+		runsByStatus: statuses,
+		drainAfterWindowMs: drainMs,
 		missingFires: expected - succeeded - notSucceeded,
 		executionsPerSecond: Math.round((succeeded / seconds) * 10) / 10,
 		lagMs: { p50: pct(lags, 50), p99: pct(lags, 99), max: lags.length ? lags[lags.length - 1] : null },
