@@ -28,4 +28,7 @@ export function brokerOptions(config: Config): BrokerOptions {
 	};
 }
 
-export default brokerOptions(loadConfig(process.env));
+/** For moleculer-runner (it calls a function export): options from the environment, read when called. */
+export default function (): BrokerOptions {
+	return brokerOptions(loadConfig(process.env));
+}
