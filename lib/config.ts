@@ -36,6 +36,8 @@ export interface Config {
 	logLevel: string;
 	/** The unprivileged account jobs without runAs use when the worker runs as root. */
 	defaultRunUser: string;
+	/** The accounts non-admins may name in runAs (admins: any). */
+	userRunAs: string[];
 	maxUploadBytes: number;
 	maxOutputBytes: number;
 	/** A worker whose clock is off the database's by more than this gets no jobs. */
@@ -100,6 +102,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config 
 		namespace: str(env, "NAMESPACE") ?? "",
 		logLevel: str(env, "LOG_LEVEL") ?? "info",
 		defaultRunUser: str(env, "CRONJOB_RUN_USER") ?? "nobody",
+		userRunAs: (str(env, "CRONJOB_USER_RUN_AS") ?? str(env, "CRONJOB_RUN_USER") ?? "nobody").split(",").map((u) => u.trim()).filter(Boolean),
 		maxUploadBytes: int(env, "CRONJOB_MAX_UPLOAD_BYTES", 16 * 1024 * 1024),
 		maxOutputBytes: int(env, "CRONJOB_MAX_OUTPUT_BYTES", 64 * 1024),
 		clockSkewBoundMs: int(env, "CRONJOB_CLOCK_SKEW_MS", 1000),

@@ -67,6 +67,11 @@ export interface ValidationOptions {
 	admin: boolean;
 	/** Deployment bound for `timeout` (seconds); also the default when none is given. */
 	maxTimeoutSec?: number;
+	/**
+	 * The accounts a non-admin may name in `runAs` (undefined: any but root). Other system accounts
+	 * (a database's, a web server's) are as off-limits to ordinary users as root is.
+	 */
+	userRunAs?: readonly string[];
 }
 
 export interface PatchValidationOptions extends ValidationOptions {
@@ -198,7 +203,7 @@ function name(v: unknown): string | null {
 	return v;
 }
 
-function runAs(v: unknown, admin: boolean): string | null {
+function runAs(v: unknown, admin: boolean, allowed?: readonly string[]): string | null {
 	if (v === null) return null;
 	if (typeof v !== "string") throw new FieldError("runAs", `runAs must be a user name or null, got ${jsonType(v)}`);
 	const privileged = v === "root" || v === "0";
@@ -208,6 +213,9 @@ function runAs(v: unknown, admin: boolean): string | null {
 	if (privileged) {
 		if (!admin) throw new ForbiddenFieldError("runAs", "only admins may run jobs as root");
 		return "root";
+	}
+	if (!admin && allowed && !allowed.includes(v)) {
+		throw new ForbiddenFieldError("runAs", `only admins may run jobs as ${v}; others may use: ${allowed.join(", ") || "(none)"}`);
 	}
 	return v;
 }
@@ -274,7 +282,7 @@ function field(f: Field, v: unknown, opts: ValidationOptions, type: JobType | un
 		case "name":
 			return name(v);
 		case "runAs":
-			return runAs(v, opts.admin);
+			return runAs(v, opts.admin, opts.userRunAs);
 		case "timeout":
 			return timeout(v, opts);
 		case "recurring":

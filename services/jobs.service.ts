@@ -134,7 +134,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					const body = { ...ctx.params };
 					let input;
 					try {
-						input = validateJobCreate(body, { admin: user.admin });
+						input = validateJobCreate(body, { admin: user.admin, userRunAs: config.userRunAs });
 					} catch (err) {
 						throw toClientError(err);
 					}
@@ -208,7 +208,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					if (job.deletedAt !== null) throw conflict("The job was deleted", "id");
 					let patch;
 					try {
-						patch = validateJobPatch(body, { admin: user.admin, currentType: job.type });
+						patch = validateJobPatch(body, { admin: user.admin, currentType: job.type, userRunAs: config.userRunAs });
 					} catch (err) {
 						throw toClientError(err);
 					}

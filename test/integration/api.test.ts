@@ -132,6 +132,12 @@ describe("POST /jobs validation", () => {
 		const admin = await node.request("POST", "/jobs", { body: job({ runAs: "root" }) });
 		expect(admin.status).toBe(201);
 		expect(admin.body.runAs).toBe("root");
+		// Other system accounts are admin-only too; non-admins may name CRONJOB_USER_RUN_AS (nobody).
+		const daemon = await node.request("POST", "/jobs", { body: job({ runAs: "daemon" }), token: alice.token });
+		expect(daemon.status).toBe(403);
+		expect(daemon.body.data.field).toBe("runAs");
+		expect((await node.request("POST", "/jobs", { body: job({ runAs: "nobody" }), token: alice.token })).status).toBe(201);
+		expect((await node.request("POST", "/jobs", { body: job({ runAs: "daemon" }) })).status).toBe(201);
 	});
 });
 

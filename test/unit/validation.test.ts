@@ -277,3 +277,18 @@ describe("validateJobPatch", () => {
 		expect(validateJobPatch({ timeout: null }, { admin: false, maxTimeoutSec: 3600 })).toEqual({ timeout: 3600 });
 	});
 });
+
+describe("runAs for non-admins is limited to the configured accounts", () => {
+	const base = { executable: "true", schedule: "* * * * *", type: "command" };
+	it.each([
+		[false, "nobody", "ok"],
+		[false, "mysql", "forbidden"],
+		[false, "root", "forbidden"],
+		[true, "mysql", "ok"],
+		[true, "root", "ok"],
+	])("admin=%s runAs=%s -> %s", (admin, user, outcome) => {
+		const run = () => validateJobCreate({ ...base, runAs: user }, { admin, userRunAs: ["nobody"] });
+		if (outcome === "ok") expect(run().runAs).toBe(user);
+		else expect(run).toThrow(ForbiddenFieldError);
+	});
+});
