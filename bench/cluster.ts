@@ -7,6 +7,7 @@
  * (eval "$(scripts/services.sh env)").
  */
 import { waitFor } from "../lib/wait";
+import { removeZkTree } from "../lib/zk-tree";
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
@@ -15,7 +16,6 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { ServiceBroker } from "moleculer";
 import mysql from "mysql2/promise";
-import * as zookeeper from "node-zookeeper-client";
 
 export const BIN = path.resolve(__dirname, "../bin/cronjob.js");
 
@@ -23,7 +23,7 @@ export function sleep(ms: number): Promise<void> {
 	return new Promise((r) => setTimeout(r, ms));
 }
 
-export { waitFor };
+export { waitFor, removeZkTree };
 
 export function pct(sorted: number[], p: number): number | null {
 	if (sorted.length === 0) return null;
@@ -306,44 +306,6 @@ export class BenchCluster {
 	}
 }
 
-function zkCodeOf(err: unknown): number | null {
-	const e = err as { getCode?: () => number };
-	return typeof e?.getCode === "function" ? e.getCode() : null;
-}
-
-/** Delete a ZooKeeper tree; retries while dead sessions' ephemeral nodes linger (NOT_EMPTY). */
-export async function removeZkTree(connectionString: string, root: string): Promise<void> {
-	const client = zookeeper.createClient(connectionString, { sessionTimeout: 2000 });
-	await new Promise<void>((resolve, reject) => {
-		const timer = setTimeout(() => reject(new Error(`cannot connect to ZooKeeper at ${connectionString}`)), 10_000);
-		client.once("connected", () => {
-			clearTimeout(timer);
-			resolve();
-		});
-		client.connect();
-	});
-	const children = (p: string) =>
-		new Promise<string[]>((resolve, reject) => client.getChildren(p, (err, kids) => (err ? (zkCodeOf(err) === zookeeper.Exception.NO_NODE ? resolve([]) : reject(err)) : resolve(kids))));
-	const remove = (p: string) => new Promise<void>((resolve, reject) => client.remove(p, -1, (err) => (err && zkCodeOf(err) !== zookeeper.Exception.NO_NODE ? reject(err) : resolve())));
-	const removeTree = async (p: string): Promise<void> => {
-		const kids = await children(p);
-		for (let i = 0; i < kids.length; i += 500) await Promise.all(kids.slice(i, i + 500).map((k) => removeTree(`${p}/${k}`)));
-		await remove(p);
-	};
-	try {
-		await waitFor(
-			async () => {
-				await removeTree(root);
-				return true;
-			},
-			20_000,
-			`removal of ${root}`,
-			200,
-		);
-	} finally {
-		client.close();
-	}
-}
 
 /** Run main with cleanup on success, failure and SIGINT/SIGTERM; prints the JSON result. */
 export function runBench(cluster: () => BenchCluster | null, main: () => Promise<unknown>): void {

@@ -12,12 +12,12 @@
  * (/cronjob-e2e-<random>, deleted afterwards) and Moleculer namespace. Needs DATABASE_URL, ZOOKEEPER and
  * TRANSPORTER (eval "$(scripts/services.sh env)"); skipped with a message when they are unset.
  */
+import { removeZkTree } from "../../lib/zk-tree";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import mysql from "mysql2/promise";
-import * as zookeeper from "node-zookeeper-client";
 import { freePort, startProcess, type NodeProcess } from "../support/proc";
 import { waitFor } from "../support/wait";
 
@@ -113,45 +113,9 @@ function privateDatabaseUrl(): string {
 	return u.toString();
 }
 
-function zkCodeOf(err: unknown): number | null {
-	const e = err as { getCode?: () => number };
-	return typeof e?.getCode === "function" ? e.getCode() : null;
-}
-
-/** Delete the run's ZooKeeper root and everything below it (removeRecursive of the client misses nodes). */
-async function removeZkRoot(): Promise<void> {
-	const client = zookeeper.createClient(ZOOKEEPER as string, { sessionTimeout: 2000 });
-	await new Promise<void>((resolve, reject) => {
-		const timer = setTimeout(() => reject(new Error(`cannot connect to ZooKeeper at ${ZOOKEEPER}`)), 10_000);
-		client.once("connected", () => {
-			clearTimeout(timer);
-			resolve();
-		});
-		client.connect();
-	});
-	const children = (p: string) =>
-		new Promise<string[]>((resolve, reject) => client.getChildren(p, (err, kids) => (err ? (zkCodeOf(err) === zookeeper.Exception.NO_NODE ? resolve([]) : reject(err)) : resolve(kids))));
-	const remove = (p: string) =>
-		new Promise<void>((resolve, reject) => client.remove(p, -1, (err) => (err && zkCodeOf(err) !== zookeeper.Exception.NO_NODE ? reject(err) : resolve())));
-	const removeTree = async (p: string): Promise<void> => {
-		const kids = await children(p);
-		for (let i = 0; i < kids.length; i += 500) await Promise.all(kids.slice(i, i + 500).map((k) => removeTree(`${p}/${k}`)));
-		await remove(p);
-	};
-	try {
-		// A dead process's session may still own ephemeral nodes for a moment: retry on NOT_EMPTY.
-		await waitFor(
-			async () => {
-				await removeTree(ZK_ROOT);
-				return true;
-			},
-			15_000,
-			`removal of ${ZK_ROOT}`,
-			200,
-		);
-	} finally {
-		client.close();
-	}
+/** Delete the run's ZooKeeper root (a dead process's session may hold ephemeral nodes for a moment). */
+function removeZkRoot(): Promise<void> {
+	return removeZkTree(ZOOKEEPER as string, ZK_ROOT, 15_000);
 }
 
 function start(name: string, env: Record<string, string>): Incarnation {

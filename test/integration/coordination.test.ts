@@ -3,6 +3,7 @@
  * real ZooKeeper (start it with `scripts/services.sh start`; ZOOKEEPER env, default 127.0.0.1:2181).
  * Every ZooKeeper run uses its own root (/cronjob-test-<random>) and removes it afterwards.
  */
+import { connectZk, removeZkTree } from "../../lib/zk-tree";
 import { randomBytes } from "node:crypto";
 import * as zookeeper from "node-zookeeper-client";
 import type { AssignmentMove, Candidacy, Coordination, ConnectionState, StateChange, WorkerRegistration } from "../../lib/coordination";
@@ -25,44 +26,10 @@ function worker(id: string, extra: Partial<WorkerRegistration> = {}): WorkerRegi
 	return { id, host: "localhost", pid: process.pid, startedAt: new Date(0).toISOString(), capacity: 4, clockOffsetMs: null, ...extra };
 }
 
-function connectRaw(opts: Record<string, unknown> = {}): Promise<zookeeper.Client> {
-	return new Promise((resolve, reject) => {
-		const client = zookeeper.createClient(ZK, { sessionTimeout: 2000, ...opts } as Partial<zookeeper.Option>);
-		const timer = setTimeout(() => {
-			client.close();
-			reject(new Error(`cannot connect to ZooKeeper at ${ZK}: run scripts/services.sh start`));
-		}, 10_000);
-		client.once("connected", () => {
-			clearTimeout(timer);
-			resolve(client);
-		});
-		client.connect();
-	});
-}
+const connectRaw = (opts: Record<string, unknown> = {}) => connectZk(ZK, opts);
 
-/** Delete a test root and everything below it (the client's own removeRecursive misses nodes). */
-async function removeRoot(root: string): Promise<void> {
-	const raw = await connectRaw();
-	const children = (path: string) =>
-		new Promise<string[]>((resolve, reject) => raw.getChildren(path, (err, kids) => (err ? (zkCodeOf(err) === zookeeper.Exception.NO_NODE ? resolve([]) : reject(err)) : resolve(kids))));
-	const remove = (path: string) =>
-		new Promise<void>((resolve, reject) => raw.remove(path, -1, (err) => (err && zkCodeOf(err) !== zookeeper.Exception.NO_NODE ? reject(err) : resolve())));
-	const removeTree = async (path: string): Promise<void> => {
-		const kids = await children(path);
-		for (let i = 0; i < kids.length; i += 1000) await Promise.all(kids.slice(i, i + 1000).map((k) => removeTree(`${path}/${k}`)));
-		await remove(path);
-	};
-	try {
-		await removeTree(root);
-	} finally {
-		raw.close();
-	}
-}
+const removeRoot = (root: string) => removeZkTree(ZK, root);
 
-function zkCodeOf(err: unknown): number | null {
-	const e = err as { getCode?: () => number };
-	return typeof e?.getCode === "function" ? e.getCode() : null;
-}
 
 /** Connect a second client with the same session id and password, and close it right away. */
 function closeTwin(sessionId: Buffer, sessionPassword: Buffer): Promise<void> {

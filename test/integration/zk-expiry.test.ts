@@ -5,6 +5,7 @@
  * for real (a second client with the same session id and password closes the session). Then: the
  * worker is registered again, the manager leads again, the jobs keep firing, no fire runs twice.
  */
+import { connectZk, removeZkTree } from "../../lib/zk-tree";
 import { randomBytes } from "node:crypto";
 import * as zookeeper from "node-zookeeper-client";
 import type { Coordination, StateChange } from "../../lib/coordination";
@@ -22,41 +23,10 @@ if (!ZK) {
 }
 const maybe = ZK ? describe : describe.skip;
 
-function connectRaw(): Promise<zookeeper.Client> {
-	return new Promise((resolve, reject) => {
-		const client = zookeeper.createClient(ZK!, { sessionTimeout: 2000 } as Partial<zookeeper.Option>);
-		const timer = setTimeout(() => {
-			client.close();
-			reject(new Error(`cannot connect to ZooKeeper at ${ZK}`));
-		}, 10_000);
-		client.once("connected", () => {
-			clearTimeout(timer);
-			resolve(client);
-		});
-		client.connect();
-	});
-}
+const connectRaw = () => connectZk(ZK!);
 
-function zkCodeOf(err: unknown): number | null {
-	const e = err as { getCode?: () => number };
-	return typeof e?.getCode === "function" ? e.getCode() : null;
-}
 
-async function removeRoot(path: string): Promise<void> {
-	const raw = await connectRaw();
-	const children = (p: string) => new Promise<string[]>((resolve, reject) => raw.getChildren(p, (err, kids) => (err ? (zkCodeOf(err) === zookeeper.Exception.NO_NODE ? resolve([]) : reject(err)) : resolve(kids))));
-	const remove = (p: string) => new Promise<void>((resolve, reject) => raw.remove(p, -1, (err) => (err && zkCodeOf(err) !== zookeeper.Exception.NO_NODE ? reject(err) : resolve())));
-	const removeTree = async (p: string): Promise<void> => {
-		const kids = await children(p);
-		for (let i = 0; i < kids.length; i += 1000) await Promise.all(kids.slice(i, i + 1000).map((k) => removeTree(`${p}/${k}`)));
-		await remove(p);
-	};
-	try {
-		await removeTree(path);
-	} finally {
-		raw.close();
-	}
-}
+const removeRoot = (root: string) => removeZkTree(ZK!, root);
 
 /** Connect a second client with the same session id and password, and close it at once. */
 function closeTwin(sessionId: Buffer, sessionPassword: Buffer): Promise<void> {
