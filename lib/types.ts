@@ -7,15 +7,11 @@ export type MisfirePolicy = "run_once" | "run_all" | "skip";
 export type RunStatus = "running" | "succeeded" | "failed" | "timed_out" | "skipped" | "missed";
 export type RunTrigger = "schedule" | "manual" | "retry" | "catchup";
 
-export interface Job {
-	id: string;
+/** What a job runs and when: the fields a user sets (POST /jobs, PATCH /jobs/{id}). */
+export interface JobSettings {
 	name: string | null;
-	status: JobStatus;
 	type: JobType;
 	executable: string;
-	/** SHA-256 (hex) and size of the stored object, for script and binary jobs. */
-	digest: string | null;
-	size: number | null;
 	schedule: string;
 	timezone: string;
 	runAs: string | null;
@@ -26,6 +22,15 @@ export interface Job {
 	misfire: MisfirePolicy;
 	env: Record<string, string>;
 	suspended: boolean;
+}
+
+/** A job as the API answers it. */
+export interface Job extends JobSettings {
+	id: string;
+	status: JobStatus;
+	/** SHA-256 (hex) and size of the stored object, for script and binary jobs. */
+	digest: string | null;
+	size: number | null;
 	owner: string;
 	worker: string | null;
 	nextRunAt: string | null;

@@ -33,7 +33,7 @@
  */
 import { FieldError } from "./errors";
 import { parseSchedule, validateTimezone } from "./schedule";
-import type { ConcurrencyPolicy, JobType, MisfirePolicy } from "./types";
+import type { ConcurrencyPolicy, JobSettings, JobType, MisfirePolicy } from "./types";
 
 /** A field value that is valid but not permitted for this caller (the API answers 403). */
 export class ForbiddenFieldError extends FieldError {
@@ -43,21 +43,8 @@ export class ForbiddenFieldError extends FieldError {
 	}
 }
 
-export interface JobCreateInput {
-	type: JobType;
-	executable: string;
-	schedule: string;
-	timezone: string;
-	name: string | null;
-	runAs: string | null;
-	timeout: number | null;
-	recurring: boolean;
-	concurrency: ConcurrencyPolicy;
-	retries: number;
-	misfire: MisfirePolicy;
-	env: Record<string, string>;
-	suspended: boolean;
-}
+/** A validated POST /jobs body, defaults filled in. */
+export type JobCreateInput = JobSettings;
 
 /** Only the fields present in the request; null for name/runAs/timeout means "clear". */
 export type JobPatchInput = Partial<JobCreateInput>;

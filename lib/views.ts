@@ -1,27 +1,16 @@
 /** Row <-> API shapes. Pure. Times are stored as epoch milliseconds and answered as ISO strings. */
 import { nextFireTime } from "./schedule";
-import type { Job, Run, RunSummary, JobStatus, JobType, ConcurrencyPolicy, MisfirePolicy, RunStatus, RunTrigger } from "./types";
+import type { Job, JobSettings, JobStatus, Run, RunStatus, RunSummary, RunTrigger } from "./types";
 
 export const iso = (ms: number | null | undefined): string | null => (ms === null || ms === undefined ? null : new Date(Number(ms)).toISOString());
 
-export interface JobRow {
+/** The jobs table's row: the settings (env as JSON text), times as epoch ms. */
+export interface JobRow extends Omit<JobSettings, "env"> {
 	id: string;
-	name: string | null;
 	status: JobStatus;
-	type: JobType;
-	executable: string;
 	digest: string | null;
 	size: number | null;
-	schedule: string;
-	timezone: string;
-	runAs: string | null;
-	timeout: number | null;
-	recurring: boolean;
-	concurrency: ConcurrencyPolicy;
-	retries: number;
-	misfire: MisfirePolicy;
 	env: string;
-	suspended: boolean;
 	owner: string;
 	worker: string | null;
 	/** Catch-up baseline set when the schedule changes (fires before it were never missed). */
@@ -119,22 +108,10 @@ export function runSummary(row: RunRow): RunSummary {
 }
 
 /** The job as the worker needs it (times as numbers). */
-export interface WorkerJob {
+export interface WorkerJob extends Omit<JobSettings, "name"> {
 	id: string;
-	type: JobType;
-	executable: string;
 	digest: string | null;
 	size: number | null;
-	schedule: string;
-	timezone: string;
-	runAs: string | null;
-	timeout: number | null;
-	recurring: boolean;
-	concurrency: ConcurrencyPolicy;
-	retries: number;
-	misfire: MisfirePolicy;
-	env: Record<string, string>;
-	suspended: boolean;
 	status: JobStatus;
 	deleted: boolean;
 	lastScheduledAt: number | null;
