@@ -12,10 +12,10 @@
  * process used during the window (/proc/<pid>/stat) beside the machine's raw spawn rate. Target: p99
  * under 100 ms. Prints JSON.
  */
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
-import { arg, BenchCluster, pct, runBench, sleep, waitFor } from "./cluster";
+import { arg, pct, spawnRate } from "./common";
+import { BenchCluster, runBench, sleep, waitFor } from "./cluster";
 
 const WORKERS = ["worker-1", "worker-2", "worker-3"];
 let cluster: BenchCluster | null = null;
@@ -30,25 +30,6 @@ function cpuSeconds(pid: number): number {
 	}
 }
 
-async function spawnRate(seconds: number, concurrency: number): Promise<number> {
-	let done = 0;
-	const until = Date.now() + seconds * 1000;
-	const one = () =>
-		new Promise<void>((resolve) => {
-			const c = spawn("/bin/sh", ["-c", "true"], { stdio: "ignore" });
-			c.on("exit", () => resolve());
-			c.on("error", () => resolve());
-		});
-	await Promise.all(
-		Array.from({ length: concurrency }, async () => {
-			while (Date.now() < until) {
-				await one();
-				done++;
-			}
-		}),
-	);
-	return Math.round(done / seconds);
-}
 
 async function main() {
 	const n = Number(arg("jobs", "200"));

@@ -25,15 +25,7 @@ export function sleep(ms: number): Promise<void> {
 
 export { waitFor, removeZkTree };
 
-export function pct(sorted: number[], p: number): number | null {
-	if (sorted.length === 0) return null;
-	return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-}
 
-export function arg(name: string, def: string): string {
-	const i = process.argv.indexOf(`--${name}`);
-	return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : def;
-}
 
 async function freePort(): Promise<number> {
 	return new Promise((resolve, reject) => {

@@ -11,7 +11,8 @@
  * restarted between trials and the bench waits for the rebalancing. Target: at most 3 s with a 2 s
  * session timeout. Prints JSON.
  */
-import { arg, BenchCluster, pct, runBench, sleep, waitFor } from "./cluster";
+import { arg, pct } from "./common";
+import { BenchCluster, runBench, sleep, waitFor } from "./cluster";
 
 interface RunView {
 	scheduledAt: string;

@@ -12,38 +12,12 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { arg, pct, spawnRate } from "./common";
 import { loadConfig } from "../lib/config";
 import { createNode } from "../lib/runtime";
 
-function arg(name: string, def: string): string {
-	const i = process.argv.indexOf(`--${name}`);
-	return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : def;
-}
 
-function pct(sorted: number[], p: number): number | null {
-	if (sorted.length === 0) return null;
-	return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-}
 
-async function spawnRate(seconds: number, concurrency: number): Promise<number> {
-	let done = 0;
-	const until = Date.now() + seconds * 1000;
-	const one = (): Promise<void> =>
-		new Promise((resolve) => {
-			const c = spawn("/bin/sh", ["-c", "true"], { stdio: "ignore" });
-			c.on("exit", () => resolve());
-			c.on("error", () => resolve());
-		});
-	await Promise.all(
-		Array.from({ length: concurrency }, async () => {
-			while (Date.now() < until) {
-				await one();
-				done++;
-			}
-		}),
-	);
-	return done / seconds;
-}
 
 async function measure(jobs: number, seconds: number) {
 	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "cronjob-bench-"));
@@ -114,7 +88,7 @@ async function main() {
 	const counts = arg("jobs", "1,100,1000").split(",").map(Number);
 	const result: Record<string, unknown> = {
 		machine: { cpus: os.cpus().length, node: process.version, runAsRoot: process.getuid?.() === 0 },
-		spawnPerSecond: { sequential: Math.round(await spawnRate(3, 1)), concurrent8: Math.round(await spawnRate(3, 8)) },
+		spawnPerSecond: { sequential: await spawnRate(3, 1), concurrent8: await spawnRate(3, 8) },
 		runs: [] as unknown[],
 	};
 	for (const n of counts) (result.runs as unknown[]).push(await measure(n, seconds));

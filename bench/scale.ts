@@ -16,7 +16,8 @@
  * The manager's own reconcile durations are read from its log. Prints JSON.
  */
 import * as os from "node:os";
-import { arg, BenchCluster, memoryMb, runBench, sleep, waitFor, type WorkerStatus } from "./cluster";
+import { arg } from "./common";
+import { BenchCluster, memoryMb, runBench, sleep, waitFor, type WorkerStatus } from "./cluster";
 
 const WORKERS = ["worker-1", "worker-2", "worker-3"];
 const VICTIM = "worker-2";
