@@ -2,20 +2,10 @@
  * Our Prometheus metrics on a real node: METRICS_PORT on a free port, a per-second job, then
  * GET /metrics and check each cronjob_* series.
  */
-import * as net from "node:net";
+import { freePort } from "../support/proc";
 import { startNode, type TestNode } from "../support/node";
 import { waitFor } from "../support/wait";
 
-function freePort(): Promise<number> {
-	return new Promise((resolve, reject) => {
-		const srv = net.createServer();
-		srv.once("error", reject);
-		srv.listen(0, "127.0.0.1", () => {
-			const { port } = srv.address() as net.AddressInfo;
-			srv.close(() => resolve(port));
-		});
-	});
-}
 
 interface Sample {
 	name: string;

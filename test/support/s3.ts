@@ -2,6 +2,7 @@
  * A real S3 server for tests: s3rver in-process (temp folder, free port, bucket "cronjob", silent),
  * or the external server named by S3_ENDPOINT (then nothing is started and stop() does nothing).
  */
+import { freePort } from "./proc";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
@@ -93,15 +94,4 @@ export async function startS3(): Promise<TestS3> {
 	};
 }
 
-/** A TCP port that was free a moment ago (nothing listens on it after this returns). */
-export function freePort(): Promise<number> {
-	return new Promise((resolve, reject) => {
-		const srv = net.createServer();
-		srv.unref();
-		srv.on("error", reject);
-		srv.listen(0, "127.0.0.1", () => {
-			const { port } = srv.address() as net.AddressInfo;
-			srv.close(() => resolve(port));
-		});
-	});
-}
+export { freePort };
