@@ -6,4 +6,5 @@ module.exports = {
 	testMatch: ["**/*.test.ts"],
 	transform: { "^.+\\.ts$": ["ts-jest", {}] },
 	testTimeout: 60000,
+	globalSetup: "<rootDir>/test/support/global-setup.js",
 };

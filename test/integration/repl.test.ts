@@ -20,6 +20,8 @@ beforeAll(async () => {
 	jobId = res.body.id;
 	// The manager assigns it to our worker.
 	await waitFor(async () => (await node.request("GET", `/jobs/${jobId}`)).body.worker === node.config.nodeId, 10_000, "job assigned");
+	// The database records the assignment before the worker loads the job into its crontab.
+	await waitFor(async () => String(await node.broker.call("worker.crontab")).includes(`# job ${jobId} `), 10_000, "job in the worker's crontab");
 });
 
 afterAll(async () => {
