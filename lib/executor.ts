@@ -20,6 +20,13 @@
  *   LOGNAME always set to the target user's (they override `spec.env`). Nothing is inherited from
  *   process.env.
  * - stdin is /dev/null. `runProcess` never throws: every failure is a "failed" result.
+ * - Prefire (`spec.releaseAt`): the process is spawned ahead of its instant, held by its wrapper in
+ *   `read` on a stdin pipe; at `releaseAt` one line on the pipe releases it, stdin becomes /dev/null
+ *   and the job's own code starts. Forking, user switching and the working folder are paid before the
+ *   instant; `startedAt` is the release and the timeout counts from it. A command line is evaluated by
+ *   the held shell itself (`/bin/sh -c LINE` semantics, no second exec); a file is exec'd as usual.
+ *   Cancelled before the release, the held wrapper is killed and the job's code never runs
+ *   (`released: false`); if the pipe closes (its supervisor died), the wrapper exits without running it.
  */
 import { ChildProcess, execFile, spawn } from "node:child_process";
 import * as fs from "node:fs";
@@ -54,6 +61,8 @@ export interface ExecSpec {
 	workRoot: string;
 	/** Abort = cancel the run: same SIGTERM-then-SIGKILL to the group; the result is "failed". */
 	signal?: AbortSignal;
+	/** Prefire: spawn now, release the job's code at this instant (the executor's clock). */
+	releaseAt?: number | null;
 }
 
 export type ExecStatus = "succeeded" | "failed" | "timed_out";
@@ -69,6 +78,8 @@ export interface ExecResult {
 	finishedAt: number;
 	/** Why the run failed other than by its exit code: start failure, timeout, cancellation. */
 	error: string | null;
+	/** Prefired runs only: whether the job's code was released (false: it never ran). */
+	released?: boolean;
 }
 
 export const DEFAULT_KILL_GRACE_MS = 5000;
@@ -283,6 +294,18 @@ async function prepare(spec: ExecSpec, created: { dir: string | null }): Promise
  * not a fork: the job keeps the pid, the process group and the argv it asked for).
  */
 const MERGE_STREAMS = 'unset PWD; exec 2>&1; exec "$0" "$@"';
+/** Prefire wrappers: wait for the release line, then as MERGE_STREAMS; EOF first = never run (125). */
+const HOLD = "read -r _h || exit 125; unset _h; exec </dev/null; ";
+const HOLD_EXEC = HOLD + MERGE_STREAMS;
+/** A command line: the held shell evaluates it itself ($0 /bin/sh, no positional parameters, as `sh -c`). */
+const HOLD_EVAL = HOLD + 'unset PWD; exec 2>&1; _c=$1; shift; eval "unset _c; $_c"';
+
+/** The argv of the wrapper for this spec. */
+function wrapperArgs(spec: ExecSpec, held: boolean): string[] {
+	if (!held) return ["-c", MERGE_STREAMS, spec.file, ...spec.args];
+	if (spec.file === "/bin/sh" && spec.args.length === 2 && spec.args[0] === "-c") return ["-c", HOLD_EVAL, "/bin/sh", spec.args[1]];
+	return ["-c", HOLD_EXEC, spec.file, ...spec.args];
+}
 
 /** A missing or non-executable file fails like spawn would (ENOENT, EACCES), before the wrapper runs. */
 async function checkExecutable(file: string): Promise<unknown | null> {
@@ -337,7 +360,7 @@ export async function runProcess(
 ): Promise<ExecResult> {
 	const notStarted = (error: string): ExecResult => {
 		const t = clock.now();
-		return { status: "failed", exitCode: null, signal: null, output: "", startedAt: t, finishedAt: t, error };
+		return { status: "failed", exitCode: null, signal: null, output: "", startedAt: t, finishedAt: t, error, ...(spec.releaseAt != null ? { released: false } : {}) };
 	};
 	if (spec.signal?.aborted) return notStarted(`${abortReasonText(spec.signal)} (before start)`);
 
@@ -384,6 +407,8 @@ function supervise(
 		let killTimer: TimerHandle | null = null;
 		let drainTimer: TimerHandle | null = null;
 		let pollTimer: TimerHandle | null = null;
+		let releaseTimer: TimerHandle | null = null;
+		const held = spec.releaseAt !== undefined && spec.releaseAt !== null;
 
 		let reader: Readable | null = null;
 
@@ -418,7 +443,16 @@ function supervise(
 			timeoutTimer = clear(timeoutTimer);
 			termAndKill();
 		};
-		const onAbort = (): void => terminate("failed", abortReasonText(spec.signal as AbortSignal));
+		const onAbort = (): void => {
+			if (held && startedAt === null && !exited && !termination) {
+				// Still held: the job's code never ran; nothing to be graceful about.
+				termination = { status: "failed", error: `${abortReasonText(spec.signal as AbortSignal)} (before start)` };
+				releaseTimer = clear(releaseTimer);
+				signalGroup("SIGKILL");
+				return;
+			}
+			terminate("failed", abortReasonText(spec.signal as AbortSignal));
+		};
 
 		const finish = (): void => {
 			if (finished) return;
@@ -427,6 +461,7 @@ function supervise(
 			killTimer = clear(killTimer);
 			drainTimer = clear(drainTimer);
 			pollTimer = clear(pollTimer);
+			releaseTimer = clear(releaseTimer);
 			spec.signal?.removeEventListener("abort", onAbort);
 			reader?.destroy();
 			const finishedAt = clock.now();
@@ -435,6 +470,9 @@ function supervise(
 			if (startError !== null) {
 				status = "failed";
 				error = startError;
+			} else if (held && startedAt === null && !termination) {
+				status = "failed";
+				error = `the held process ended before its release (${exitSignal ?? `exit ${exitCode}`})`;
 			} else if (termination) {
 				status = termination.status;
 				error = termination.error;
@@ -449,6 +487,7 @@ function supervise(
 				startedAt: startedAt ?? attemptAt,
 				finishedAt,
 				error,
+				...(held ? { released: startedAt !== null } : {}),
 			});
 		};
 
@@ -477,10 +516,10 @@ function supervise(
 
 		const env = buildEnv(spec);
 		try {
-			child = spawn("/bin/sh", ["-c", MERGE_STREAMS, spec.file, ...spec.args], {
+			child = spawn("/bin/sh", wrapperArgs(spec, held), {
 				cwd: prepared.dir,
 				env,
-				stdio: ["ignore", "pipe", "ignore"],
+				stdio: [held ? "pipe" : "ignore", "pipe", "ignore"],
 				detached: true,
 				...(spec.user ? { uid: spec.user.uid, gid: spec.user.gid } : {}),
 			});
@@ -501,9 +540,9 @@ function supervise(
 			maybeFinish();
 		});
 
-		spec.signal?.addEventListener("abort", onAbort, { once: true });
+		child.stdin?.on("error", () => undefined); // EPIPE: the held process is gone; 'exit' tells the rest
 
-		child.on("spawn", () => {
+		const started = (): void => {
 			startedAt = clock.now();
 			if (spec.timeoutMs !== null && spec.timeoutMs !== undefined && !termination) {
 				const ms = spec.timeoutMs;
@@ -517,6 +556,21 @@ function supervise(
 			} catch {
 				/* a faulty callback must not break the run */
 			}
+		};
+		/** Prefire: one line on the pipe lets the held wrapper go on to the job's code. */
+		const release = (): void => {
+			releaseTimer = null;
+			if (finished || exited || termination || startedAt !== null) return;
+			child?.stdin?.end("go\n");
+			started();
+		};
+
+		spec.signal?.addEventListener("abort", onAbort, { once: true });
+
+		child.on("spawn", () => {
+			if (!held) return started();
+			if (termination) return signalGroup("SIGKILL"); // aborted while spawning
+			releaseTimer = clock.setTimeout(release, (spec.releaseAt as number) - clock.now());
 		});
 		child.on("error", (err) => {
 			if (startedAt !== null || exited) return; // only start failures matter (ENOENT, EACCES, ...)
@@ -532,6 +586,7 @@ function supervise(
 			exitCode = code;
 			exitSignal = sig;
 			timeoutTimer = clear(timeoutTimer);
+			releaseTimer = clear(releaseTimer);
 			const pid = child?.pid;
 			if (pid) {
 				// Leftovers in the group (background children) are terminated with the run.

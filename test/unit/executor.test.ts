@@ -388,6 +388,99 @@ describe("runProcess: timeout and cancellation", () => {
 	});
 });
 
+/** Live processes whose command line contains `marker` (from /proc). */
+function processesWith(marker: string): number[] {
+	const out: number[] = [];
+	for (const e of fs.readdirSync("/proc")) {
+		if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
+		try {
+			if (fs.readFileSync(`/proc/${e}/cmdline`, "utf8").includes(marker) && isAlive(Number(e))) out.push(Number(e));
+		} catch {
+			/* gone */
+		}
+	}
+	return out;
+}
+
+describe("runProcess: prefire (spawned ahead, held until releaseAt)", () => {
+	it("the process exists before the instant and the job's code starts at it; startedAt is the release", async () => {
+		const marker = `held-${process.pid}-${Date.now()}`;
+		const releaseAt = Date.now() + 700;
+		const run = runProcess(sh(`echo ${marker} >/dev/null; date +%s%3N`, { releaseAt }));
+		await waitFor(() => processesWith(marker).length === 1, 600, "the held process");
+		expect(Date.now()).toBeLessThan(releaseAt);
+		const res = await run;
+		expect(res).toMatchObject({ status: "succeeded", exitCode: 0, error: null, released: true });
+		const ranAt = Number(res.output.trim());
+		expect(ranAt).toBeGreaterThanOrEqual(releaseAt);
+		expect(res.startedAt).toBeGreaterThanOrEqual(releaseAt);
+		expect(res.startedAt - releaseAt).toBeLessThan(200);
+		expect(ranAt).toBeGreaterThanOrEqual(res.startedAt);
+	});
+
+	it("a command line keeps `sh -c` semantics: $0, no positional parameters, empty stdin, stderr merged, exit code", async () => {
+		const line = 'echo "$0 $# [$_c]"; echo err >&2; cat; echo "pwd=$(pwd | cut -c1-1)"; exit 4';
+		const held = await runProcess(sh(line, { releaseAt: Date.now() + 50 }));
+		const plain = await runProcess(sh(line));
+		expect(held).toMatchObject({ status: "failed", exitCode: 4, released: true });
+		expect(held.output).toBe("/bin/sh 0 []\nerr\npwd=/\n");
+		expect(held.output).toBe(plain.output);
+		expect(plain.released).toBeUndefined();
+	});
+
+	it("a file is exec'd with its arguments after the release", async () => {
+		const file = path.join(os.tmpdir(), `prefire-script-${process.pid}.sh`);
+		fs.writeFileSync(file, '#!/bin/sh\necho "script $# $1 $2"; echo oops >&2\n', { mode: 0o755 });
+		try {
+			const res = await runProcess({ ...sh(""), file, args: ["a b", "c"], releaseAt: Date.now() + 50 });
+			expect(res).toMatchObject({ status: "succeeded", exitCode: 0, output: "script 2 a b c\noops\n", released: true });
+		} finally {
+			fs.rmSync(file, { force: true });
+		}
+	});
+
+	it("the timeout counts from the release, not from the spawn", async () => {
+		const releaseAt = Date.now() + 600;
+		const res = await runProcess(sh("sleep 0.1; echo done", { releaseAt, timeoutMs: 400 }));
+		expect(res).toMatchObject({ status: "succeeded", exitCode: 0, output: "done\n", released: true });
+	});
+
+	it("a release time already past releases at once", async () => {
+		const res = await runProcess(sh("echo now", { releaseAt: Date.now() - 5000 }));
+		expect(res).toMatchObject({ status: "succeeded", output: "now\n", released: true });
+	});
+
+	it("cancelled before the release: the job's code never runs, the held process is gone", async () => {
+		const marker = `cancel-${process.pid}-${Date.now()}`;
+		const flag = path.join(os.tmpdir(), `${marker}.ran`);
+		const ac = new AbortController();
+		const releaseAt = Date.now() + 800;
+		const run = runProcess(sh(`touch ${flag}; echo ${marker}`, { releaseAt, signal: ac.signal }));
+		await waitFor(() => processesWith(marker).length === 1, 700, "the held process");
+		const [pid] = processesWith(marker);
+		ac.abort(new Error("the job was deleted"));
+		const res = await run;
+		expect(res).toMatchObject({ status: "failed", exitCode: null, signal: "SIGKILL", output: "", released: false, error: "cancelled: the job was deleted (before start)" });
+		expect(Date.now()).toBeLessThan(releaseAt);
+		await new Promise((r) => setTimeout(r, releaseAt - Date.now() + 100));
+		expect(fs.existsSync(flag)).toBe(false);
+		expect(isAlive(pid)).toBe(false);
+	});
+
+	it("cancelled after the release: as any cancellation (SIGTERM to the group)", async () => {
+		const ac = new AbortController();
+		let pgid = 0;
+		const run = runProcess(sh("sleep 100", { releaseAt: Date.now() + 50, timeoutMs: null, signal: ac.signal }), (_t, pid) => {
+			pgid = pid;
+		});
+		await waitFor(() => pgid > 0 && liveGroupMembers(pgid).some((p) => p !== pgid), 5000, "the job's sleep");
+		ac.abort(new Error("replaced"));
+		const res = await run;
+		expect(res).toMatchObject({ status: "failed", signal: "SIGTERM", released: true, error: "cancelled: replaced" });
+		expect(liveGroupMembers(pgid)).toEqual([]);
+	});
+});
+
 describe("resolveUser", () => {
 	it("resolves known users from the passwd database", async () => {
 		await expect(resolveUser("nobody")).resolves.toEqual({ name: "nobody", uid: 65534, gid: expect.any(Number), home: expect.any(String) });

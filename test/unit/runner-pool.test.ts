@@ -55,3 +55,31 @@ it("fails the runs of a runner that dies, and starts another", async () => {
 		await small.close();
 	}
 });
+
+it("prefire: a held run is released at its instant by the runner; startedAt is the release", async () => {
+	const releaseAt = Date.now() + 400;
+	const r = await pool.run(spec("date +%s%3N", { releaseAt }) as never);
+	expect(r).toMatchObject({ status: "succeeded", released: true });
+	expect(r.startedAt).toBeGreaterThanOrEqual(releaseAt);
+	expect(Number(r.output.trim())).toBeGreaterThanOrEqual(releaseAt);
+});
+
+it("prefire: when the runner dies before the release, the held job never runs", async () => {
+	const small = new RunnerPool(1);
+	const flag = path.join(os.tmpdir(), `held-${process.pid}-${Date.now()}.ran`);
+	try {
+		const releaseAt = Date.now() + 1000;
+		const p = small.run(spec(`touch ${flag}`, { releaseAt }) as never);
+		const runner = (small as unknown as { runners: { child: { pid: number } }[] }).runners[0];
+		await new Promise((r) => setTimeout(r, 300));
+		process.kill(runner.child.pid, "SIGKILL");
+		const r = await p;
+		expect(r.error).toMatch(/runner process exited/);
+		// The held wrapper sees its pipe close and exits; past the instant, nothing ran.
+		await new Promise((r) => setTimeout(r, releaseAt - Date.now() + 300));
+		expect(fs.existsSync(flag)).toBe(false);
+	} finally {
+		fs.rmSync(flag, { force: true });
+		await small.close();
+	}
+});
