@@ -48,6 +48,11 @@ export interface Config {
 	maxConcurrentRuns: number;
 	/** Helper processes that spawn the jobs (0 = spawn from the worker process itself). */
 	runners: number;
+	/**
+	 * How far ahead of its instant a scheduled fire of an `allow` job is claimed, recorded and its
+	 * process spawned, held until the instant (0 = at the instant).
+	 */
+	prefireMs: number;
 	metricsPort: number | null;
 }
 
@@ -110,6 +115,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config 
 		workerCapacity: int(env, "CRONJOB_WORKER_CAPACITY", 100000),
 		maxConcurrentRuns: int(env, "CRONJOB_MAX_CONCURRENT_RUNS", 256),
 		runners: int(env, "CRONJOB_RUNNERS", Math.min(4, os.cpus().length)),
+		prefireMs: int(env, "CRONJOB_PREFIRE_MS", 1000),
 		metricsPort: str(env, "METRICS_PORT") ? int(env, "METRICS_PORT", 3030) : null,
 	};
 }

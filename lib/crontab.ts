@@ -1,10 +1,13 @@
 /**
  * The worker's crontab: which job fires next. A binary min-heap of (time, job) with lazy deletion,
  * so 100,000 jobs cost O(log n) per fire and one timer serves them all. Pure: no timers, no clock.
+ * An entry is handed over at `due` = its fire time `at` minus its lead (prefire, lib/policies.ts).
  */
 export interface CrontabEntry {
 	jobId: string;
 	at: number;
+	/** When the entry is due to be handed over: `at` minus its lead. */
+	due: number;
 }
 
 interface HeapItem extends CrontabEntry {
@@ -14,7 +17,7 @@ interface HeapItem extends CrontabEntry {
 export class Crontab {
 	private heap: HeapItem[] = [];
 	/** jobId -> the version of its live entry and its time. */
-	private live = new Map<string, { version: number; at: number }>();
+	private live = new Map<string, { version: number; at: number; due: number }>();
 	private seq = 0;
 
 	get size(): number {
@@ -33,11 +36,12 @@ export class Crontab {
 		return [...this.live.keys()];
 	}
 
-	/** Set (or replace) the next fire time of a job. */
-	set(jobId: string, at: number): void {
+	/** Set (or replace) the next fire time of a job, to be handed over `leadMs` ahead of it. */
+	set(jobId: string, at: number, leadMs = 0): void {
 		const version = ++this.seq;
-		this.live.set(jobId, { version, at });
-		this.push({ jobId, at, version });
+		const due = at - Math.max(0, leadMs);
+		this.live.set(jobId, { version, at, due });
+		this.push({ jobId, at, due, version });
 	}
 
 	delete(jobId: string): boolean {
@@ -53,25 +57,25 @@ export class Crontab {
 	peek(): CrontabEntry | null {
 		this.dropStale();
 		const top = this.heap[0];
-		return top ? { jobId: top.jobId, at: top.at } : null;
+		return top ? { jobId: top.jobId, at: top.at, due: top.due } : null;
 	}
 
-	/** Remove and return every live entry due at or before `now`, earliest first. */
+	/** Remove and return every live entry due at or before `now`, earliest due first. */
 	popDue(now: number): CrontabEntry[] {
 		const out: CrontabEntry[] = [];
 		for (;;) {
 			this.dropStale();
 			const top = this.heap[0];
-			if (!top || top.at > now) return out;
+			if (!top || top.due > now) return out;
 			this.pop();
 			this.live.delete(top.jobId);
-			out.push({ jobId: top.jobId, at: top.at });
+			out.push({ jobId: top.jobId, at: top.at, due: top.due });
 		}
 	}
 
 	/** Live entries sorted by time (for display). */
 	entries(): CrontabEntry[] {
-		return [...this.live.entries()].map(([jobId, v]) => ({ jobId, at: v.at })).sort((a, b) => a.at - b.at || (a.jobId < b.jobId ? -1 : 1));
+		return [...this.live.entries()].map(([jobId, v]) => ({ jobId, at: v.at, due: v.due })).sort((a, b) => a.at - b.at || (a.jobId < b.jobId ? -1 : 1));
 	}
 
 	private dropStale(): void {
@@ -85,7 +89,7 @@ export class Crontab {
 	}
 
 	private less(a: HeapItem, b: HeapItem): boolean {
-		return a.at < b.at || (a.at === b.at && a.version < b.version);
+		return a.due < b.due || (a.due === b.due && a.version < b.version);
 	}
 
 	private push(item: HeapItem): void {

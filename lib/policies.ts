@@ -2,7 +2,7 @@
  * Pure decision functions for the worker and the jobs service: misfire catch-up, overlapping runs,
  * retries and the job status after a run. No I/O, no clock, no module-level state.
  */
-import type { ConcurrencyPolicy, JobStatus, MisfirePolicy, RunStatus } from "./types";
+import type { ConcurrencyPolicy, JobStatus, MisfirePolicy, RunStatus, RunTrigger } from "./types";
 
 export const DEFAULT_MAX_CATCH_UP = 1000;
 export const DEFAULT_RETRY_BASE_MS = 1000;
@@ -124,4 +124,48 @@ export function jobStatusAfterRun(job: { recurring: boolean; status: JobStatus }
 		default:
 			throw new TypeError(`unknown run status ${JSON.stringify(runStatus)}`);
 	}
+}
+
+/**
+ * How far ahead of its fire times the crontab hands a job's fires over (0 = at the instant). Only
+ * recurring `allow` jobs are prefired: `forbid` and `replace` decide on the runs still going AT the
+ * instant, which cannot be known ahead, and a one-shot job's single fire is not worth the risk of
+ * a change racing it.
+ */
+export function prefireLeadMs(job: { recurring: boolean; concurrency: ConcurrencyPolicy }, leadMs: number): number {
+	return leadMs > 0 && job.recurring && job.concurrency === "allow" ? leadMs : 0;
+}
+
+/**
+ * How the worker takes a fire at instant `at` when it gets it:
+ * - "prefire": claim it, record it and spawn its process now, held until `at` (lib/executor.ts);
+ *   for first attempts of scheduled fires of jobs that prefireLeadMs allows.
+ * - "wait": handed over early but not (or no longer) eligible: wait until `at`, then fire as usual.
+ * - "now": the instant has come (or passed): fire as usual.
+ */
+export function prefireDecision(
+	job: { recurring: boolean; concurrency: ConcurrencyPolicy },
+	fire: { trigger: RunTrigger; attempt: number; at: number },
+	now: number,
+	leadMs: number,
+): "prefire" | "wait" | "now" {
+	if (fire.at <= now) return "now";
+	if (prefireLeadMs(job, leadMs) > 0 && fire.trigger === "schedule" && fire.attempt === 1) return "prefire";
+	return "wait";
+}
+
+/**
+ * A prefired fire is held (its process not released yet) when its job is reloaded:
+ * - "keep": the job is unchanged (same `updatedAt`): the held process goes on.
+ * - "rebuild": the job changed but still fires at that instant: prepare the process again from the
+ *   new definition (same claim, same run record).
+ * - "cancel": the job is gone, deleted, suspended or finished, or no longer fires then: the held
+ *   process is killed and the run recorded as skipped; the job's code never ran.
+ */
+export function heldFireAfterReload(
+	held: { updatedAt: number },
+	fresh: { updatedAt: number; schedulable: boolean; firesAt: boolean } | null,
+): "keep" | "rebuild" | "cancel" {
+	if (!fresh || !fresh.schedulable || !fresh.firesAt) return "cancel";
+	return fresh.updatedAt === held.updatedAt ? "keep" : "rebuild";
 }

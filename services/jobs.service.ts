@@ -494,7 +494,8 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 								jobId: "string",
 								scheduledAt: "number",
 								recurring: "boolean",
-								status: { type: "enum", values: ["succeeded", "failed", "timed_out"] },
+								// skipped: a prefired fire cancelled before its instant (the job's code never ran).
+								status: { type: "enum", values: ["succeeded", "failed", "timed_out", "skipped"] },
 								exitCode: { type: "number", nullable: true },
 								signal: { type: "string", nullable: true },
 								output: { type: "string" },
@@ -530,7 +531,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 							}
 							for (const [jobId, r] of lastByJob) {
 								const lastRun = JSON.stringify({ id: r.runId, status: r.status, scheduledAt: iso(r.scheduledAt), finishedAt: iso(r.finishedAt), exitCode: r.exitCode });
-								const status = r.willRetry ? null : jobStatusAfterRun({ recurring: r.recurring, status: "scheduled" }, r.status, false);
+								const status = r.willRetry || r.status === "skipped" ? null : jobStatusAfterRun({ recurring: r.recurring, status: "scheduled" }, r.status, false);
 								// A deleted job keeps its status (finished); a pending retry leaves it as it is.
 								await db.query("UPDATE jobs SET lastRun = ?, updatedAt = ?, status = CASE WHEN deletedAt IS NULL AND ? IS NOT NULL THEN ? ELSE status END WHERE id = ?", {
 									replacements: [lastRun, clock.now(), status, status, jobId],

@@ -20,7 +20,7 @@ import { Crontab, formatCrontab } from "../lib/crontab";
 import { notFound } from "../lib/errors";
 import { DEFAULT_PATH, effectiveRunUser, resolveUser, runProcess, type ExecResult, type ExecSpec, type ResolvedUser } from "../lib/executor";
 import type { ObjectStore } from "../lib/objectstore";
-import { misfireDecision, overlapDecision, retryDelayMs, shouldRetry } from "../lib/policies";
+import { heldFireAfterReload, misfireDecision, overlapDecision, prefireDecision, prefireLeadMs, retryDelayMs, shouldRetry } from "../lib/policies";
 import { fireTimesBetween, loadTimeZone, nextFireTimes, parseSchedule, type ParsedSchedule, type TimeZone } from "../lib/schedule";
 import type { Run, RunResult, RunStatus, RunTrigger } from "../lib/types";
 import type { WorkerJob } from "../lib/views";
@@ -38,7 +38,14 @@ interface RunningRun {
 	scheduledAt: number;
 	controller: AbortController;
 	done: Promise<void>;
+	/** Prefired: the instant its process is released (null: started at once). */
+	releaseAt: number | null;
+	/** The job version (updatedAt) the process was prepared from. */
+	updatedAt: number;
 }
+
+/** Why a held (prefired, not yet released) process is cancelled by a job reload. */
+class HeldJobChanged extends Error {}
 
 interface StartRequest {
 	jobId: string;
@@ -59,6 +66,8 @@ interface WorkerThis extends Service {
 	jobs: Map<string, WorkerJob>;
 	assigned: Set<string>;
 	running: Map<string, Set<RunningRun>>;
+	/** Per job, the latest fire time the crontab handed over (possibly ahead of its instant). */
+	handed: Map<string, number>;
 	timer: TimerHandle | null;
 	timerAt: number | null;
 	stopping: boolean;
@@ -93,15 +102,18 @@ interface WorkerThis extends Service {
 	reconcile(jobIds?: string[]): Promise<void>;
 	loadJobs(ids: string[], catchUp: boolean): Promise<void>;
 	scheduleJob(job: WorkerJob, after: number): void;
+	firesAt(job: WorkerJob, at: number): boolean;
+	reviewHeld(id: string, fresh: WorkerJob | null, unassigned?: boolean): void;
+	reviewHeldUnassigned(ids: string[]): Promise<void>;
 	catchUp(job: WorkerJob, now: number): Promise<void>;
 	recoverInflight(ids: string[]): Promise<void>;
 	arm(): void;
 	resume(): void;
 	onTimer(): void;
 	fire(job: WorkerJob, scheduledAt: number, trigger: RunTrigger, attempt: number): Promise<Run | null>;
-	execute(job: WorkerJob, run: Run, attempt: number, controller: AbortController): Promise<ExecResult>;
-	buildSpec(job: WorkerJob, run: Run, attempt: number, controller: AbortController): Promise<{ spec: ExecSpec; release(): void }>;
-	finish(job: WorkerJob, run: Run, result: ExecResult, willRetry: boolean): Promise<void>;
+	execute(job: WorkerJob, run: Run, attempt: number, controller: AbortController, releaseAt: number | null): Promise<ExecResult>;
+	buildSpec(job: WorkerJob, run: Run, attempt: number, controller: AbortController, releaseAt: number | null): Promise<{ spec: ExecSpec; release(): void }>;
+	finish(job: WorkerJob, run: Run, result: ExecResult, willRetry: boolean, status?: RunStatus): Promise<void>;
 	flushOutbox(): Promise<void>;
 	retryUnstarted(): Promise<void>;
 	saveOutbox(): void;
@@ -204,7 +216,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			"jobs.changed": {
 				params: { id: "string", op: "string" },
 				async handler(this: WorkerThis, ctx: Context<{ id: string; op: string }>) {
-					if (!this.assigned.has(ctx.params.id)) return;
+					if (!this.assigned.has(ctx.params.id)) return this.reviewHeldUnassigned([ctx.params.id]);
 					await this.loadJobs([ctx.params.id], false);
 				},
 			},
@@ -247,13 +259,18 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 						const ids = jobIds ?? (await this.coordination.getAssignments(this.broker.nodeID));
 						jobIds = undefined;
 						const wanted = new Set(ids);
+						const removed: string[] = [];
 						for (const id of [...this.assigned]) {
 							if (!wanted.has(id)) {
+								// A fire already held for it keeps its claim and runs (the new owner cannot claim it).
 								this.assigned.delete(id);
 								this.crontab.delete(id);
 								this.jobs.delete(id);
+								this.handed.delete(id);
+								removed.push(id);
 							}
 						}
+						if (removed.length > 0) await this.reviewHeldUnassigned(removed).catch((err) => this.logger.warn("Cannot review the held fires of unassigned jobs:", (err as Error).message));
 						const added = ids.filter((id) => !this.assigned.has(id));
 						for (const id of added) this.assigned.add(id);
 						if (added.length > 0) {
@@ -277,7 +294,12 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 					for (const j of (await this.broker.call("jobs.byIds", { ids: ids.slice(i, i + JOBS_PER_CALL) })) as WorkerJob[]) jobs.push(j);
 				}
 				const found = new Set(jobs.map((j) => j.id));
-				for (const id of ids) if (!found.has(id)) (this.crontab.delete(id), this.jobs.delete(id));
+				for (const id of ids) {
+					if (found.has(id)) continue;
+					this.crontab.delete(id);
+					this.jobs.delete(id);
+					this.reviewHeld(id, null);
+				}
 				const now = clock.now();
 				let n = 0;
 				for (const job of jobs) {
@@ -286,6 +308,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 					if (++n % 500 === 0) await new Promise((r) => setImmediate(r));
 					if (!this.assigned.has(job.id)) continue;
 					this.jobs.set(job.id, job);
+					this.reviewHeld(job.id, job);
 					if (!schedulable(job)) {
 						this.crontab.delete(job.id);
 						continue;
@@ -297,8 +320,43 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 					if (catchUp) await this.catchUp(job, now);
 					const from = catchUp ? now - 1 : Math.min(now, prev !== null ? prev - 1 : now);
 					this.scheduleJob(job, Math.max(from, job.lastScheduledAt ?? 0));
+					// A fire already handed over ahead of its instant is not scheduled twice.
+					const handed = this.handed.get(job.id);
+					if (handed !== undefined && this.crontab.nextAt(job.id) === handed) this.scheduleJob(job, handed);
 				}
 				this.arm();
+			},
+
+			/** Whether the job's (current) schedule has a fire at exactly `at`. */
+			firesAt(this: WorkerThis, job: WorkerJob, at: number) {
+				const { schedule, tz } = this.scheduleOf(job);
+				return nextFireTimes(schedule, tz, at - 1, 1)[0] === at;
+			},
+
+			/**
+			 * The job was reloaded: its prefired processes still held are kept, prepared again from the
+			 * new definition, or cancelled (heldFireAfterReload); fire() does the rebuild or records the skip.
+			 */
+			reviewHeld(this: WorkerThis, id: string, fresh: WorkerJob | null, unassigned = false) {
+				const runs = this.running.get(id);
+				if (!runs) return;
+				const now = clock.now();
+				for (const r of runs) {
+					if (r.releaseAt === null || r.releaseAt <= now) continue;
+					const view = fresh && { updatedAt: fresh.updatedAt, schedulable: schedulable(fresh), firesAt: this.firesAt(fresh, r.scheduledAt) };
+					const decision = heldFireAfterReload(r, view);
+					// Moved to another worker but otherwise unchanged or merely edited: the held fire keeps
+					// its claim and runs here (the new owner cannot claim it).
+					if (decision === "cancel" || (decision === "rebuild" && !unassigned)) r.controller.abort(new HeldJobChanged("the job changed before this fire"));
+				}
+			},
+
+			/** Jobs no longer ours with fires still held here: cancel those of deleted or suspended jobs. */
+			async reviewHeldUnassigned(this: WorkerThis, ids: string[]) {
+				const held = ids.filter((id) => [...(this.running.get(id) ?? [])].some((r) => r.releaseAt !== null && r.releaseAt > clock.now()));
+				if (held.length === 0) return;
+				const jobs = new Map(((await this.broker.call("jobs.byIds", { ids: held })) as WorkerJob[]).map((j) => [j.id, j]));
+				for (const id of held) if (!this.assigned.has(id)) this.reviewHeld(id, jobs.get(id) ?? null, true);
 			},
 
 			/** Parsed schedules are shared by every job with the same schedule and time zone. */
@@ -320,7 +378,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				const { schedule, tz } = this.scheduleOf(job);
 				const [next] = nextFireTimes(schedule, tz, after, 1);
 				if (next === undefined) this.crontab.delete(job.id);
-				else this.crontab.set(job.id, next);
+				else this.crontab.set(job.id, next, prefireLeadMs(job, config.prefireMs));
 			},
 
 			/** Fires missed while no worker owned the job, handled by its misfire policy. */
@@ -381,7 +439,8 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				this.timer = null;
 				this.timerAt = null;
 				if (!next) return;
-				const delay = Math.min(next.at - clock.now(), 24 * 3600 * 1000);
+				// `due`: the fire time, or earlier for a job that is prefired (prefireLeadMs).
+				const delay = Math.min(next.due - clock.now(), 24 * 3600 * 1000);
 				this.timerAt = next.at;
 				this.timer = clock.setTimeout(() => this.onTimer(), delay);
 			},
@@ -401,6 +460,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 					let due = fireTimesBetween(schedule, tz, entry.at - 1, now, 1000);
 					if (!job.recurring || due.length === 0) due = [entry.at];
 					const last = due[due.length - 1];
+					this.handed.set(job.id, last);
 					this.scheduleJob(job, last);
 					if (!job.recurring) job.lastScheduledAt = last;
 					if (due.length === 1) {
@@ -423,6 +483,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				for (const entry of this.crontab.popDue(now)) {
 					const job = this.jobs.get(entry.jobId);
 					if (!job || !schedulable(job)) continue;
+					this.handed.set(job.id, entry.at);
 					this.scheduleJob(job, entry.at);
 					if (!job.recurring) job.lastScheduledAt = entry.at;
 					void this.fire(job, entry.at, "schedule", 1);
@@ -435,9 +496,19 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			 * key, execute, record the result, retry with backoff when the job allows it.
 			 */
 			async fire(this: WorkerThis, job: WorkerJob, scheduledAt: number, trigger: RunTrigger, attempt: number): Promise<Run | null> {
+				// Handed over ahead of the instant: prefire (claim, record and spawn now, release at the
+				// instant) or wait for the instant (prefireDecision).
+				const mode = prefireDecision(job, { trigger, attempt, at: scheduledAt }, clock.now(), config.prefireMs);
+				if (mode === "wait") {
+					await new Promise<void>((r) => clock.setTimeout(r, scheduledAt - clock.now()));
+					const current = this.jobs.get(job.id);
+					if (this.stopping || !current || !schedulable(current) || !this.assigned.has(job.id) || !this.firesAt(current, scheduledAt)) return null;
+					job = current;
+				}
+				const releaseAt = mode === "prefire" ? scheduledAt : null;
 				const t = { entered: Date.now(), claimed: 0, recorded: 0 };
-				const running = this.running.get(job.id) ?? new Set<RunningRun>();
 				if (trigger !== "retry") {
+					const running = this.running.get(job.id) ?? new Set<RunningRun>();
 					const decision = overlapDecision(job.concurrency, running.size);
 					if (decision === "skip") {
 						await this.record(job, scheduledAt, trigger, "skipped", "the previous run is still running (concurrency forbid)");
@@ -475,11 +546,27 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 					return null; // already ran (unique key)
 				}
 				this.stats.fired++;
-				const controller = new AbortController();
 				const started = run;
-				const done = (async () => {
+				const entry: RunningRun = { runId: run.id, scheduledAt, controller: new AbortController(), done: Promise.resolve(), releaseAt, updatedAt: job.updatedAt };
+				entry.done = (async () => {
 					try {
-						const result = await this.execute(job, started, attempt, controller);
+						let result = await this.execute(job, started, attempt, entry.controller, releaseAt);
+						// Held and cancelled by a reload of the job: prepare it again from the new definition
+						// (same claim, same run), or record it skipped; its code never ran.
+						while (result.released === false && entry.controller.signal.reason instanceof HeldJobChanged) {
+							const current = this.jobs.get(job.id);
+							if (!this.stopping && current && schedulable(current) && this.assigned.has(job.id) && this.firesAt(current, scheduledAt)) {
+								job = current;
+								entry.controller = new AbortController();
+								entry.updatedAt = job.updatedAt;
+								result = await this.execute(job, started, attempt, entry.controller, releaseAt);
+								continue;
+							}
+							this.stats.skipped++;
+							await this.finish(job, started, { ...result, error: "cancelled before its instant: the job was deleted, suspended or rescheduled" }, false, "skipped");
+							return;
+						}
+						const controller = entry.controller;
 						if (trigger === "schedule" && result.exitCode !== null) this.stages.add(scheduledAt, t, result.startedAt);
 						const willRetry = !controller.signal.aborted && shouldRetry(result.status, attempt, job.retries);
 						await this.finish(job, started, result, willRetry);
@@ -496,20 +583,23 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 						await claim.release().catch(() => undefined);
 					}
 				})();
-				const entry: RunningRun = { runId: run.id, scheduledAt, controller, done };
+				// The set is looked up now, not before the awaits above: fires of one job overlap (prefire).
+				const id = job.id;
+				let running = this.running.get(id);
+				if (!running) this.running.set(id, (running = new Set()));
 				running.add(entry);
-				this.running.set(job.id, running);
-				void done.finally(() => {
-					running.delete(entry);
-					if (running.size === 0) this.running.delete(job.id);
+				void entry.done.finally(() => {
+					const set = this.running.get(id);
+					set?.delete(entry);
+					if (set && set.size === 0) this.running.delete(id);
 				});
 				return run;
 			},
 
-			async execute(this: WorkerThis, job: WorkerJob, run: Run, attempt: number, controller: AbortController): Promise<ExecResult> {
+			async execute(this: WorkerThis, job: WorkerJob, run: Run, attempt: number, controller: AbortController, releaseAt: number | null): Promise<ExecResult> {
 				let prepared;
 				try {
-					prepared = await this.buildSpec(job, run, attempt, controller);
+					prepared = await this.buildSpec(job, run, attempt, controller, releaseAt);
 				} catch (err) {
 					const t = clock.now();
 					return { status: "failed", exitCode: null, signal: null, output: "", startedAt: t, finishedAt: t, error: (err as Error).message };
@@ -519,7 +609,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 					const result = await (this.runners ? this.runners.run(prepared.spec) : runProcess(prepared.spec, undefined, clock));
 					// cronjob_fire_lag_seconds: start minus scheduled instant (first attempts of processes that
 					// started; a retry's lag is its backoff).
-					if (attempt === 1 && this.broker.isMetricsEnabled() && (result.exitCode !== null || result.signal !== null)) {
+					if (attempt === 1 && this.broker.isMetricsEnabled() && result.released !== false && (result.exitCode !== null || result.signal !== null)) {
 						this.broker.metrics.observe(METRICS.fireLag, Math.max(0, result.startedAt - Date.parse(run.scheduledAt)) / 1000);
 					}
 					return result;
@@ -529,7 +619,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				}
 			},
 
-			async buildSpec(this: WorkerThis, job: WorkerJob, run: Run, attempt: number, controller: AbortController) {
+			async buildSpec(this: WorkerThis, job: WorkerJob, run: Run, attempt: number, controller: AbortController, releaseAt: number | null) {
 				const userName = effectiveRunUser({ runAs: job.runAs, processIsRoot, defaultUser: config.defaultRunUser, currentUser });
 				let user: ResolvedUser | null = null;
 				if (userName !== null) {
@@ -544,7 +634,9 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 					CRONJOB_SCHEDULED_AT: run.scheduledAt,
 					CRONJOB_ATTEMPT: String(attempt),
 				};
-				const base = { env, user, timeoutMs: job.timeout ? job.timeout * 1000 : null, maxOutputBytes: config.maxOutputBytes, workRoot, signal: controller.signal };
+				// The runners time the release on the system clock; in-process runs on ours.
+				const release = releaseAt === null ? null : this.runners ? releaseAt + (Date.now() - clock.now()) : releaseAt;
+				const base = { env, user, timeoutMs: job.timeout ? job.timeout * 1000 : null, maxOutputBytes: config.maxOutputBytes, workRoot, signal: controller.signal, releaseAt: release };
 				if (job.type === "command") return { spec: { ...base, file: "/bin/sh", args: ["-c", job.executable] }, release: () => undefined };
 				if (!job.digest) throw new Error(`job ${job.id} has no stored executable`);
 				const lease = await this.artifacts.acquire(job.digest, job.size ?? undefined);
@@ -573,10 +665,10 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			},
 
 			/** Record a result; while the database is down, keep it and retry until it is written. */
-			async finish(this: WorkerThis, job: WorkerJob, run: Run, result: ExecResult, willRetry: boolean) {
-				this.countRun(result.status);
+			async finish(this: WorkerThis, job: WorkerJob, run: Run, result: ExecResult, willRetry: boolean, status: RunStatus = result.status) {
+				this.countRun(status);
 				const runId = run.id;
-				const req: FinishRequest = { runId, jobId: job.id, scheduledAt: Date.parse(run.scheduledAt), recurring: job.recurring, status: result.status, exitCode: result.exitCode, signal: result.signal, output: result.output, startedAt: result.startedAt, finishedAt: result.finishedAt, error: result.error, willRetry };
+				const req: FinishRequest = { runId, jobId: job.id, scheduledAt: Date.parse(run.scheduledAt), recurring: job.recurring, status, exitCode: result.exitCode, signal: result.signal, output: result.output, startedAt: status === "skipped" ? null : result.startedAt, finishedAt: result.finishedAt, error: result.error, willRetry };
 				try {
 					await this.finishes.add(req);
 				} catch (err) {
@@ -673,6 +765,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			this.schedules = new Map();
 			this.assigned = new Set();
 			this.running = new Map();
+			this.handed = new Map();
 			this.timer = null;
 			this.timerAt = null;
 			this.stopping = false;

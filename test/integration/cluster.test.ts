@@ -428,8 +428,14 @@ async function scenario(): Promise<void> {
 		for (const t of twice) {
 			expect({ job: job.id, at: new Date(t).toISOString(), count: counts.get(t), victimJob: victimJobs.includes(job.id) }).toEqual({ job: job.id, at: new Date(t).toISOString(), count: 2, victimJob: true });
 		}
+		// Fires prefired (held) when the job was deleted were cancelled: skipped, never ran.
+		for (const r of runs.filter((x) => x.status === "skipped")) {
+			expect(Date.parse(r.scheduledAt)).toBeGreaterThan(deleteFrom);
+			expect(r.error).toMatch(/cancelled before its instant/);
+			expect(counts.has(Date.parse(r.scheduledAt))).toBe(false);
+		}
 		// Every failed run is such an interrupted first attempt, followed by a successful attempt 2.
-		for (const r of runs.filter((x) => x.status !== "succeeded")) {
+		for (const r of runs.filter((x) => x.status !== "succeeded" && x.status !== "skipped")) {
 			expect(r).toMatchObject({ status: "failed", attempt: 1, node: VICTIM });
 			expect(r.error).toMatch(/interrupted/);
 			expect(victimJobs).toContain(job.id);

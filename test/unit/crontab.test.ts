@@ -6,14 +6,14 @@ describe("Crontab", () => {
 		c.set("b", 2000);
 		c.set("a", 1000);
 		c.set("c", 3000);
-		expect(c.peek()).toEqual({ jobId: "a", at: 1000 });
+		expect(c.peek()).toEqual({ jobId: "a", at: 1000, due: 1000 });
 		expect(c.popDue(2000)).toEqual([
-			{ jobId: "a", at: 1000 },
-			{ jobId: "b", at: 2000 },
+			{ jobId: "a", at: 1000, due: 1000 },
+			{ jobId: "b", at: 2000, due: 2000 },
 		]);
 		expect(c.size).toBe(1);
 		expect(c.popDue(2999)).toEqual([]);
-		expect(c.peek()).toEqual({ jobId: "c", at: 3000 });
+		expect(c.peek()).toEqual({ jobId: "c", at: 3000, due: 3000 });
 	});
 
 	it("replaces an entry: the old time never fires", () => {
@@ -21,7 +21,7 @@ describe("Crontab", () => {
 		c.set("a", 1000);
 		c.set("a", 5000);
 		expect(c.popDue(4000)).toEqual([]);
-		expect(c.popDue(5000)).toEqual([{ jobId: "a", at: 5000 }]);
+		expect(c.popDue(5000)).toEqual([{ jobId: "a", at: 5000, due: 5000 }]);
 	});
 
 	it("deletes an entry", () => {
@@ -29,7 +29,7 @@ describe("Crontab", () => {
 		c.set("a", 1000);
 		c.set("b", 1000);
 		expect(c.delete("a")).toBe(true);
-		expect(c.popDue(1000)).toEqual([{ jobId: "b", at: 1000 }]);
+		expect(c.popDue(1000)).toEqual([{ jobId: "b", at: 1000, due: 1000 }]);
 		expect(c.size).toBe(0);
 	});
 
@@ -39,6 +39,18 @@ describe("Crontab", () => {
 		const due = c.popDue(Number.MAX_SAFE_INTEGER);
 		expect(due).toHaveLength(100);
 		for (let i = 1; i < due.length; i++) expect(due[i].at).toBeGreaterThanOrEqual(due[i - 1].at);
+	});
+
+	it("hands an entry over its lead ahead of its fire time, ordered by that", () => {
+		const c = new Crontab();
+		c.set("plain", 1000);
+		c.set("early", 1500, 1000); // due at 500
+		c.set("neg", 3000, -5); // a negative lead is none
+		expect(c.peek()).toEqual({ jobId: "early", at: 1500, due: 500 });
+		expect(c.popDue(499)).toEqual([]);
+		expect(c.popDue(999)).toEqual([{ jobId: "early", at: 1500, due: 500 }]);
+		expect(c.popDue(2999)).toEqual([{ jobId: "plain", at: 1000, due: 1000 }]);
+		expect(c.popDue(3000)).toEqual([{ jobId: "neg", at: 3000, due: 3000 }]);
 	});
 
 	it("formats crontab(5) lines", () => {

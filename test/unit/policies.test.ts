@@ -1,5 +1,5 @@
-import { jobStatusAfterRun, misfireDecision, overlapDecision, retryDelayMs, shouldRetry } from "../../lib/policies";
-import type { ConcurrencyPolicy, JobStatus, MisfirePolicy, RunStatus } from "../../lib/types";
+import { heldFireAfterReload, jobStatusAfterRun, misfireDecision, overlapDecision, prefireDecision, prefireLeadMs, retryDelayMs, shouldRetry } from "../../lib/policies";
+import type { ConcurrencyPolicy, JobStatus, MisfirePolicy, RunStatus, RunTrigger } from "../../lib/types";
 
 const T = (iso: string) => Date.parse(iso);
 const A = T("2025-01-01T00:00:00Z");
@@ -149,5 +149,58 @@ describe("jobStatusAfterRun", () => {
 
 	test("unknown run status throws", () => {
 		expect(() => jobStatusAfterRun({ recurring: true, status: "scheduled" }, "exploded" as RunStatus, false)).toThrow(TypeError);
+	});
+});
+
+describe("prefireDecision", () => {
+	const at = Date.parse("2026-03-08T07:00:00Z");
+	const cases: Array<[ConcurrencyPolicy, RunTrigger, number, number, number, "prefire" | "wait" | "now"]> = [
+		// concurrency, trigger, attempt, now, lead, decision
+		["allow", "schedule", 1, at - 1000, 1000, "prefire"],
+		["allow", "schedule", 1, at - 1, 1000, "prefire"],
+		["allow", "schedule", 1, at, 1000, "now"],
+		["allow", "schedule", 1, at + 5, 1000, "now"],
+		["allow", "schedule", 1, at - 500, 0, "wait"],
+		["forbid", "schedule", 1, at - 500, 1000, "wait"],
+		["replace", "schedule", 1, at - 500, 1000, "wait"],
+		["replace", "schedule", 1, at, 1000, "now"],
+		["allow", "retry", 2, at - 500, 1000, "wait"],
+		["allow", "schedule", 2, at - 500, 1000, "wait"],
+		["allow", "catchup", 1, at - 500, 1000, "wait"],
+		["allow", "manual", 1, at - 500, 1000, "wait"],
+	];
+	it.each(cases)("%s %s attempt %d now=%d lead=%d -> %s", (concurrency, trigger, attempt, now, lead, expected) => {
+		expect(prefireDecision({ recurring: true, concurrency }, { trigger, attempt, at }, now, lead)).toBe(expected);
+	});
+	it("a one-shot job is not prefired", () => {
+		expect(prefireDecision({ recurring: false, concurrency: "allow" }, { trigger: "schedule", attempt: 1, at }, at - 500, 1000)).toBe("wait");
+	});
+});
+
+describe("prefireLeadMs", () => {
+	const cases: Array<[boolean, ConcurrencyPolicy, number, number]> = [
+		[true, "allow", 1000, 1000],
+		[true, "allow", 0, 0],
+		[true, "allow", -5, 0],
+		[true, "forbid", 1000, 0],
+		[true, "replace", 1000, 0],
+		[false, "allow", 1000, 0],
+	];
+	it.each(cases)("recurring=%s %s lead=%d -> %d", (recurring, concurrency, lead, expected) => {
+		expect(prefireLeadMs({ recurring, concurrency }, lead)).toBe(expected);
+	});
+});
+
+describe("heldFireAfterReload", () => {
+	const held = { updatedAt: 1000 };
+	const cases: Array<[string, { updatedAt: number; schedulable: boolean; firesAt: boolean } | null, "keep" | "rebuild" | "cancel"]> = [
+		["unchanged", { updatedAt: 1000, schedulable: true, firesAt: true }, "keep"],
+		["patched, still fires then", { updatedAt: 2000, schedulable: true, firesAt: true }, "rebuild"],
+		["patched schedule, no longer fires then", { updatedAt: 2000, schedulable: true, firesAt: false }, "cancel"],
+		["deleted or suspended", { updatedAt: 2000, schedulable: false, firesAt: true }, "cancel"],
+		["gone from the database", null, "cancel"],
+	];
+	it.each(cases)("%s -> %s", (_name, fresh, expected) => {
+		expect(heldFireAfterReload(held, fresh)).toBe(expected);
 	});
 });
