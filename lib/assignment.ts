@@ -140,3 +140,26 @@ export function applyMovesToMap(current: Map<string, string[]>, moves: Assignmen
 	}
 	return out;
 }
+
+/**
+ * Orders a plan's writes for the workers' sake: what a live worker must start running goes first,
+ * the tidying of dead workers' records after. A move off a dead worker becomes a plain assignment
+ * to its new worker in `first` and a removal of the dead record in `cleanup` (half the writes on
+ * the path of a failover; nobody reads a dead worker's records, and a job left recorded on two
+ * workers by a crash between the two steps is resolved by the next plan, which keeps the live one).
+ * Moves between live workers stay whole (remove and create together) in `first`.
+ */
+export function splitForFailover(moves: AssignmentMove[], liveWorkers: string[]): { first: AssignmentMove[]; cleanup: AssignmentMove[] } {
+	const live = new Set(liveWorkers);
+	const first: AssignmentMove[] = [];
+	const cleanup: AssignmentMove[] = [];
+	for (const m of moves) {
+		if (m.from === null || live.has(m.from)) {
+			first.push(m);
+			continue;
+		}
+		if (m.to !== null) first.push({ jobId: m.jobId, from: null, to: m.to });
+		cleanup.push({ jobId: m.jobId, from: m.from, to: null });
+	}
+	return { first, cleanup };
+}

@@ -5,7 +5,7 @@
  * whole assignment before acting.
  */
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
-import { planAssignment } from "../lib/assignment";
+import { planAssignment, splitForFailover } from "../lib/assignment";
 import type { Clock } from "../lib/clock";
 import type { Config } from "../lib/config";
 import { METRICS, registerMetric } from "../lib/metrics";
@@ -14,6 +14,10 @@ import { CoordinationMixin } from "../mixins/coordination.mixin";
 
 /** Job ids per broker call (10,000 ids of 36 characters: about 400 KB of JSON). */
 const PAGE = 10_000;
+/** The cached schedulable job ids are read again when older than this, even without a change event. */
+const JOB_IDS_MAX_AGE_MS = 300_000;
+/** How long after a failover's assignment the dead workers' records are removed. */
+const TIDY_DELAY_MS = 2000;
 
 export interface ManagerDeps {
 	config: Config;
@@ -28,6 +32,15 @@ interface ManagerThis extends Service {
 	unwatchWorkers: (() => void) | null;
 	reconciling: Promise<void> | null;
 	dirty: boolean;
+	/**
+	 * The schedulable job ids as last read, and whether a job changed since: a reconcile for a
+	 * worker that came or went (a failover) plans from them without reading every job again.
+	 */
+	jobIds: string[] | null;
+	jobIdsAt: number;
+	/** The writes of the jobs' `worker` column, in order, behind the reconciles (display only). */
+	recording: Promise<void>;
+	jobsChanged: boolean;
 	lastWorkers: Set<string>;
 	/** Incremented on every election and revocation: a reconcile started in an earlier term does not apply its plan. */
 	term: number;
@@ -105,6 +118,7 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 			"jobs.changed": {
 				params: { id: "string", op: "string" },
 				handler(this: ManagerThis, _ctx: Context<{ id: string; op: string }>) {
+					this.jobsChanged = true;
 					if (this.leader) this.requestReconcile();
 				},
 			},
@@ -118,6 +132,8 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 			async onElected(this: ManagerThis) {
 				this.leader = true;
 				this.term++;
+				this.jobsChanged = true; // a new leader reads everything
+				this.jobIds = null;
 				this.stats.leaderChanges++;
 				if (this.broker.isMetricsEnabled()) {
 					this.broker.metrics.increment(METRICS.leaderChanges);
@@ -184,11 +200,22 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 						if (page.length < PAGE) return ids;
 					}
 				};
-				const [jobIds, workers, current] = await Promise.all([
-					schedulable(),
-					this.coordination.listWorkers(),
-					this.coordination.allAssignments(),
-				]);
+				const readJobs = async () => {
+					// Read again after a change, and at least every JOB_IDS_MAX_AGE_MS (a lost event).
+					if (!this.jobsChanged && this.jobIds && clock.now() - this.jobIdsAt < JOB_IDS_MAX_AGE_MS) return this.jobIds;
+					this.jobsChanged = false; // a change during the read marks it again
+					try {
+						const at = clock.now();
+						this.jobIds = await schedulable();
+						this.jobIdsAt = at;
+						return this.jobIds;
+					} catch (err) {
+						this.jobsChanged = true;
+						throw err;
+					}
+				};
+				const [jobIds, workers, current] = await Promise.all([readJobs(), this.coordination.listWorkers(), this.coordination.allAssignments()]);
+				const tRead = clock.now();
 				const excluded = this.skewed(workers);
 				const skewKey = [...excluded].sort().join(",");
 				if (skewKey !== this.lastSkewed) {
@@ -207,22 +234,42 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 				// Lost the leadership meanwhile, or lost and regained it (a session expiry): the plan was made
 				// from a view of an earlier term; the new term's reconcile makes its own.
 				if (!this.leader || term !== this.term) return;
+				const tPlan = clock.now();
+				const took = { coordination: 0 };
 				if (moves.length > 0) {
-					// ZooKeeper holds the assignment the workers act on; the jobs' `worker` column is for
-					// display. Both writes go at once.
-					const recordWorkers = async () => {
-						for (let i = 0; i < moves.length; i += PAGE) {
-							await this.broker.call("jobs.setWorkers", { moves: moves.slice(i, i + PAGE).map((m) => ({ jobId: m.jobId, to: m.to })) });
+					// ZooKeeper holds the assignment the workers act on: what the survivors must run goes
+					// first; the tidying of dead workers' records (splitForFailover) and the jobs' `worker`
+					// column (display only) follow in order behind the reconciles, the tidying a little
+					// later, so that the survivors read their new assignment from an idle ZooKeeper and a
+					// failover right after a large reassignment does not wait for either.
+					const { first, cleanup } = splitForFailover(moves, workers.map((w) => w.id));
+					await this.coordination.applyMoves(first);
+					took.coordination = clock.now() - tPlan;
+					const display = moves.map((m) => ({ jobId: m.jobId, to: m.to }));
+					this.recording = this.recording.then(async () => {
+						if (cleanup.length > 0) {
+							await new Promise((r) => setTimeout(r, TIDY_DELAY_MS).unref());
+							// Not done (leadership lost, session gone): the next plan tidies them.
+							if (this.leader && term === this.term) await this.coordination.applyMoves(cleanup).catch((err) => this.logger.warn("Cannot remove dead workers' assignment records now:", (err as Error).message));
 						}
-					};
-					await Promise.all([this.coordination.applyMoves(moves), recordWorkers()]);
+						for (let i = 0; i < display.length; ) {
+							try {
+								await this.broker.call("jobs.setWorkers", { moves: display.slice(i, i + PAGE) });
+								i += PAGE;
+							} catch (err) {
+								if (!this.leader || term !== this.term) return; // the next leader writes its own
+								this.logger.warn("Cannot record the jobs' workers now; retrying in 1 s:", (err as Error).message);
+								await new Promise((r) => setTimeout(r, 1000));
+							}
+						}
+					});
 					const moved = moves.filter((m) => m.from !== null && m.to !== null).length;
 					this.stats.reassignments += moved;
 					if (moved > 0 && this.broker.isMetricsEnabled()) this.broker.metrics.increment(METRICS.reassignments, undefined, moved);
 				}
 				this.stats.reconciles++;
 				this.stats.lastReconcileMs = clock.now() - t0;
-				if (moves.length > 0) this.logger.info(`Assignment: ${moves.length} move(s) over ${workers.length} worker(s) in ${this.stats.lastReconcileMs} ms`);
+				if (moves.length > 0) this.logger.info(`Assignment: ${moves.length} move(s) over ${workers.length} worker(s) in ${this.stats.lastReconcileMs} ms (read ${tRead - t0} ms, plan ${tPlan - tRead} ms, ready for the workers in ${took.coordination} ms)`);
 			},
 		},
 
@@ -232,6 +279,10 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 			this.unwatchWorkers = null;
 			this.reconciling = null;
 			this.dirty = false;
+			this.jobIds = null;
+			this.jobIdsAt = 0;
+			this.recording = Promise.resolve();
+			this.jobsChanged = true;
 			this.lastWorkers = new Set();
 			this.lastSkewed = "";
 			this.term = 0;
@@ -258,6 +309,7 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 			this.onRevoked();
 			await this.candidacy?.resign().catch(() => undefined);
 			if (this.reconciling) await this.reconciling.catch(() => undefined);
+			// this.recording is not awaited: display writes and tidying; the next leader redoes both.
 		},
 	};
 }

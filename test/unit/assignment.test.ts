@@ -1,4 +1,4 @@
-import { applyMovesToMap, planAssignment } from "../../lib/assignment";
+import { applyMovesToMap, planAssignment, splitForFailover } from "../../lib/assignment";
 
 type Assign = Record<string, string[]>;
 
@@ -113,5 +113,33 @@ describe("planAssignment", () => {
 		// eslint-disable-next-line no-console
 		console.log(`planAssignment 100k jobs: fresh/3 workers ${fresh.toFixed(1)} ms, join 4th ${joinMs.toFixed(1)} ms, leave to 2 ${leaveMs.toFixed(1)} ms`);
 		expect(fresh + joinMs + leaveMs).toBeLessThan(5000);
+	});
+});
+
+describe("splitForFailover", () => {
+	const cases: Array<{ name: string; moves: { jobId: string; from: string | null; to: string | null }[]; live: string[]; first: unknown[]; cleanup: unknown[] }> = [
+		{ name: "new job", moves: [{ jobId: "a", from: null, to: "w1" }], live: ["w1"], first: [{ jobId: "a", from: null, to: "w1" }], cleanup: [] },
+		{ name: "rebalance between live workers stays whole", moves: [{ jobId: "a", from: "w1", to: "w2" }], live: ["w1", "w2"], first: [{ jobId: "a", from: "w1", to: "w2" }], cleanup: [] },
+		{ name: "removal from a live worker", moves: [{ jobId: "a", from: "w1", to: null }], live: ["w1"], first: [{ jobId: "a", from: "w1", to: null }], cleanup: [] },
+		{ name: "off a dead worker: create first, tidy after", moves: [{ jobId: "a", from: "dead", to: "w1" }], live: ["w1"], first: [{ jobId: "a", from: null, to: "w1" }], cleanup: [{ jobId: "a", from: "dead", to: null }] },
+		{ name: "removal from a dead worker is tidying only", moves: [{ jobId: "a", from: "dead", to: null }], live: ["w1"], first: [], cleanup: [{ jobId: "a", from: "dead", to: null }] },
+	];
+	it.each(cases)("$name", ({ moves, live, first, cleanup }) => {
+		expect(splitForFailover(moves, live)).toEqual({ first, cleanup });
+	});
+
+	it("applying both parts gives the plan's result; after `first` alone every job is already on its live worker", () => {
+		const current = toMap({ w1: jobs(30, "a"), w2: jobs(30, "b"), dead: jobs(30, "c") });
+		const all = [...jobs(30, "a"), ...jobs(30, "b"), ...jobs(30, "c")];
+		const moves = planAssignment(current, all, ["w1", "w2", "w3"]);
+		const { first, cleanup } = splitForFailover(moves, ["w1", "w2", "w3"]);
+		const planned = applyMovesToMap(toMap({ w1: jobs(30, "a"), w2: jobs(30, "b"), dead: jobs(30, "c") }), moves);
+		const afterFirst = applyMovesToMap(toMap({ w1: jobs(30, "a"), w2: jobs(30, "b"), dead: jobs(30, "c") }), first);
+		for (const w of ["w1", "w2", "w3"]) expect([...(afterFirst.get(w) ?? [])].sort()).toEqual([...(planned.get(w) ?? [])].sort());
+		const both = applyMovesToMap(afterFirst, cleanup);
+		for (const w of ["w1", "w2", "w3", "dead"]) expect([...(both.get(w) ?? [])].sort()).toEqual([...(planned.get(w) ?? [])].sort());
+		// A crash between the two steps: the next plan keeps the live holders and only tidies.
+		const again = planAssignment(afterFirst, all, ["w1", "w2", "w3"]);
+		expect(again.every((m) => m.from === "dead" && m.to === null)).toBe(true);
 	});
 });
