@@ -123,6 +123,8 @@ interface WorkerThis extends Service {
 
 /** Jobs per jobs.byIds call: the answer must stay under the transporter's packet limit (NATS: 1 MB). */
 const JOBS_PER_CALL = 500;
+/** jobs.byIds calls a worker keeps in flight while loading its jobs. */
+const LOAD_CALLS_IN_FLIGHT = 4;
 
 /**
  * The last N scheduled fires, split into stages: timer (instant -> the fire begins), claim
@@ -274,8 +276,8 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 						const added = ids.filter((id) => !this.assigned.has(id));
 						for (const id of added) this.assigned.add(id);
 						if (added.length > 0) {
-							await this.recoverInflight(added);
-							await this.loadJobs(added, true);
+							// Independent: runs cut off elsewhere (re-run with attempt + 1) and the crontab.
+							await Promise.all([this.recoverInflight(added), this.loadJobs(added, true)]);
 						}
 						this.arm();
 					} while (this.reconcileAgain && !this.stopping);
@@ -288,11 +290,21 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 
 			/** Fetch jobs from the database and (re)schedule them. */
 			async loadJobs(this: WorkerThis, ids: string[], catchUp: boolean) {
-				// In chunks: one answer must stay under the transporter's packet limit (NATS: 1 MB).
-				const jobs: WorkerJob[] = [];
-				for (let i = 0; i < ids.length; i += JOBS_PER_CALL) {
-					for (const j of (await this.broker.call("jobs.byIds", { ids: ids.slice(i, i + JOBS_PER_CALL) })) as WorkerJob[]) jobs.push(j);
-				}
+				// In chunks: one answer must stay under the transporter's packet limit (NATS: 1 MB); a few
+				// chunks in flight at once (a dead worker's share arrives as tens of thousands of jobs).
+				const chunks: string[][] = [];
+				for (let i = 0; i < ids.length; i += JOBS_PER_CALL) chunks.push(ids.slice(i, i + JOBS_PER_CALL));
+				const answers: WorkerJob[][] = new Array(chunks.length);
+				let next = 0;
+				await Promise.all(
+					Array.from({ length: Math.min(LOAD_CALLS_IN_FLIGHT, chunks.length) }, async () => {
+						while (next < chunks.length) {
+							const k = next++;
+							answers[k] = (await this.broker.call("jobs.byIds", { ids: chunks[k] })) as WorkerJob[];
+						}
+					}),
+				);
+				const jobs = answers.flat();
 				const found = new Set(jobs.map((j) => j.id));
 				for (const id of ids) {
 					if (found.has(id)) continue;
