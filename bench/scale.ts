@@ -23,8 +23,8 @@ const WORKERS = ["worker-1", "worker-2", "worker-3"];
 const VICTIM = "worker-2";
 let cluster: BenchCluster | null = null;
 
-function assignmentsLogged(log: string): { moves: number; ms: number }[] {
-	return [...log.matchAll(/Assignment: (\d+) move\(s\) over \d+ worker\(s\) in (\d+) ms/g)].map((m) => ({ moves: Number(m[1]), ms: Number(m[2]) }));
+function assignmentsLogged(log: string): { moves: number; ms: number; detail?: string }[] {
+	return [...log.matchAll(/Assignment: (\d+) move\(s\) over \d+ worker\(s\) in (\d+) ms(?: \(([^)]*)\))?/g)].map((m) => ({ moves: Number(m[1]), ms: Number(m[2]), ...(m[3] ? { detail: m[3] } : {}) }));
 }
 
 async function statuses(c: BenchCluster, names: string[]): Promise<WorkerStatus[]> {
@@ -76,6 +76,9 @@ async function main() {
 	const reassign = await settle(c, survivors, total, killedAt, 180_000);
 	await sleep(500);
 	const allReconciles = assignmentsLogged(c.procs.get("manager-1")!.log());
+	// When the manager logged the reassignment, counted from the kill (its log lines carry the time).
+	const day = new Date(killedAt).toISOString().slice(0, 10);
+	const loggedAt = [...c.procs.get("manager-1")!.log().matchAll(/\[(\d\d:\d\d:\d\d\.\d+Z)\][^\n]*Assignment: (\d+) move/g)].map((m) => ({ moves: Number(m[2]), sinceKillMs: Date.parse(`${day}T${m[1]}`) - killedAt })).filter((x) => x.sinceKillMs >= 0);
 	const afterMemory = memory(c, survivors);
 
 	const peak = Math.max(...Object.values({ ...loadedMemory, ...afterMemory }).map((m) => m?.peakRssMb ?? 0));
@@ -98,6 +101,7 @@ async function main() {
 			ms: reassign.doneMs,
 			allAssignedSeenByWorkersMs: reassign.assignedAllMs,
 			managerReconciles: allReconciles.slice(initialReconciles.length),
+			managerDoneSinceKill: loggedAt,
 			perWorker: reassign.perWorker,
 			targetMs: 5000,
 			targetMet: reassign.doneMs < 5000,
