@@ -19,9 +19,20 @@ export class Limiter {
 		return this.waiting.length;
 	}
 
+	/** A free slot taken now (nobody waiting ahead), or null. */
+	tryAcquire(): (() => void) | null {
+		if (this.active >= this.limit || this.waiting.length > 0) return null;
+		this.active++;
+		return this.releaser();
+	}
+
 	async acquire(): Promise<() => void> {
 		if (this.active < this.limit) this.active++;
 		else await new Promise<void>((resolve) => this.waiting.push(resolve));
+		return this.releaser();
+	}
+
+	private releaser(): () => void {
 		let released = false;
 		return () => {
 			if (released) return;

@@ -139,7 +139,8 @@ export function prefireLeadMs(job: { recurring: boolean; concurrency: Concurrenc
 /**
  * How the worker takes a fire at instant `at` when it gets it:
  * - "prefire": claim it, record it and spawn its process now, held until `at` (lib/executor.ts);
- *   for first attempts of scheduled fires of jobs that prefireLeadMs allows.
+ *   for first attempts of scheduled fires of jobs that prefireLeadMs allows, when a process slot
+ *   is free now.
  * - "wait": handed over early but not (or no longer) eligible: wait until `at`, then fire as usual.
  * - "now": the instant has come (or passed): fire as usual.
  */
@@ -148,9 +149,12 @@ export function prefireDecision(
 	fire: { trigger: RunTrigger; attempt: number; at: number },
 	now: number,
 	leadMs: number,
+	slotFree = true,
 ): "prefire" | "wait" | "now" {
 	if (fire.at <= now) return "now";
-	if (prefireLeadMs(job, leadMs) > 0 && fire.trigger === "schedule" && fire.attempt === 1) return "prefire";
+	// A held process keeps its slot until it has run: without a free slot now (an overloaded
+	// worker), holding would only take slots from runs already due.
+	if (prefireLeadMs(job, leadMs) > 0 && fire.trigger === "schedule" && fire.attempt === 1 && slotFree) return "prefire";
 	return "wait";
 }
 

@@ -9,7 +9,7 @@ import { planAssignment, splitForFailover } from "../lib/assignment";
 import type { Clock } from "../lib/clock";
 import type { Config } from "../lib/config";
 import { METRICS, registerMetric } from "../lib/metrics";
-import type { Candidacy, Coordination, WorkerRegistration } from "../lib/coordination";
+import type { AssignmentMove, Candidacy, Coordination, WorkerRegistration } from "../lib/coordination";
 import { CoordinationMixin } from "../mixins/coordination.mixin";
 
 /** Job ids per broker call (10,000 ids of 36 characters: about 400 KB of JSON). */
@@ -40,6 +40,9 @@ interface ManagerThis extends Service {
 	jobIdsAt: number;
 	/** The writes of the jobs' `worker` column, in order, behind the reconciles (display only). */
 	recording: Promise<void>;
+	/** Dead workers' assignment records to remove (splitForFailover), by a reconcile TIDY_DELAY_MS later. */
+	tidy: AssignmentMove[];
+	tidyTimer: NodeJS.Timeout | null;
 	jobsChanged: boolean;
 	lastWorkers: Set<string>;
 	/** Incremented on every election and revocation: a reconcile started in an earlier term does not apply its plan. */
@@ -160,6 +163,10 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 				if (this.leader) this.logger.warn(`${this.broker.nodeID} lost the leadership`);
 				this.leader = false;
 				this.term++;
+				// The next leader's plan tidies dead workers' records itself.
+				this.tidy = [];
+				if (this.tidyTimer) clearTimeout(this.tidyTimer);
+				this.tidyTimer = null;
 				if (this.broker.isMetricsEnabled()) this.broker.metrics.set(METRICS.managerLeader, 0);
 				this.unwatchWorkers?.();
 				this.unwatchWorkers = null;
@@ -191,6 +198,15 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 				if (!this.leader) return;
 				const term = this.term;
 				const t0 = clock.now();
+				// Due tidying first, within the reconcile (never beside a plan): records of workers that
+				// came back meanwhile are left to the plan, which resolves a job recorded twice.
+				if (this.tidy.length > 0 && !this.tidyTimer) {
+					const live = new Set((await this.coordination.listWorkers()).map((w) => w.id));
+					const due = this.tidy.filter((m) => m.from !== null && !live.has(m.from));
+					this.tidy = [];
+					if (!this.leader || term !== this.term) return;
+					await this.coordination.applyMoves(due);
+				}
 				// In pages: one answer (or request) must stay under the transporter's packet limit (NATS: 1 MB).
 				const schedulable = async () => {
 					const ids: string[] = [];
@@ -238,20 +254,25 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 				const took = { coordination: 0 };
 				if (moves.length > 0) {
 					// ZooKeeper holds the assignment the workers act on: what the survivors must run goes
-					// first; the tidying of dead workers' records (splitForFailover) and the jobs' `worker`
-					// column (display only) follow in order behind the reconciles, the tidying a little
-					// later, so that the survivors read their new assignment from an idle ZooKeeper and a
-					// failover right after a large reassignment does not wait for either.
+					// first; the removal of dead workers' records (splitForFailover) is left to a reconcile
+					// TIDY_DELAY_MS later, so that the survivors read their new assignment from an idle
+					// ZooKeeper. The jobs' `worker` column (display only) is written in order behind the
+					// reconciles, so that a failover right after a large reassignment does not wait for it.
 					const { first, cleanup } = splitForFailover(moves, workers.map((w) => w.id));
 					await this.coordination.applyMoves(first);
 					took.coordination = clock.now() - tPlan;
+					if (cleanup.length > 0) {
+						this.tidy.push(...cleanup);
+						if (!this.tidyTimer) {
+							this.tidyTimer = setTimeout(() => {
+								this.tidyTimer = null;
+								if (this.leader) this.requestReconcile();
+							}, TIDY_DELAY_MS);
+							this.tidyTimer.unref();
+						}
+					}
 					const display = moves.map((m) => ({ jobId: m.jobId, to: m.to }));
 					this.recording = this.recording.then(async () => {
-						if (cleanup.length > 0) {
-							await new Promise((r) => setTimeout(r, TIDY_DELAY_MS).unref());
-							// Not done (leadership lost, session gone): the next plan tidies them.
-							if (this.leader && term === this.term) await this.coordination.applyMoves(cleanup).catch((err) => this.logger.warn("Cannot remove dead workers' assignment records now:", (err as Error).message));
-						}
 						for (let i = 0; i < display.length; ) {
 							try {
 								await this.broker.call("jobs.setWorkers", { moves: display.slice(i, i + PAGE) });
@@ -282,6 +303,8 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 			this.jobIds = null;
 			this.jobIdsAt = 0;
 			this.recording = Promise.resolve();
+			this.tidy = [];
+			this.tidyTimer = null;
 			this.jobsChanged = true;
 			this.lastWorkers = new Set();
 			this.lastSkewed = "";

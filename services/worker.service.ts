@@ -111,7 +111,7 @@ interface WorkerThis extends Service {
 	resume(): void;
 	onTimer(): void;
 	fire(job: WorkerJob, scheduledAt: number, trigger: RunTrigger, attempt: number): Promise<Run | null>;
-	execute(job: WorkerJob, run: Run, attempt: number, controller: AbortController, releaseAt: number | null): Promise<ExecResult>;
+	execute(job: WorkerJob, run: Run, attempt: number, controller: AbortController, releaseAt: number | null, slot?: (() => void) | null): Promise<ExecResult>;
 	buildSpec(job: WorkerJob, run: Run, attempt: number, controller: AbortController, releaseAt: number | null): Promise<{ spec: ExecSpec; release(): void }>;
 	finish(job: WorkerJob, run: Run, result: ExecResult, willRetry: boolean, status?: RunStatus): Promise<void>;
 	flushOutbox(): Promise<void>;
@@ -510,7 +510,14 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			async fire(this: WorkerThis, job: WorkerJob, scheduledAt: number, trigger: RunTrigger, attempt: number): Promise<Run | null> {
 				// Handed over ahead of the instant: prefire (claim, record and spawn now, release at the
 				// instant) or wait for the instant (prefireDecision).
-				const mode = prefireDecision(job, { trigger, attempt, at: scheduledAt }, clock.now(), config.prefireMs);
+				const slotFree = this.slots.running < this.slots.limit && this.slots.queued === 0;
+				const mode = prefireDecision(job, { trigger, attempt, at: scheduledAt }, clock.now(), config.prefireMs, slotFree);
+				// A prefired fire holds its process slot from now on (released by execute, or below).
+				let slot = mode === "prefire" ? this.slots.tryAcquire() : null;
+				const dropSlot = () => {
+					slot?.();
+					slot = null;
+				};
 				if (mode === "wait") {
 					await new Promise<void>((r) => clock.setTimeout(r, scheduledAt - clock.now()));
 					const current = this.jobs.get(job.id);
@@ -533,15 +540,20 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 					claim = await this.coordination.claim(job.id, scheduledAt, this.broker.nodeID);
 					t.claimed = Date.now();
 				} catch (err) {
+					dropSlot();
 					this.logger.error(`Cannot claim job ${job.id} at ${new Date(scheduledAt).toISOString()}:`, (err as Error).message);
 					return null;
 				}
-				if (!claim) return null; // another worker holds this fire
+				if (!claim) {
+					dropSlot();
+					return null; // another worker holds this fire
+				}
 				let run: Run | null = null;
 				try {
 					run = await this.starts.add({ jobId: job.id, scheduledAt, attempt, trigger, node: this.broker.nodeID });
 					t.recorded = Date.now();
 				} catch (err) {
+					dropSlot();
 					await claim.release().catch(() => undefined);
 					if (trigger === "manual") throw err; // the caller gets the 503
 					// The database is down: the fire did not run. Keep it; retryUnstarted() handles it by
@@ -554,6 +566,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 					return null;
 				}
 				if (!run) {
+					dropSlot();
 					await claim.release();
 					return null; // already ran (unique key)
 				}
@@ -562,7 +575,9 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				const entry: RunningRun = { runId: run.id, scheduledAt, controller: new AbortController(), done: Promise.resolve(), releaseAt, updatedAt: job.updatedAt };
 				entry.done = (async () => {
 					try {
-						let result = await this.execute(job, started, attempt, entry.controller, releaseAt);
+						const held = slot;
+						slot = null;
+						let result = await this.execute(job, started, attempt, entry.controller, releaseAt, held);
 						// Held and cancelled by a reload of the job: prepare it again from the new definition
 						// (same claim, same run), or record it skipped; its code never ran.
 						while (result.released === false && entry.controller.signal.reason instanceof HeldJobChanged) {
@@ -608,15 +623,16 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				return run;
 			},
 
-			async execute(this: WorkerThis, job: WorkerJob, run: Run, attempt: number, controller: AbortController, releaseAt: number | null): Promise<ExecResult> {
+			async execute(this: WorkerThis, job: WorkerJob, run: Run, attempt: number, controller: AbortController, releaseAt: number | null, slot: (() => void) | null = null): Promise<ExecResult> {
 				let prepared;
 				try {
 					prepared = await this.buildSpec(job, run, attempt, controller, releaseAt);
 				} catch (err) {
+					slot?.();
 					const t = clock.now();
 					return { status: "failed", exitCode: null, signal: null, output: "", startedAt: t, finishedAt: t, error: (err as Error).message };
 				}
-				const free = await this.slots.acquire();
+				const free = slot ?? (await this.slots.acquire());
 				try {
 					const result = await (this.runners ? this.runners.run(prepared.spec) : runProcess(prepared.spec, undefined, clock));
 					// cronjob_fire_lag_seconds: start minus scheduled instant (first attempts of processes that

@@ -21,6 +21,24 @@ describe("Limiter", () => {
 		expect([l.running, l.queued]).toEqual([0, 0]);
 	});
 
+	it("tryAcquire takes a free slot at once, never one somebody waits for", async () => {
+		const l = new Limiter(1);
+		const r1 = l.tryAcquire();
+		expect(r1).not.toBeNull();
+		expect(l.tryAcquire()).toBeNull();
+		const p2 = l.acquire(); // waits
+		r1!();
+		const r2 = await p2;
+		expect(l.tryAcquire()).toBeNull();
+		r2();
+		expect([l.running, l.queued]).toEqual([0, 0]);
+		const r3 = l.tryAcquire();
+		expect([l.running, l.queued]).toEqual([1, 0]);
+		r3!();
+		r3!(); // idempotent
+		expect([l.running, l.queued]).toEqual([0, 0]);
+	});
+
 	it("refuses a limit below 1", () => {
 		expect(() => new Limiter(0)).toThrow();
 	});

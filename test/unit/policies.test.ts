@@ -172,6 +172,10 @@ describe("prefireDecision", () => {
 	it.each(cases)("%s %s attempt %d now=%d lead=%d -> %s", (concurrency, trigger, attempt, now, lead, expected) => {
 		expect(prefireDecision({ recurring: true, concurrency }, { trigger, attempt, at }, now, lead)).toBe(expected);
 	});
+	it("without a free process slot (an overloaded worker) it waits for the instant", () => {
+		expect(prefireDecision({ recurring: true, concurrency: "allow" }, { trigger: "schedule", attempt: 1, at }, at - 500, 1000, false)).toBe("wait");
+		expect(prefireDecision({ recurring: true, concurrency: "allow" }, { trigger: "schedule", attempt: 1, at }, at, 1000, false)).toBe("now");
+	});
 	it("a one-shot job is not prefired", () => {
 		expect(prefireDecision({ recurring: false, concurrency: "allow" }, { trigger: "schedule", attempt: 1, at }, at - 500, 1000)).toBe("wait");
 	});
