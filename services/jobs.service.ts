@@ -553,8 +553,14 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				params: { jobIds: { type: "array", items: "string" } },
 				async handler(this: JobsThis, ctx: Ctx<{ jobIds: string[] }>) {
 					const out: RunRow[] = [];
-					for (let i = 0; i < ctx.params.jobIds.length; i += 1000) {
-						const rows = await this.guard(() => this.runs.findAll({ where: { status: "running", jobId: ctx.params.jobIds.slice(i, i + 1000) }, raw: true }));
+					if (ctx.params.jobIds.length > 1000) {
+						// A large set (a dead worker's share): one query for every running run (few, by the
+						// status index), filtered here, instead of one query per thousand jobs.
+						const wanted = new Set(ctx.params.jobIds);
+						const rows = (await this.guard(() => this.runs.findAll({ where: { status: "running" }, raw: true }))) as unknown as RunRow[];
+						for (const r of rows) if (wanted.has(r.jobId)) out.push(r);
+					} else {
+						const rows = await this.guard(() => this.runs.findAll({ where: { status: "running", jobId: ctx.params.jobIds }, raw: true }));
 						out.push(...(rows as unknown as RunRow[]));
 					}
 					return out.map((r) => ({ id: r.id, jobId: r.jobId, scheduledAt: Number(r.scheduledAt), attempt: r.attempt, trigger: r.trigger, node: r.node }));

@@ -350,3 +350,21 @@ describe("other routes", () => {
 		expect((await node.request("DELETE", "/users/nope")).status).toBe(404);
 	});
 });
+
+describe("jobs.inflight (runs still running, to find runs cut off by a dead worker)", () => {
+	it("finds the running run of a job among a small and a large set of job ids alike", async () => {
+		const created = await node.request("POST", "/jobs", { body: { type: "command", schedule: "0 0 1 1 *", executable: "sleep 3" } });
+		expect(created.status).toBe(201);
+		const id = created.body.id as string;
+		const run = await node.request("POST", `/jobs/${id}/run`);
+		expect(run.status).toBe(202);
+		await waitFor(async () => ((await node.request("GET", `/jobs/${id}/runs`)).body as any[]).some((r) => r.status === "running"), 10_000, "the run running");
+		const others = Array.from({ length: 1500 }, (_, i) => `no-such-job-${i}`);
+		for (const jobIds of [[id, others[0]], [...others.slice(0, 700), id, ...others.slice(700)]]) {
+			const found = (await node.broker.call("jobs.inflight", { jobIds })) as { id: string; jobId: string }[];
+			expect(found.map((r) => [r.id, r.jobId])).toEqual([[run.body.id, id]]);
+		}
+		expect(await node.broker.call("jobs.inflight", { jobIds: others })).toEqual([]);
+		await node.request("DELETE", `/jobs/${id}`);
+	});
+});
