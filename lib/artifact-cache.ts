@@ -292,9 +292,10 @@ export class ArtifactCache {
 			},
 		});
 		let renamed = false;
+		const out = createWriteStream(tmp, { flags: "wx", mode: 0o600 });
 		try {
 			try {
-				await pipeline(source, meter, createWriteStream(tmp, { flags: "wx", mode: 0o600 }));
+				await pipeline(source, meter, out);
 			} catch (err) {
 				if (!tooLong) throw wrapStoreError(url, err);
 			}
@@ -313,7 +314,12 @@ export class ArtifactCache {
 			await fsp.rename(tmp, final);
 			renamed = true;
 		} finally {
-			if (!renamed) await fsp.rm(tmp, { force: true }).catch(() => undefined);
+			if (!renamed) {
+				// A pipeline cut short may reject before the file is even opened: wait until the stream
+				// is closed, or the file would appear after its removal.
+				if (!out.closed) await new Promise<void>((r) => out.once("close", () => r()));
+				await fsp.rm(tmp, { force: true }).catch(() => undefined);
+			}
 		}
 		const entry: Entry = { size, lastUsed: this.clock.now(), verified: true };
 		this.entries.set(digest, entry);
