@@ -594,6 +594,9 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 							return;
 						}
 						const controller = entry.controller;
+						// The worker stopped before it started: nothing ran. The row stays `running`; with its
+						// claim gone, the job's next worker (or this one restarted) finds it and runs it again.
+						if (this.stopping && result.released === false && !(controller.signal.reason instanceof HeldJobChanged)) return;
 						if (trigger === "schedule" && result.exitCode !== null) this.stages.add(scheduledAt, t, result.startedAt);
 						const willRetry = !controller.signal.aborted && shouldRetry(result.status, attempt, job.retries);
 						await this.finish(job, started, result, willRetry);
@@ -634,6 +637,11 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				}
 				const free = slot ?? (await this.slots.acquire());
 				try {
+					if (this.stopping && !controller.signal.aborted) {
+						// Queued behind a backlog when the worker stops: it never started (see fire()).
+						const t = clock.now();
+						return { status: "failed", exitCode: null, signal: null, output: "", startedAt: t, finishedAt: t, error: "the worker stopped before the run started", released: false };
+					}
 					const result = await (this.runners ? this.runners.run(prepared.spec) : runProcess(prepared.spec, undefined, clock));
 					// cronjob_fire_lag_seconds: start minus scheduled instant (first attempts of processes that
 					// started; a retry's lag is its backoff).
