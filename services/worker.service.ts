@@ -542,6 +542,16 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				} catch (err) {
 					dropSlot();
 					this.logger.error(`Cannot claim job ${job.id} at ${new Date(scheduledAt).toISOString()}:`, (err as Error).message);
+					// The connection dropped between the timer and the claim: give the fire back to the
+					// crontab, where resume() finds it on reconnect (misfire policy), instead of losing it.
+					if ((trigger === "schedule" || trigger === "catchup") && !this.stopping && this.coordination.state() !== "connected") {
+						const current = this.jobs.get(job.id);
+						const next = this.crontab.nextAt(job.id);
+						if (current && schedulable(current) && this.assigned.has(job.id) && (next === null || next > scheduledAt)) {
+							this.crontab.set(job.id, scheduledAt, prefireLeadMs(current, config.prefireMs));
+							if (this.handed.get(job.id) === scheduledAt) this.handed.delete(job.id);
+						}
+					}
 					return null;
 				}
 				if (!claim) {

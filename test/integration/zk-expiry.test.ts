@@ -180,6 +180,27 @@ describe("connection loss over several fires (in-process coordination)", () => {
 		await node?.stop();
 	});
 
+	test("a fire whose claim fails because the connection just dropped is given back and runs on reconnect", async () => {
+		// The race: the crontab's timer hands a fire over just as the connection drops, so its claim
+		// fails. Driven directly: fire() while disconnected, for a past instant of a yearly job.
+		const res = await node.request("POST", "/jobs", { body: { type: "command", schedule: "0 0 1 1 *", executable: "echo given-back" } });
+		expect(res.status).toBe(201);
+		const id = res.body.id as string;
+		const svc = node.broker.getLocalService("worker") as unknown as {
+			coordination: MemoryCoordination;
+			jobs: Map<string, unknown>;
+			fire(job: unknown, at: number, trigger: string, attempt: number): Promise<unknown>;
+		};
+		await waitFor(() => svc.jobs.has(id), 10_000, "the job on the worker");
+		const at = Date.UTC(new Date().getUTCFullYear(), 0, 1);
+		hub.disconnect(svc.coordination);
+		expect(await svc.fire(svc.jobs.get(id), at, "schedule", 1)).toBeNull();
+		hub.reconnect(svc.coordination);
+		const run = await waitFor(async () => ((await node.request("GET", `/jobs/${id}/runs`)).body as RunView[]).find((r) => Date.parse(r.scheduledAt) === at && r.status === "succeeded"), 10_000, "the given-back fire ran");
+		expect(run.attempt).toBe(1);
+		await node.request("DELETE", `/jobs/${id}`);
+	});
+
 	test("no fire is lost or doubled; the misfire policy decides on reconnect", async () => {
 		const res = await node.request("POST", "/jobs", { body: { type: "command", schedule: "* * * * * *", executable: "true" } });
 		expect(res.status).toBe(201);
