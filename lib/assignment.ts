@@ -163,3 +163,18 @@ export function splitForFailover(moves: AssignmentMove[], liveWorkers: string[])
 	}
 	return { first, cleanup };
 }
+
+/**
+ * Each moved job's worker after the plan, for the jobs' display column: the worker it moves to, else
+ * the holder it keeps (a duplicate record dropped elsewhere must not blank it), else null.
+ */
+export function workersAfter(current: Map<string, string[]>, moves: AssignmentMove[]): { jobId: string; to: string | null }[] {
+	const touched = new Set(moves.map((m) => m.jobId));
+	const holder = new Map<string, string>();
+	for (const m of moves) if (m.to !== null) holder.set(m.jobId, m.to);
+	const removed = new Set(moves.filter((m) => m.from !== null).map((m) => `${m.from}\u0000${m.jobId}`));
+	for (const [worker, jobs] of current) {
+		for (const j of jobs) if (touched.has(j) && !holder.has(j) && !removed.has(`${worker}\u0000${j}`)) holder.set(j, worker);
+	}
+	return [...touched].map((jobId) => ({ jobId, to: holder.get(jobId) ?? null }));
+}

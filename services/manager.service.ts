@@ -5,7 +5,7 @@
  * whole assignment before acting.
  */
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
-import { planAssignment, splitForFailover } from "../lib/assignment";
+import { planAssignment, splitForFailover, workersAfter } from "../lib/assignment";
 import type { Clock } from "../lib/clock";
 import type { Config } from "../lib/config";
 import { METRICS, registerMetric } from "../lib/metrics";
@@ -271,7 +271,7 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 							this.tidyTimer.unref();
 						}
 					}
-					const display = moves.map((m) => ({ jobId: m.jobId, to: m.to }));
+					const display = workersAfter(current, moves);
 					this.recording = this.recording.then(async () => {
 						for (let i = 0; i < display.length; ) {
 							try {

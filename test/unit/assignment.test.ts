@@ -1,4 +1,4 @@
-import { applyMovesToMap, planAssignment, splitForFailover } from "../../lib/assignment";
+import { applyMovesToMap, planAssignment, splitForFailover, workersAfter } from "../../lib/assignment";
 
 type Assign = Record<string, string[]>;
 
@@ -141,5 +141,28 @@ describe("splitForFailover", () => {
 		// A crash between the two steps: the next plan keeps the live holders and only tidies.
 		const again = planAssignment(afterFirst, all, ["w1", "w2", "w3"]);
 		expect(again.every((m) => m.from === "dead" && m.to === null)).toBe(true);
+	});
+});
+
+describe("workersAfter (the jobs' display column)", () => {
+	const cases: Array<{ name: string; current: Assign; moves: { jobId: string; from: string | null; to: string | null }[]; expected: { jobId: string; to: string | null }[] }> = [
+		{ name: "moved", current: { w1: ["a"] }, moves: [{ jobId: "a", from: "w1", to: "w2" }], expected: [{ jobId: "a", to: "w2" }] },
+		{ name: "new", current: {}, moves: [{ jobId: "a", from: null, to: "w1" }], expected: [{ jobId: "a", to: "w1" }] },
+		{ name: "removed (deleted job)", current: { w1: ["a"] }, moves: [{ jobId: "a", from: "w1", to: null }], expected: [{ jobId: "a", to: null }] },
+		{ name: "duplicate record dropped: keeps the holder", current: { w1: ["a"], w3: ["a"] }, moves: [{ jobId: "a", from: "w3", to: null }], expected: [{ jobId: "a", to: "w1" }] },
+		{ name: "dead record tidied, job already moved", current: { dead: ["a"], w1: ["a"] }, moves: [{ jobId: "a", from: "dead", to: null }], expected: [{ jobId: "a", to: "w1" }] },
+	];
+	it.each(cases)("$name", ({ current, moves, expected }) => {
+		expect(workersAfter(toMap(current), moves)).toEqual(expected);
+	});
+
+	it("agrees with the plan applied, for every moved job", () => {
+		const current = toMap({ w1: jobs(40, "a"), w3: [...jobs(20, "a"), ...jobs(10, "c")], dead: jobs(15, "d") });
+		const all = [...jobs(40, "a"), ...jobs(10, "c"), ...jobs(15, "d")];
+		const moves = planAssignment(current, all, ["w1", "w2", "w3"]);
+		const after = applyMovesToMap(toMap({ w1: jobs(40, "a"), w3: [...jobs(20, "a"), ...jobs(10, "c")], dead: jobs(15, "d") }), moves);
+		const where = new Map<string, string>();
+		for (const [w, js] of after) for (const j of js) where.set(j, w);
+		for (const d of workersAfter(current, moves)) expect([d.jobId, d.to]).toEqual([d.jobId, where.get(d.jobId) ?? null]);
 	});
 });
