@@ -251,7 +251,7 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 				// from a view of an earlier term; the new term's reconcile makes its own.
 				if (!this.leader || term !== this.term) return;
 				const tPlan = clock.now();
-				const took = { coordination: 0 };
+				let readyMs = 0;
 				if (moves.length > 0) {
 					// ZooKeeper holds the assignment the workers act on: what the survivors must run goes
 					// first; the removal of dead workers' records (splitForFailover) is left to a reconcile
@@ -260,7 +260,7 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 					// reconciles, so that a failover right after a large reassignment does not wait for it.
 					const { first, cleanup } = splitForFailover(moves, workers.map((w) => w.id));
 					await this.coordination.applyMoves(first);
-					took.coordination = clock.now() - tPlan;
+					readyMs = clock.now() - tPlan;
 					if (cleanup.length > 0) {
 						this.tidy.push(...cleanup);
 						if (!this.tidyTimer) {
@@ -290,7 +290,7 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 				}
 				this.stats.reconciles++;
 				this.stats.lastReconcileMs = clock.now() - t0;
-				if (moves.length > 0) this.logger.info(`Assignment: ${moves.length} move(s) over ${workers.length} worker(s) in ${this.stats.lastReconcileMs} ms (read ${tRead - t0} ms, plan ${tPlan - tRead} ms, ready for the workers in ${took.coordination} ms)`);
+				if (moves.length > 0) this.logger.info(`Assignment: ${moves.length} move(s) over ${workers.length} worker(s) in ${this.stats.lastReconcileMs} ms (read ${tRead - t0} ms, plan ${tPlan - tRead} ms, ready for the workers in ${readyMs} ms)`);
 			},
 		},
 
@@ -332,7 +332,9 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 			this.onRevoked();
 			await this.candidacy?.resign().catch(() => undefined);
 			if (this.reconciling) await this.reconciling.catch(() => undefined);
-			// this.recording is not awaited: display writes and tidying; the next leader redoes both.
+			// this.recording (the display column) is not awaited: a write cut short here leaves a job's
+			// `worker` column stale until it moves again. Pending tidying was dropped by onRevoked; the
+			// next leader's plan tidies dead workers' records itself.
 		},
 	};
 }
