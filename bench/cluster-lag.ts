@@ -30,7 +30,6 @@ function cpuSeconds(pid: number): number {
 	}
 }
 
-
 async function main() {
 	const n = Number(arg("jobs", "200"));
 	const seconds = Number(arg("seconds", "20"));
@@ -40,10 +39,15 @@ async function main() {
 	await c.startCluster({ managers: ["manager-1"], workers: WORKERS });
 	await c.insertJobs(n, { schedule: "* * * * * *", executable: "true" });
 	c.announceJobsChanged();
-	await waitFor(async () => {
-		const s = await Promise.all(WORKERS.map((w) => c.workerStatus(w)));
-		return s.reduce((a, w) => a + w.jobs, 0) === n && s.every((w) => w.jobs > 0 && w.stats.fired > 0);
-	}, 60_000, `${n} jobs on the crontabs and firing`, 200);
+	await waitFor(
+		async () => {
+			const s = await Promise.all(WORKERS.map((w) => c.workerStatus(w)));
+			return s.reduce((a, w) => a + w.jobs, 0) === n && s.every((w) => w.jobs > 0 && w.stats.fired > 0);
+		},
+		60_000,
+		`${n} jobs on the crontabs and firing`,
+		200,
+	);
 	// Warm up two seconds, then measure whole seconds.
 	const from = Math.ceil(Date.now() / 1000) * 1000 + 2000;
 	const to = from + seconds * 1000;
@@ -58,12 +62,22 @@ async function main() {
 	const cpu = Object.fromEntries(names.map((x) => [x, Math.round(((cpuSeconds(c.procs.get(x)!.pid) - cpu0.get(x)!) / wall) * 100) + "%"]));
 	if (Number.isFinite(zk0)) cpu.zookeeper = Math.round(((cpuSeconds(zkPid) - zk0) / wall) * 100) + "%";
 	// Where each worker's fire lag goes (its last 1000 scheduled fires), before the jobs stop.
-	const stages = Object.fromEntries(await Promise.all(WORKERS.map(async (w) => [w, ((await c.workerStatus(w)) as unknown as { fireStagesMs: unknown }).fireStagesMs] as const)));
+	const stages = Object.fromEntries(
+		await Promise.all(WORKERS.map(async (w) => [w, ((await c.workerStatus(w)) as unknown as { fireStagesMs: unknown }).fireStagesMs] as const)),
+	);
 	// Let the window's runs finish and be recorded.
-	await waitFor(async () => {
-		const [row] = await c.sql<{ n: number }[]>("SELECT COUNT(*) AS n FROM runs WHERE scheduledAt >= ? AND scheduledAt < ? AND status = 'running'", [from, to]);
-		return Number(row.n) === 0;
-	}, 30_000, "the window's runs finished", 200);
+	await waitFor(
+		async () => {
+			const [row] = await c.sql<{ n: number }[]>("SELECT COUNT(*) AS n FROM runs WHERE scheduledAt >= ? AND scheduledAt < ? AND status = 'running'", [
+				from,
+				to,
+			]);
+			return Number(row.n) === 0;
+		},
+		30_000,
+		"the window's runs finished",
+		200,
+	);
 	const runs = await c.sql<{ jobId: string; scheduledAt: string; startedAt: string | null; status: string; node: string; attempt: number }[]>(
 		"SELECT jobId, scheduledAt, startedAt, status, node, attempt FROM runs WHERE scheduledAt >= ? AND scheduledAt < ?",
 		[from, to],

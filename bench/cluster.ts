@@ -25,8 +25,6 @@ export function sleep(ms: number): Promise<void> {
 
 export { waitFor, removeZkTree };
 
-
-
 async function freePort(): Promise<number> {
 	return new Promise((resolve, reject) => {
 		const srv = net.createServer();
@@ -88,7 +86,8 @@ export class BenchCluster {
 
 	constructor(extraEnv: Record<string, string> = {}) {
 		const { DATABASE_URL, ZOOKEEPER, TRANSPORTER } = process.env;
-		if (!DATABASE_URL || !ZOOKEEPER || !TRANSPORTER) throw new Error('DATABASE_URL, ZOOKEEPER and TRANSPORTER must be set (scripts/services.sh start; eval "$(scripts/services.sh env)")');
+		if (!DATABASE_URL || !ZOOKEEPER || !TRANSPORTER)
+			throw new Error('DATABASE_URL, ZOOKEEPER and TRANSPORTER must be set (scripts/services.sh start; eval "$(scripts/services.sh env)")');
 		if (!fs.existsSync(BIN)) throw new Error(`${BIN} is missing: run npx tsc -p .`);
 		fs.chmodSync(this.tmp, 0o755);
 		const u = new URL(DATABASE_URL);
@@ -108,7 +107,14 @@ export class BenchCluster {
 
 	private connOptions(database?: string): mysql.PoolOptions {
 		const u = new URL(process.env.DATABASE_URL as string);
-		return { host: u.hostname, port: u.port ? Number(u.port) : 3306, user: decodeURIComponent(u.username), password: decodeURIComponent(u.password), database, connectTimeout: 5000 };
+		return {
+			host: u.hostname,
+			port: u.port ? Number(u.port) : 3306,
+			user: decodeURIComponent(u.username),
+			password: decodeURIComponent(u.password),
+			database,
+			connectTimeout: 5000,
+		};
 	}
 
 	/** The private database (created now) and the client broker on the private namespace. */
@@ -206,7 +212,12 @@ export class BenchCluster {
 	async api(method: string, p: string, body?: unknown): Promise<{ status: number; body: any }> {
 		const headers: Record<string, string> = { authorization: `Bearer ${this.token}` };
 		if (body !== undefined) headers["content-type"] = "application/json";
-		const res = await fetch(this.apiBase + p, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(15_000) });
+		const res = await fetch(this.apiBase + p, {
+			method,
+			headers,
+			body: body === undefined ? undefined : JSON.stringify(body),
+			signal: AbortSignal.timeout(15_000),
+		});
 		const text = await res.text();
 		let parsed: unknown = text;
 		try {
@@ -222,19 +233,38 @@ export class BenchCluster {
 		const port = await freePort();
 		this.apiBase = `http://127.0.0.1:${port}`;
 		this.start("api-1", { SERVICES: "api,jobs", PORT: String(port) });
-		await waitFor(async () => {
-			this.checkAlive(["api-1"]);
-			return (await this.api("GET", "/jobs").catch(() => ({ status: 0 }))).status === 200;
-		}, 60_000, "the API node", 100);
+		await waitFor(
+			async () => {
+				this.checkAlive(["api-1"]);
+				return (await this.api("GET", "/jobs").catch(() => ({ status: 0 }))).status === 200;
+			},
+			60_000,
+			"the API node",
+			100,
+		);
 		for (const m of opts.managers) this.start(m, { SERVICES: "manager" });
 		for (const w of opts.workers) this.start(w, { SERVICES: "worker", ...opts.workerEnv });
 		const names = [...opts.managers, ...opts.workers];
-		await waitFor(() => {
-			this.checkAlive(names);
-			return names.every((n) => this.started(n));
-		}, 90_000, "every node started", 100);
+		await waitFor(
+			() => {
+				this.checkAlive(names);
+				return names.every((n) => this.started(n));
+			},
+			90_000,
+			"every node started",
+			100,
+		);
 		await waitFor(() => opts.managers.some((m) => this.leading(m)), 30_000, "a leading manager", 100);
-		await waitFor(async () => (await this.workers()).map((w) => w.id).sort().join() === [...opts.workers].sort().join(), 30_000, "the workers registered", 100);
+		await waitFor(
+			async () =>
+				(await this.workers())
+					.map((w) => w.id)
+					.sort()
+					.join() === [...opts.workers].sort().join(),
+			30_000,
+			"the workers registered",
+			100,
+		);
 	}
 
 	async workers(): Promise<{ id: string; jobs: number; clockOffsetMs: number | null }[]> {
@@ -257,7 +287,32 @@ export class BenchCluster {
 			for (let k = i; k < Math.min(n, i + chunk); k++) {
 				const id = `${randomBytes(4).toString("hex")}-${randomBytes(2).toString("hex")}-4${randomBytes(2).toString("hex").slice(1)}-8${randomBytes(2).toString("hex").slice(1)}-${randomBytes(6).toString("hex")}`;
 				ids.push(id);
-				rows.push([id, `bench-${k}`, "scheduled", "command", job.executable, null, null, job.schedule, "UTC", null, null, true, "allow", 0, job.misfire ?? "run_once", "{}", false, "bench", null, null, null, null, now, now]);
+				rows.push([
+					id,
+					`bench-${k}`,
+					"scheduled",
+					"command",
+					job.executable,
+					null,
+					null,
+					job.schedule,
+					"UTC",
+					null,
+					null,
+					true,
+					"allow",
+					0,
+					job.misfire ?? "run_once",
+					"{}",
+					false,
+					"bench",
+					null,
+					null,
+					null,
+					null,
+					now,
+					now,
+				]);
 			}
 			await this.sql(
 				"INSERT INTO jobs (id, name, status, type, executable, digest, size, schedule, timezone, runAs, timeout, recurring, concurrency, retries, misfire, env, suspended, owner, worker, lastScheduledAt, lastRun, deletedAt, createdAt, updatedAt) VALUES ?",
@@ -297,7 +352,6 @@ export class BenchCluster {
 		return errors;
 	}
 }
-
 
 /** Run main with cleanup on success, failure and SIGINT/SIGTERM; prints the JSON result. */
 export function runBench(cluster: () => BenchCluster | null, main: () => Promise<unknown>): void {

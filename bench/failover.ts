@@ -69,22 +69,32 @@ async function main() {
 
 		const firstOnSurvivor = new Map<string, { ms: number; node: string; trigger: string; scheduledAt: string }>();
 		let goneSeenMs: number | null = null;
-		await waitFor(async () => {
-			c.checkAlive(["api-1", "manager-1", ...WORKERS.filter((w) => w !== victim)]);
-			if (goneSeenMs === null && !(await c.workers()).some((w) => w.id === victim)) goneSeenMs = Date.now() - killedAt;
-			await Promise.all(
-				victimJobs
-					.filter((id) => !firstOnSurvivor.has(id))
-					.map(async (id) => {
-						const runs = (await c.api("GET", `/jobs/${id}/runs?limit=20`)).body as RunView[];
-						const moved = runs.filter((r) => r.node !== victim && r.startedAt !== null && Date.parse(r.startedAt) >= killedAt);
-						if (moved.length === 0) return;
-						const first = moved.reduce((a, b) => (Date.parse(a.startedAt!) <= Date.parse(b.startedAt!) ? a : b));
-						firstOnSurvivor.set(id, { ms: Date.parse(first.startedAt!) - killedAt, node: first.node!, trigger: first.trigger, scheduledAt: first.scheduledAt });
-					}),
-			);
-			return firstOnSurvivor.size === victimJobs.length;
-		}, 60_000, `${victim}'s jobs on the survivors`, 100);
+		await waitFor(
+			async () => {
+				c.checkAlive(["api-1", "manager-1", ...WORKERS.filter((w) => w !== victim)]);
+				if (goneSeenMs === null && !(await c.workers()).some((w) => w.id === victim)) goneSeenMs = Date.now() - killedAt;
+				await Promise.all(
+					victimJobs
+						.filter((id) => !firstOnSurvivor.has(id))
+						.map(async (id) => {
+							const runs = (await c.api("GET", `/jobs/${id}/runs?limit=20`)).body as RunView[];
+							const moved = runs.filter((r) => r.node !== victim && r.startedAt !== null && Date.parse(r.startedAt) >= killedAt);
+							if (moved.length === 0) return;
+							const first = moved.reduce((a, b) => (Date.parse(a.startedAt!) <= Date.parse(b.startedAt!) ? a : b));
+							firstOnSurvivor.set(id, {
+								ms: Date.parse(first.startedAt!) - killedAt,
+								node: first.node!,
+								trigger: first.trigger,
+								scheduledAt: first.scheduledAt,
+							});
+						}),
+				);
+				return firstOnSurvivor.size === victimJobs.length;
+			},
+			60_000,
+			`${victim}'s jobs on the survivors`,
+			100,
+		);
 		const times = [...firstOnSurvivor.values()].map((v) => v.ms).sort((a, b) => a - b);
 		const triggers: Record<string, number> = {};
 		for (const v of firstOnSurvivor.values()) triggers[v.trigger] = (triggers[v.trigger] ?? 0) + 1;
@@ -103,10 +113,15 @@ async function main() {
 
 		// Restart the victim, wait for the rebalancing and a few steady seconds.
 		c.start(victim, { SERVICES: "worker" });
-		await waitFor(() => {
-			c.checkAlive([victim]);
-			return c.started(victim);
-		}, 60_000, `${victim} restarted`, 100);
+		await waitFor(
+			() => {
+				c.checkAlive([victim]);
+				return c.started(victim);
+			},
+			60_000,
+			`${victim} restarted`,
+			100,
+		);
 		await waitFor(() => balanced(c, n), 60_000, "jobs balanced again", 200);
 		await sleep(3000);
 	}

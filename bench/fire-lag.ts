@@ -16,13 +16,18 @@ import { arg, pct, spawnRate } from "./common";
 import { loadConfig } from "../lib/config";
 import { createNode } from "../lib/runtime";
 
-
-
-
 async function measure(jobs: number, seconds: number) {
 	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "cronjob-bench-"));
 	fs.chmodSync(dataDir, 0o755);
-	const config = loadConfig({ CRONJOB_DATA_DIR: dataDir, CRONJOB_ADMIN_TOKEN: "bench", PORT: "0", LOG_LEVEL: "error", NODE_ID: "bench", SERVICES: "jobs,manager,worker", CRONJOB_PREFIRE_MS: arg("prefire-ms", "1000") });
+	const config = loadConfig({
+		CRONJOB_DATA_DIR: dataDir,
+		CRONJOB_ADMIN_TOKEN: "bench",
+		PORT: "0",
+		LOG_LEVEL: "error",
+		NODE_ID: "bench",
+		SERVICES: "jobs,manager,worker",
+		CRONJOB_PREFIRE_MS: arg("prefire-ms", "1000"),
+	});
 	const broker = createNode(config);
 	await broker.start();
 	const meta = { user: { id: "bench", name: "bench", admin: true } };
@@ -30,7 +35,9 @@ async function measure(jobs: number, seconds: number) {
 	// Created suspended (nothing fires while they are made), then all released at once: one update
 	// of the table and one jobs.changed, after which the manager assigns them in one go.
 	for (let i = 0; i < jobs; i++) {
-		const job = (await broker.call("jobs.createJob", { type: "command", schedule: "* * * * * *", executable: "true", suspended: true }, { meta })) as { id: string };
+		const job = (await broker.call("jobs.createJob", { type: "command", schedule: "* * * * * *", executable: "true", suspended: true }, { meta })) as {
+			id: string;
+		};
 		ids.push(job.id);
 	}
 	const jobsService = broker.getLocalService("jobs") as unknown as { adapter: { model: { update(values: object, opts: object): Promise<unknown> } } };
@@ -54,7 +61,12 @@ async function measure(jobs: number, seconds: number) {
 	let notSucceeded = 0;
 	let expected = 0;
 	for (const id of ids) {
-		const runs = (await broker.call("jobs.jobRuns", { id, limit: 1000 }, { meta })) as { scheduledAt: string; startedAt: string | null; status: string; error: string | null }[];
+		const runs = (await broker.call("jobs.jobRuns", { id, limit: 1000 }, { meta })) as {
+			scheduledAt: string;
+			startedAt: string | null;
+			status: string;
+			error: string | null;
+		}[];
 		for (const r of runs) {
 			const at = Date.parse(r.scheduledAt);
 			if (at < from || at >= to) continue;

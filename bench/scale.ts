@@ -24,7 +24,11 @@ const VICTIM = "worker-2";
 let cluster: BenchCluster | null = null;
 
 function assignmentsLogged(log: string): { moves: number; ms: number; detail?: string }[] {
-	return [...log.matchAll(/Assignment: (\d+) move\(s\) over \d+ worker\(s\) in (\d+) ms(?: \(([^)]*)\))?/g)].map((m) => ({ moves: Number(m[1]), ms: Number(m[2]), ...(m[3] ? { detail: m[3] } : {}) }));
+	return [...log.matchAll(/Assignment: (\d+) move\(s\) over \d+ worker\(s\) in (\d+) ms(?: \(([^)]*)\))?/g)].map((m) => ({
+		moves: Number(m[1]),
+		ms: Number(m[2]),
+		...(m[3] ? { detail: m[3] } : {}),
+	}));
 }
 
 async function statuses(c: BenchCluster, names: string[]): Promise<WorkerStatus[]> {
@@ -35,14 +39,19 @@ async function statuses(c: BenchCluster, names: string[]): Promise<WorkerStatus[
 async function settle(c: BenchCluster, names: string[], total: number, t0: number, timeoutMs: number) {
 	let assignedAllMs: number | null = null;
 	let last: WorkerStatus[] = [];
-	await waitFor(async () => {
-		c.checkAlive(["api-1", "manager-1", ...names]);
-		last = await statuses(c, names);
-		const assigned = last.reduce((s, w) => s + w.assigned, 0);
-		const loaded = last.reduce((s, w) => s + w.jobs, 0);
-		if (assignedAllMs === null && assigned === total) assignedAllMs = Date.now() - t0;
-		return assigned === total && loaded === total && last.every((w) => w.jobs === w.assigned);
-	}, timeoutMs, `${total} jobs on the crontabs of ${names.join(", ")}`, 100);
+	await waitFor(
+		async () => {
+			c.checkAlive(["api-1", "manager-1", ...names]);
+			last = await statuses(c, names);
+			const assigned = last.reduce((s, w) => s + w.assigned, 0);
+			const loaded = last.reduce((s, w) => s + w.jobs, 0);
+			if (assignedAllMs === null && assigned === total) assignedAllMs = Date.now() - t0;
+			return assigned === total && loaded === total && last.every((w) => w.jobs === w.assigned);
+		},
+		timeoutMs,
+		`${total} jobs on the crontabs of ${names.join(", ")}`,
+		100,
+	);
 	return { doneMs: Date.now() - t0, assignedAllMs, perWorker: Object.fromEntries(last.map((w) => [w.node, w.jobs])) };
 }
 
@@ -78,7 +87,14 @@ async function main() {
 	const allReconciles = assignmentsLogged(c.procs.get("manager-1")!.log());
 	// When the manager logged the reassignment, counted from the kill (its log lines carry the time).
 	const day = new Date(killedAt).toISOString().slice(0, 10);
-	const loggedAt = [...c.procs.get("manager-1")!.log().matchAll(/\[(\d\d:\d\d:\d\d\.\d+Z)\][^\n]*Assignment: (\d+) move/g)].map((m) => ({ moves: Number(m[2]), sinceKillMs: Date.parse(`${day}T${m[1]}`) - killedAt })).filter((x) => x.sinceKillMs >= 0);
+	const loggedAt = [
+		...c.procs
+			.get("manager-1")!
+			.log()
+			.matchAll(/\[(\d\d:\d\d:\d\d\.\d+Z)\][^\n]*Assignment: (\d+) move/g),
+	]
+		.map((m) => ({ moves: Number(m[2]), sinceKillMs: Date.parse(`${day}T${m[1]}`) - killedAt }))
+		.filter((x) => x.sinceKillMs >= 0);
 	const afterMemory = memory(c, survivors);
 
 	const peak = Math.max(...Object.values({ ...loadedMemory, ...afterMemory }).map((m) => m?.peakRssMb ?? 0));

@@ -15,7 +15,10 @@ async function main() {
 	const broker = createNode(config);
 	await broker.start();
 	if (repl) broker.repl();
-	else broker.logger.info(`distributed-cronjob node ${config.nodeId} runs ${config.services.join(", ")}` + (config.services.includes("api") ? ` on port ${config.port}` : ""));
+	else
+		broker.logger.info(
+			`distributed-cronjob node ${config.nodeId} runs ${config.services.join(", ")}` + (config.services.includes("api") ? ` on port ${config.port}` : ""),
+		);
 }
 
 main().catch((err) => {

@@ -212,14 +212,7 @@ export class ArtifactCache {
 			if (entry && (await this.checkCached(digest, entry))) {
 				if (expectedSize !== undefined && entry.size !== expectedSize) {
 					const url = this.store.urlFor(digest);
-					throw new ArtifactIntegrityError(
-						`content of ${url} is ${entry.size} bytes, expected ${expectedSize}`,
-						digest,
-						url,
-						digest,
-						entry.size,
-						expectedSize,
-					);
+					throw new ArtifactIntegrityError(`content of ${url} is ${entry.size} bytes, expected ${expectedSize}`, digest, url, digest, entry.size, expectedSize);
 				}
 				this.counters.hits++;
 				await this.touch(digest, entry);
@@ -333,9 +326,7 @@ export class ArtifactCache {
 	 */
 	private evictNow(): { digests: string[]; done: Promise<unknown> } {
 		const now = this.clock.now();
-		const evictable = [...this.entries.entries()]
-			.filter(([d]) => !this.holds.has(d) && !this.inflight.has(d))
-			.sort((a, b) => a[1].lastUsed - b[1].lastUsed);
+		const evictable = [...this.entries.entries()].filter(([d]) => !this.holds.has(d) && !this.inflight.has(d)).sort((a, b) => a[1].lastUsed - b[1].lastUsed);
 		let total = 0;
 		for (const e of this.entries.values()) total += e.size;
 		const out: string[] = [];

@@ -24,12 +24,7 @@ function cmp(a: string, b: string): number {
 	return a < b ? -1 : a > b ? 1 : 0;
 }
 
-export function planAssignment(
-	current: Map<string, string[]>,
-	jobIds: string[],
-	liveWorkers: string[],
-	opts: PlanOptions = {},
-): AssignmentMove[] {
+export function planAssignment(current: Map<string, string[]>, jobIds: string[], liveWorkers: string[], opts: PlanOptions = {}): AssignmentMove[] {
 	const excluded = new Set(opts.excluded ?? []);
 	const live = new Set(liveWorkers);
 	const eligible = [...live].filter((w) => !excluded.has(w)).sort(cmp);

@@ -72,7 +72,10 @@ function str(env: NodeJS.ProcessEnv, name: string): string | null {
 /** `SERVICES=api,jobs`: `jobs` brings `users` along (it owns the users table beside jobs and runs). */
 export function parseServices(raw: string | null): ServiceName[] {
 	if (raw === "none") return [];
-	const names = (raw ?? "api,jobs,manager,worker").split(",").map((s) => s.trim()).filter(Boolean);
+	const names = (raw ?? "api,jobs,manager,worker")
+		.split(",")
+		.map((s) => s.trim())
+		.filter(Boolean);
 	const out = new Set<ServiceName>();
 	for (const n of names) {
 		if (!(ALL_SERVICES as readonly string[]).includes(n)) throw new Error(`SERVICES: unknown service ${JSON.stringify(n)} (known: ${ALL_SERVICES.join(", ")})`);
@@ -107,7 +110,10 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config 
 		namespace: str(env, "NAMESPACE") ?? "",
 		logLevel: str(env, "LOG_LEVEL") ?? "info",
 		defaultRunUser: str(env, "CRONJOB_RUN_USER") ?? "nobody",
-		userRunAs: (str(env, "CRONJOB_USER_RUN_AS") ?? str(env, "CRONJOB_RUN_USER") ?? "nobody").split(",").map((u) => u.trim()).filter(Boolean),
+		userRunAs: (str(env, "CRONJOB_USER_RUN_AS") ?? str(env, "CRONJOB_RUN_USER") ?? "nobody")
+			.split(",")
+			.map((u) => u.trim())
+			.filter(Boolean),
 		maxUploadBytes: int(env, "CRONJOB_MAX_UPLOAD_BYTES", 16 * 1024 * 1024),
 		maxOutputBytes: int(env, "CRONJOB_MAX_OUTPUT_BYTES", 64 * 1024),
 		clockSkewBoundMs: int(env, "CRONJOB_CLOCK_SKEW_MS", 1000),

@@ -15,16 +15,7 @@
  * - watchers and leadership handlers fire asynchronously, never inside the mutating call.
  */
 import { unavailable } from "./errors";
-import type {
-	AssignmentMove,
-	Candidacy,
-	Claim,
-	ConnectionState,
-	Coordination,
-	LeadershipHandlers,
-	StateChange,
-	WorkerRegistration,
-} from "./coordination";
+import type { AssignmentMove, Candidacy, Claim, ConnectionState, Coordination, LeadershipHandlers, StateChange, WorkerRegistration } from "./coordination";
 
 interface WorkerNode {
 	owner: MemoryCoordination;

@@ -71,7 +71,8 @@ export async function checkpoint(seq: Sequelize): Promise<void> {
 export function isConnectionError(err: unknown): boolean {
 	const e = err as { name?: string; original?: { code?: string }; parent?: { code?: string }; code?: string };
 	const name = e?.name ?? "";
-	if (/Sequelize(Connection|ConnectionRefused|HostNotFound|HostNotReachable|ConnectionTimedOut|ConnectionAcquireTimeout|AccessDenied)Error/.test(name)) return true;
+	if (/Sequelize(Connection|ConnectionRefused|HostNotFound|HostNotReachable|ConnectionTimedOut|ConnectionAcquireTimeout|AccessDenied)Error/.test(name))
+		return true;
 	const code = e?.original?.code ?? e?.parent?.code ?? e?.code ?? "";
 	return ["ECONNREFUSED", "ECONNRESET", "PROTOCOL_CONNECTION_LOST", "ETIMEDOUT", "EPIPE", "ER_SERVER_SHUTDOWN", "SQLITE_BUSY"].includes(code);
 }
@@ -121,4 +122,13 @@ export async function syncModel(model: ModelStatic<Model>, attempts = 5): Promis
  * moleculer-db's generic CRUD actions, switched off: the services publish their own actions with
  * ownership checks and validation, and the tables are not reachable any other way.
  */
-export const NO_GENERIC_DB_ACTIONS = { find: false, count: false, list: false, insert: false, update: false, remove: false, get: false, create: false } as const;
+export const NO_GENERIC_DB_ACTIONS = {
+	find: false,
+	count: false,
+	list: false,
+	insert: false,
+	update: false,
+	remove: false,
+	get: false,
+	create: false,
+} as const;

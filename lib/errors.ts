@@ -44,7 +44,10 @@ export function unavailable(backend: string, cause?: unknown) {
 
 /** A plain validation failure from the pure modules, turned into invalidField at the service edge. */
 export class FieldError extends Error {
-	constructor(public readonly field: string, message: string) {
+	constructor(
+		public readonly field: string,
+		message: string,
+	) {
 		super(message);
 		this.name = "FieldError";
 	}

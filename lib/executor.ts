@@ -136,9 +136,7 @@ export function effectiveRunUser(opts: {
 }): string | null {
 	if (opts.processIsRoot) return opts.runAs ?? opts.defaultUser;
 	if (opts.runAs === null || opts.runAs === opts.currentUser) return null;
-	throw new Error(
-		`the job must run as "${opts.runAs}" but this worker runs as "${opts.currentUser}" without root privileges and cannot switch users`,
-	);
+	throw new Error(`the job must run as "${opts.runAs}" but this worker runs as "${opts.currentUser}" without root privileges and cannot switch users`);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -353,14 +351,19 @@ async function groupHasLiveMembers(pgid: number): Promise<boolean> {
  * cancellation come back as results. `onStart` is called once with the start time and pid
  * (which is also the process group id) when the process has started; not at all if it never did.
  */
-export async function runProcess(
-	spec: ExecSpec,
-	onStart?: (startedAt: number, pid: number) => void,
-	clock: Clock = systemClock(),
-): Promise<ExecResult> {
+export async function runProcess(spec: ExecSpec, onStart?: (startedAt: number, pid: number) => void, clock: Clock = systemClock()): Promise<ExecResult> {
 	const notStarted = (error: string): ExecResult => {
 		const t = clock.now();
-		return { status: "failed", exitCode: null, signal: null, output: "", startedAt: t, finishedAt: t, error, ...(spec.releaseAt != null ? { released: false } : {}) };
+		return {
+			status: "failed",
+			exitCode: null,
+			signal: null,
+			output: "",
+			startedAt: t,
+			finishedAt: t,
+			error,
+			...(spec.releaseAt != null ? { released: false } : {}),
+		};
 	};
 	if (spec.signal?.aborted) return notStarted(`${abortReasonText(spec.signal)} (before start)`);
 
@@ -383,12 +386,7 @@ export async function runProcess(
 	}
 }
 
-function supervise(
-	spec: ExecSpec,
-	prepared: Prepared,
-	onStart: ((startedAt: number, pid: number) => void) | undefined,
-	clock: Clock,
-): Promise<ExecResult> {
+function supervise(spec: ExecSpec, prepared: Prepared, onStart: ((startedAt: number, pid: number) => void) | undefined, clock: Clock): Promise<ExecResult> {
 	const grace = Math.max(0, spec.killGraceMs ?? DEFAULT_KILL_GRACE_MS);
 	const tail = new TailBuffer(Math.max(0, spec.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES));
 	const attemptAt = clock.now();

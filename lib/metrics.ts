@@ -26,7 +26,10 @@ export const METRICS = {
 export const FIRE_LAG_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 /** Register a metric once per broker (two services of one broker may ask); no-op without metrics. */
-export function registerMetric(broker: ServiceBroker, opts: { type: string; name: string; description: string; unit?: string; labelNames?: string[]; buckets?: number[] }): void {
+export function registerMetric(
+	broker: ServiceBroker,
+	opts: { type: string; name: string; description: string; unit?: string; labelNames?: string[]; buckets?: number[] },
+): void {
 	if (!broker.isMetricsEnabled() || broker.metrics.getMetric(opts.name)) return;
 	broker.metrics.register(opts as Parameters<ServiceBroker["metrics"]["register"]>[0]);
 }

@@ -129,4 +129,3 @@ export class LocalObjectStore implements ObjectStore {
 function isErrno(err: unknown, code: string): boolean {
 	return !!err && typeof err === "object" && (err as NodeJS.ErrnoException).code === code;
 }
-

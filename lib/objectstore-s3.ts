@@ -10,22 +10,9 @@
  * ObjectStoreUnavailable (transient) instead of hanging a request or a run.
  */
 import { Readable, PassThrough } from "node:stream";
-import {
-	GetObjectCommand,
-	HeadBucketCommand,
-	HeadObjectCommand,
-	PutObjectCommand,
-	S3Client,
-} from "@aws-sdk/client-s3";
+import { GetObjectCommand, HeadBucketCommand, HeadObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { FieldError } from "./errors";
-import {
-	assertDigest,
-	ObjectNotFound,
-	ObjectStoreError,
-	ObjectStoreUnavailable,
-	type ObjectStore,
-	type StoredObject,
-} from "./objectstore";
+import { assertDigest, ObjectNotFound, ObjectStoreError, ObjectStoreUnavailable, type ObjectStore, type StoredObject } from "./objectstore";
 import { sha256Hex } from "./upload";
 
 export interface S3ObjectStoreConfig {

@@ -64,7 +64,10 @@ export class ObjectStoreUnavailable extends ObjectStoreError {
 
 /** No object under that digest (S3 NoSuchKey / 404, or a missing file). */
 export class ObjectNotFound extends ObjectStoreError {
-	constructor(public readonly digest: string, public readonly url: string) {
+	constructor(
+		public readonly digest: string,
+		public readonly url: string,
+	) {
 		super(`object ${url} not found`);
 		this.name = "ObjectNotFound";
 	}

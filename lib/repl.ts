@@ -26,8 +26,14 @@ export function replCommands(out: (text: string) => void = print): ReplCommand[]
 			description: "List jobs (newest first): id, status, schedule, worker, next run",
 			options: [{ option: "-s, --status <status>", description: "scheduled, finished or error" }],
 			async action(broker, args) {
-				const jobs = (await broker.call("jobs.listJobs", { limit: 1000, ...(args.status ? { status: String(args.status) } : {}) }, { meta: OPERATOR })) as Record<string, unknown>[];
-				out(jobs.map((j) => [j.id, j.status, JSON.stringify(j.schedule), j.timezone, j.worker ?? "-", j.nextRunAt ?? "-"].join("\t")).join("\n") || "(no jobs)");
+				const jobs = (await broker.call(
+					"jobs.listJobs",
+					{ limit: 1000, ...(args.status ? { status: String(args.status) } : {}) },
+					{ meta: OPERATOR },
+				)) as Record<string, unknown>[];
+				out(
+					jobs.map((j) => [j.id, j.status, JSON.stringify(j.schedule), j.timezone, j.worker ?? "-", j.nextRunAt ?? "-"].join("\t")).join("\n") || "(no jobs)",
+				);
 			},
 		},
 		{
@@ -35,7 +41,10 @@ export function replCommands(out: (text: string) => void = print): ReplCommand[]
 			description: "List live workers with their job counts and clock offsets",
 			async action(broker) {
 				const workers = (await broker.call("manager.workers", {})) as Record<string, unknown>[];
-				out(workers.map((w) => [w.id, `jobs=${w.jobs}`, `clockOffsetMs=${w.clockOffsetMs}`, w.clockOk ? "clock ok" : "CLOCK OFF"].join("\t")).join("\n") || "(no workers)");
+				out(
+					workers.map((w) => [w.id, `jobs=${w.jobs}`, `clockOffsetMs=${w.clockOffsetMs}`, w.clockOk ? "clock ok" : "CLOCK OFF"].join("\t")).join("\n") ||
+						"(no workers)",
+				);
 			},
 		},
 		{

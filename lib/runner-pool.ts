@@ -48,7 +48,11 @@ export class RunnerPool {
 	}
 
 	private start(): Runner {
-		const child = fork(this.script, [], { stdio: ["ignore", "inherit", "inherit", "ipc"], serialization: "advanced", env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
+		const child = fork(this.script, [], {
+			stdio: ["ignore", "inherit", "inherit", "ipc"],
+			serialization: "advanced",
+			env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+		});
 		const runner: Runner = { child, inflight: 0, alive: true };
 		child.on("message", (msg: RunnerReply) => {
 			if (msg?.type !== "result") return;
@@ -65,7 +69,15 @@ export class RunnerPool {
 				if (p.runner !== runner) continue;
 				this.pending.delete(id);
 				const t = Date.now();
-				p.resolve({ status: "failed", exitCode: null, signal: null, output: "", startedAt: p.startedAt, finishedAt: t, error: `the runner process exited (${signal ?? code}) during the run` });
+				p.resolve({
+					status: "failed",
+					exitCode: null,
+					signal: null,
+					output: "",
+					startedAt: p.startedAt,
+					finishedAt: t,
+					error: `the runner process exited (${signal ?? code}) during the run`,
+				});
 			}
 			if (!this.closed) {
 				this.log(`runner ${child.pid} exited (${signal ?? code}); starting another`);
@@ -81,7 +93,16 @@ export class RunnerPool {
 		const { signal, ...plain } = spec;
 		const live = this.runners.filter((r) => r.alive && r.child.connected);
 		const now = Date.now();
-		if (this.closed || live.length === 0) return Promise.resolve({ status: "failed", exitCode: null, signal: null, output: "", startedAt: now, finishedAt: now, error: "no runner process is available" });
+		if (this.closed || live.length === 0)
+			return Promise.resolve({
+				status: "failed",
+				exitCode: null,
+				signal: null,
+				output: "",
+				startedAt: now,
+				finishedAt: now,
+				error: "no runner process is available",
+			});
 		const runner = live.reduce((a, b) => (b.inflight < a.inflight ? b : a));
 		const id = ++this.seq;
 		return new Promise<ExecResult>((resolve) => {
@@ -90,7 +111,8 @@ export class RunnerPool {
 			runner.child.send({ type: "run", id, spec: plain } satisfies RunnerRequest);
 			if (signal) {
 				const onAbort = () => {
-					if (this.pending.has(id) && runner.child.connected) runner.child.send({ type: "abort", id, reason: String(signal.reason ?? "cancelled") } satisfies RunnerRequest);
+					if (this.pending.has(id) && runner.child.connected)
+						runner.child.send({ type: "abort", id, reason: String(signal.reason ?? "cancelled") } satisfies RunnerRequest);
 				};
 				if (signal.aborted) onAbort();
 				else signal.addEventListener("abort", onAbort, { once: true });

@@ -230,9 +230,7 @@ export function parseSchedule(expr: string): ParsedSchedule {
 	}
 	const parts = text.split(/\s+/);
 	if (parts.length !== 5 && parts.length !== 6) {
-		fail(
-			`schedule must have 5 fields (minute hour day-of-month month day-of-week) or 6 with a leading seconds field; got ${parts.length} in ${ctx}`,
-		);
+		fail(`schedule must have 5 fields (minute hour day-of-month month day-of-week) or 6 with a leading seconds field; got ${parts.length} in ${ctx}`);
 	}
 	const hasSeconds = parts.length === 6;
 	const six = hasSeconds ? parts : ["0", ...parts];
@@ -293,15 +291,32 @@ export function loadTimeZone(tz: string): TimeZone {
 	return {
 		name,
 		offsetAt(ms: number): number {
-			let y = 1970, mo = 1, d = 1, h = 0, mi = 0, s = 0;
+			let y = 1970,
+				mo = 1,
+				d = 1,
+				h = 0,
+				mi = 0,
+				s = 0;
 			for (const p of dtf.formatToParts(ms)) {
 				switch (p.type) {
-					case "year": y = Number(p.value); break;
-					case "month": mo = Number(p.value); break;
-					case "day": d = Number(p.value); break;
-					case "hour": h = Number(p.value) % 24; break;
-					case "minute": mi = Number(p.value); break;
-					case "second": s = Number(p.value); break;
+					case "year":
+						y = Number(p.value);
+						break;
+					case "month":
+						mo = Number(p.value);
+						break;
+					case "day":
+						d = Number(p.value);
+						break;
+					case "hour":
+						h = Number(p.value) % 24;
+						break;
+					case "minute":
+						mi = Number(p.value);
+						break;
+					case "second":
+						s = Number(p.value);
+						break;
 				}
 			}
 			const wholeSecond = ms - (((ms % 1000) + 1000) % 1000);
@@ -432,13 +447,7 @@ function latestBetween(ps: ParsedSchedule, zone: TimeZone, fromMs: number, until
  * The search widens a window back from untilMs, so the cost is about proportional to `max`,
  * not to the length of the outage.
  */
-export function fireTimesBetween(
-	expr: string | ParsedSchedule,
-	timezone: string | TimeZone,
-	afterMs: number,
-	untilMs: number,
-	max: number,
-): number[] {
+export function fireTimesBetween(expr: string | ParsedSchedule, timezone: string | TimeZone, afterMs: number, untilMs: number, max: number): number[] {
 	checkMs("afterMs", afterMs);
 	checkMs("untilMs", untilMs);
 	const ps = toParsed(expr);

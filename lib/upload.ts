@@ -24,7 +24,11 @@ const FIELD = "executable";
 
 /** The upload is larger than allowed; `limit` and `size` are in decoded bytes (maps to 413). */
 export class TooLargeError extends FieldError {
-	constructor(public readonly limit: number, public readonly size: number, field = FIELD) {
+	constructor(
+		public readonly limit: number,
+		public readonly size: number,
+		field = FIELD,
+	) {
 		super(field, `${field} is larger than the limit of ${limit} bytes (${size} bytes)`);
 		this.name = "TooLargeError";
 	}

@@ -47,7 +47,10 @@ function parseJson<T>(raw: string | null, fallback: T): T {
 }
 
 /** The next fire time is derived, not stored: from the schedule, at read time. */
-export function nextRunAt(row: Pick<JobRow, "status" | "suspended" | "deletedAt" | "recurring" | "lastRun" | "schedule" | "timezone" | "lastScheduledAt">, now: number): number | null {
+export function nextRunAt(
+	row: Pick<JobRow, "status" | "suspended" | "deletedAt" | "recurring" | "lastRun" | "schedule" | "timezone" | "lastScheduledAt">,
+	now: number,
+): number | null {
 	if (row.status === "finished" || row.suspended || row.deletedAt !== null) return null;
 	if (!row.recurring && row.lastRun) return null;
 	try {

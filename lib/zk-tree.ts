@@ -31,8 +31,11 @@ export async function removeZkTree(connectionString: string, root: string, timeo
 	const client = await connectZk(connectionString);
 	const NO_NODE = zookeeper.Exception.NO_NODE;
 	const children = (p: string) =>
-		new Promise<string[]>((resolve, reject) => client.getChildren(p, (err, kids) => (err ? (zkErrorCode(err) === NO_NODE ? resolve([]) : reject(err)) : resolve(kids))));
-	const remove = (p: string) => new Promise<void>((resolve, reject) => client.remove(p, -1, (err) => (err && zkErrorCode(err) !== NO_NODE ? reject(err) : resolve())));
+		new Promise<string[]>((resolve, reject) =>
+			client.getChildren(p, (err, kids) => (err ? (zkErrorCode(err) === NO_NODE ? resolve([]) : reject(err)) : resolve(kids))),
+		);
+	const remove = (p: string) =>
+		new Promise<void>((resolve, reject) => client.remove(p, -1, (err) => (err && zkErrorCode(err) !== NO_NODE ? reject(err) : resolve())));
 	const removeTree = async (p: string): Promise<void> => {
 		const kids = await children(p);
 		for (let i = 0; i < kids.length; i += 500) await Promise.all(kids.slice(i, i + 500).map((k) => removeTree(`${p}/${k}`)));

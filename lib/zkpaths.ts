@@ -56,7 +56,7 @@ export function normalizeRoot(root: string = DEFAULT_ROOT): string {
 	if (trimmed === "/") throw new Error("coordination root must not be /");
 	const segments = trimmed.slice(1).split("/");
 	for (const s of segments) {
-		if (s === "" || s === "." || s === ".." || s === "zookeeper" && segments.length === 1 || /[\u0000-\u001f\u007f]/.test(s)) {
+		if (s === "" || s === "." || s === ".." || (s === "zookeeper" && segments.length === 1) || /[\u0000-\u001f\u007f]/.test(s)) {
 			throw new Error(`invalid coordination root "${root}"`);
 		}
 	}

@@ -30,16 +30,7 @@ import * as zookeeper from "node-zookeeper-client";
 import type { Client, Stat } from "node-zookeeper-client";
 import type { Service } from "moleculer";
 import { unavailable } from "../lib/errors";
-import type {
-	AssignmentMove,
-	Candidacy,
-	Claim,
-	ConnectionState,
-	Coordination,
-	LeadershipHandlers,
-	StateChange,
-	WorkerRegistration,
-} from "../lib/coordination";
+import type { AssignmentMove, Candidacy, Claim, ConnectionState, Coordination, LeadershipHandlers, StateChange, WorkerRegistration } from "../lib/coordination";
 import { bySequence, decodeId, parseClaimName, parseElectionName, ZkPaths } from "../lib/zkpaths";
 import { CoordinationMixin } from "./coordination.mixin";
 
@@ -231,7 +222,9 @@ export class ZookeeperCoordination implements Coordination {
 		for (const c of this.candidacies) await c.enter(client, gen);
 		if (gen !== this.generation) throw new CoordinationUnavailable("superseded");
 		this.readyGeneration = gen;
-		this.log.info(`ZooKeeper session ${client.getSessionId().toString("hex")} ready (timeout ${client.getSessionTimeout()} ms${newSession ? ", new session after expiry" : ""})`);
+		this.log.info(
+			`ZooKeeper session ${client.getSessionId().toString("hex")} ready (timeout ${client.getSessionTimeout()} ms${newSession ? ", new session after expiry" : ""})`,
+		);
 		this.setState("connected", newSession, true);
 		for (const c of this.candidacies) c.schedule();
 		this.rearmWatches();

@@ -140,7 +140,12 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 					};
 					await Promise.all([ask("jobs", "jobs.health"), ask("manager", "manager.health"), ask("worker", "worker.health")]);
 					if (!ok) ctx.meta.$statusCode = 503;
-					return { status: ok && warnings.length === 0 ? "ok" : "degraded", node: this.broker.nodeID, backends, ...(warnings.length > 0 ? { warnings: [...new Set(warnings)] } : {}) };
+					return {
+						status: ok && warnings.length === 0 ? "ok" : "degraded",
+						node: this.broker.nodeID,
+						backends,
+						...(warnings.length > 0 ? { warnings: [...new Set(warnings)] } : {}),
+					};
 				},
 			},
 		},

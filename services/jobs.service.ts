@@ -186,7 +186,16 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					if (!user.admin) where.owner = user.id;
 					if (ctx.params.status) where.status = ctx.params.status;
 					const rows = await this.guard(() =>
-						this.adapter.model.findAll({ where, order: [["createdAt", "DESC"], ["id", "ASC"]], limit: ctx.params.limit ?? 100, offset: ctx.params.offset ?? 0, raw: true }),
+						this.adapter.model.findAll({
+							where,
+							order: [
+								["createdAt", "DESC"],
+								["id", "ASC"],
+							],
+							limit: ctx.params.limit ?? 100,
+							offset: ctx.params.offset ?? 0,
+							raw: true,
+						}),
 					);
 					return (rows as unknown as JobRow[]).map((r) => jobView(r, clock.now()));
 				},
@@ -273,7 +282,16 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				async handler(this: JobsThis, ctx: Ctx<{ id: string; limit?: number; offset?: number }>) {
 					const job = await this.findOwned(ctx, ctx.params.id);
 					const rows = await this.guard(() =>
-						this.runs.findAll({ where: { jobId: job.id }, order: [["scheduledAt", "DESC"], ["attempt", "DESC"]], limit: ctx.params.limit ?? 100, offset: ctx.params.offset ?? 0, raw: true }),
+						this.runs.findAll({
+							where: { jobId: job.id },
+							order: [
+								["scheduledAt", "DESC"],
+								["attempt", "DESC"],
+							],
+							limit: ctx.params.limit ?? 100,
+							offset: ctx.params.offset ?? 0,
+							raw: true,
+						}),
 					);
 					return (rows as unknown as RunRow[]).map(runView);
 				},
@@ -522,7 +540,11 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 								const [, meta] = (await db.query(
 									// SIGNAL is a reserved word in MySQL/MariaDB: quoted (SQLite takes backticks too).
 									"UPDATE runs SET status = ?, exitCode = ?, `signal` = ?, output = ?, startedAt = ?, finishedAt = ?, error = ? WHERE id = ? AND status = 'running'",
-									{ replacements: [r.status, r.exitCode, r.signal, r.output, r.startedAt, r.finishedAt, r.error, r.runId], transaction, type: QueryTypes.UPDATE },
+									{
+										replacements: [r.status, r.exitCode, r.signal, r.output, r.startedAt, r.finishedAt, r.error, r.runId],
+										transaction,
+										type: QueryTypes.UPDATE,
+									},
 								)) as unknown as [unknown, number];
 								const n = Number(meta ?? 0);
 								written.push(n > 0);
@@ -530,14 +552,24 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 								if (n > 0 && (!prev || prev.finishedAt <= r.finishedAt)) lastByJob.set(r.jobId, r);
 							}
 							for (const [jobId, r] of lastByJob) {
-								const lastRun = JSON.stringify({ id: r.runId, status: r.status, scheduledAt: iso(r.scheduledAt), finishedAt: iso(r.finishedAt), exitCode: r.exitCode });
-								const status = r.willRetry || r.status === "skipped" ? null : jobStatusAfterRun({ recurring: r.recurring, status: "scheduled" }, r.status, false);
-								// A deleted job keeps its status (finished); a pending retry leaves it as it is.
-								await db.query("UPDATE jobs SET lastRun = ?, updatedAt = ?, status = CASE WHEN deletedAt IS NULL AND ? IS NOT NULL THEN ? ELSE status END WHERE id = ?", {
-									replacements: [lastRun, clock.now(), status, status, jobId],
-									transaction,
-									type: QueryTypes.UPDATE,
+								const lastRun = JSON.stringify({
+									id: r.runId,
+									status: r.status,
+									scheduledAt: iso(r.scheduledAt),
+									finishedAt: iso(r.finishedAt),
+									exitCode: r.exitCode,
 								});
+								const status =
+									r.willRetry || r.status === "skipped" ? null : jobStatusAfterRun({ recurring: r.recurring, status: "scheduled" }, r.status, false);
+								// A deleted job keeps its status (finished); a pending retry leaves it as it is.
+								await db.query(
+									"UPDATE jobs SET lastRun = ?, updatedAt = ?, status = CASE WHEN deletedAt IS NULL AND ? IS NOT NULL THEN ? ELSE status END WHERE id = ?",
+									{
+										replacements: [lastRun, clock.now(), status, status, jobId],
+										transaction,
+										type: QueryTypes.UPDATE,
+									},
+								);
 								if (status === "finished") finishedJobs.push(jobId);
 							}
 						}),
@@ -623,7 +655,11 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				const user = this.requireUser(ctx);
 				const row = (await this.guard(() => this.adapter.model.findByPk(id, { raw: true }))) as unknown as JobRow | null;
 				if (!row || (!user.admin && row.owner !== user.id)) throw notFound("Job", id);
-				return { ...row, lastScheduledAt: row.lastScheduledAt === null ? null : Number(row.lastScheduledAt), deletedAt: row.deletedAt === null ? null : Number(row.deletedAt) };
+				return {
+					...row,
+					lastScheduledAt: row.lastScheduledAt === null ? null : Number(row.lastScheduledAt),
+					deletedAt: row.deletedAt === null ? null : Number(row.deletedAt),
+				};
 			},
 
 			/** Database faults become 503 (retryable); everything else passes through. */

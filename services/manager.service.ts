@@ -70,9 +70,7 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 				async handler(this: ManagerThis) {
 					const [workers, assignments] = await Promise.all([this.coordination.listWorkers(), this.coordination.allAssignments()]);
 					const skewed = new Set(this.skewed(workers));
-					return workers
-						.map((w) => ({ ...w, jobs: assignments.get(w.id)?.length ?? 0, clockOk: !skewed.has(w.id) }))
-						.sort((a, b) => (a.id < b.id ? -1 : 1));
+					return workers.map((w) => ({ ...w, jobs: assignments.get(w.id)?.length ?? 0, clockOk: !skewed.has(w.id) })).sort((a, b) => (a.id < b.id ? -1 : 1));
 				},
 			},
 
@@ -258,7 +256,10 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 					// TIDY_DELAY_MS later, so that the survivors read their new assignment from an idle
 					// ZooKeeper. The jobs' `worker` column (display only) is written in order behind the
 					// reconciles, so that a failover right after a large reassignment does not wait for it.
-					const { first, cleanup } = splitForFailover(moves, workers.map((w) => w.id));
+					const { first, cleanup } = splitForFailover(
+						moves,
+						workers.map((w) => w.id),
+					);
 					await this.coordination.applyMoves(first);
 					readyMs = clock.now() - tPlan;
 					if (cleanup.length > 0) {
@@ -273,7 +274,7 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 					}
 					const display = workersAfter(current, moves);
 					this.recording = this.recording.then(async () => {
-						for (let i = 0; i < display.length; ) {
+						for (let i = 0; i < display.length;) {
 							try {
 								await this.broker.call("jobs.setWorkers", { moves: display.slice(i, i + PAGE) });
 								i += PAGE;
@@ -290,7 +291,10 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 				}
 				this.stats.reconciles++;
 				this.stats.lastReconcileMs = clock.now() - t0;
-				if (moves.length > 0) this.logger.info(`Assignment: ${moves.length} move(s) over ${workers.length} worker(s) in ${this.stats.lastReconcileMs} ms (read ${tRead - t0} ms, plan ${tPlan - tRead} ms, ready for the workers in ${readyMs} ms)`);
+				if (moves.length > 0)
+					this.logger.info(
+						`Assignment: ${moves.length} move(s) over ${workers.length} worker(s) in ${this.stats.lastReconcileMs} ms (read ${tRead - t0} ms, plan ${tPlan - tRead} ms, ready for the workers in ${readyMs} ms)`,
+					);
 			},
 		},
 

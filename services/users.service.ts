@@ -75,7 +75,9 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 				visibility: "public",
 				params: { token: { type: "string", min: 1, max: 512 } },
 				async handler(this: UsersThis, ctx: Ctx<{ token: string }>): Promise<AuthUser | null> {
-					const row = (await this.guard(() => this.adapter.model.findOne({ where: { tokenHash: hashToken(ctx.params.token) }, raw: true }))) as unknown as UserRow | null;
+					const row = (await this.guard(() =>
+						this.adapter.model.findOne({ where: { tokenHash: hashToken(ctx.params.token) }, raw: true }),
+					)) as unknown as UserRow | null;
 					return row ? { id: row.id, name: row.name, admin: !!row.admin } : null;
 				},
 			},

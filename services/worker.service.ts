@@ -183,7 +183,13 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 					return formatCrontab(
 						this.crontab.entries().map((e) => {
 							const j = this.jobs.get(e.jobId);
-							return { id: e.jobId, schedule: j?.schedule ?? "?", timezone: j?.timezone ?? "UTC", nextAt: e.at, command: j ? (j.type === "command" ? j.executable : `${j.type} ${j.executable}`) : "?" };
+							return {
+								id: e.jobId,
+								schedule: j?.schedule ?? "?",
+								timezone: j?.timezone ?? "UTC",
+								nextAt: e.at,
+								command: j ? (j.type === "command" ? j.executable : `${j.type} ${j.executable}`) : "?",
+							};
 						}),
 					);
 				},
@@ -194,7 +200,20 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				handler(this: WorkerThis) {
 					let running = 0;
 					for (const s of this.running.values()) running += s.size;
-					return { node: this.broker.nodeID, jobs: this.crontab.size, assigned: this.assigned.size, running, processes: this.slots.running, queued: this.slots.queued, pendingResults: this.outbox.length, fireStagesMs: this.stages.summary(), pendingFires: [...this.unstarted.values()].reduce((n, f) => n + f.length, 0), coordination: this.coordination.state(), registration: this.registration, stats: this.stats };
+					return {
+						node: this.broker.nodeID,
+						jobs: this.crontab.size,
+						assigned: this.assigned.size,
+						running,
+						processes: this.slots.running,
+						queued: this.slots.queued,
+						pendingResults: this.outbox.length,
+						fireStagesMs: this.stages.summary(),
+						pendingFires: [...this.unstarted.values()].reduce((n, f) => n + f.length, 0),
+						coordination: this.coordination.state(),
+						registration: this.registration,
+						stats: this.stats,
+					};
 				},
 			},
 
@@ -272,7 +291,10 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 								removed.push(id);
 							}
 						}
-						if (removed.length > 0) await this.reviewHeldUnassigned(removed).catch((err) => this.logger.warn("Cannot review the held fires of unassigned jobs:", (err as Error).message));
+						if (removed.length > 0)
+							await this.reviewHeldUnassigned(removed).catch((err) =>
+								this.logger.warn("Cannot review the held fires of unassigned jobs:", (err as Error).message),
+							);
 						const added = ids.filter((id) => !this.assigned.has(id));
 						for (const id of added) this.assigned.add(id);
 						if (added.length > 0) {
@@ -415,7 +437,8 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			 */
 			async recoverInflight(this: WorkerThis, ids: string[]) {
 				const runs: { id: string; jobId: string; scheduledAt: number; attempt: number; trigger: RunTrigger; node: string | null }[] = [];
-				for (let i = 0; i < ids.length; i += 10_000) runs.push(...((await this.broker.call("jobs.inflight", { jobIds: ids.slice(i, i + 10_000) })) as typeof runs));
+				for (let i = 0; i < ids.length; i += 10_000)
+					runs.push(...((await this.broker.call("jobs.inflight", { jobIds: ids.slice(i, i + 10_000) })) as typeof runs));
 				if (runs.length === 0) return;
 				const jobs = new Map(((await this.broker.call("jobs.byIds", { ids: [...new Set(runs.map((r) => r.jobId))] })) as WorkerJob[]).map((j) => [j.id, j]));
 				for (const r of runs) {
@@ -423,7 +446,10 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 					if (this.outbox.some((o) => o.runId === r.id)) continue; // ran here; its result waits to be written
 					const owner = await this.coordination.claimOwner(r.jobId, r.scheduledAt);
 					if (owner !== null) continue; // still running on a live worker
-					const abandoned = (await this.broker.call("jobs.abandonRun", { runId: r.id, error: `interrupted: worker ${r.node ?? "?"} died during the run` })) as boolean;
+					const abandoned = (await this.broker.call("jobs.abandonRun", {
+						runId: r.id,
+						error: `interrupted: worker ${r.node ?? "?"} died during the run`,
+					})) as boolean;
 					const job = jobs.get(r.jobId);
 					if (abandoned) this.countRun("failed");
 					if (!abandoned || !job || !schedulable(job)) continue;
@@ -480,8 +506,11 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 						continue;
 					}
 					const decision = misfireDecision(job.misfire, due);
-					this.logger.warn(`Job ${job.id}: ${due.length} fire(s) fell due while the coordination service was unreachable; running ${decision.run.length} (misfire ${job.misfire})`);
-					for (const at of decision.missed) void this.record(job, at, "catchup", "missed", `missed while the coordination service was unreachable (misfire ${job.misfire})`);
+					this.logger.warn(
+						`Job ${job.id}: ${due.length} fire(s) fell due while the coordination service was unreachable; running ${decision.run.length} (misfire ${job.misfire})`,
+					);
+					for (const at of decision.missed)
+						void this.record(job, at, "catchup", "missed", `missed while the coordination service was unreachable (misfire ${job.misfire})`);
 					for (const at of decision.run) void this.fire(job, at, "catchup", 1);
 				}
 				this.arm();
@@ -582,7 +611,14 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				}
 				this.stats.fired++;
 				const started = run;
-				const entry: RunningRun = { runId: run.id, scheduledAt, controller: new AbortController(), done: Promise.resolve(), releaseAt, updatedAt: job.updatedAt };
+				const entry: RunningRun = {
+					runId: run.id,
+					scheduledAt,
+					controller: new AbortController(),
+					done: Promise.resolve(),
+					releaseAt,
+					updatedAt: job.updatedAt,
+				};
 				entry.done = (async () => {
 					try {
 						const held = slot;
@@ -600,7 +636,13 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 								continue;
 							}
 							this.stats.skipped++;
-							await this.finish(job, started, { ...result, error: "cancelled before its instant: the job was deleted, suspended or rescheduled" }, false, "skipped");
+							await this.finish(
+								job,
+								started,
+								{ ...result, error: "cancelled before its instant: the job was deleted, suspended or rescheduled" },
+								false,
+								"skipped",
+							);
 							return;
 						}
 						const controller = entry.controller;
@@ -636,7 +678,15 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				return run;
 			},
 
-			async execute(this: WorkerThis, job: WorkerJob, run: Run, attempt: number, controller: AbortController, releaseAt: number | null, slot: (() => void) | null = null): Promise<ExecResult> {
+			async execute(
+				this: WorkerThis,
+				job: WorkerJob,
+				run: Run,
+				attempt: number,
+				controller: AbortController,
+				releaseAt: number | null,
+				slot: (() => void) | null = null,
+			): Promise<ExecResult> {
 				let prepared;
 				try {
 					prepared = await this.buildSpec(job, run, attempt, controller, releaseAt);
@@ -650,7 +700,16 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 					if (this.stopping && !controller.signal.aborted) {
 						// Queued behind a backlog when the worker stops: it never started (see fire()).
 						const t = clock.now();
-						return { status: "failed", exitCode: null, signal: null, output: "", startedAt: t, finishedAt: t, error: "the worker stopped before the run started", released: false };
+						return {
+							status: "failed",
+							exitCode: null,
+							signal: null,
+							output: "",
+							startedAt: t,
+							finishedAt: t,
+							error: "the worker stopped before the run started",
+							released: false,
+						};
 					}
 					const result = await (this.runners ? this.runners.run(prepared.spec) : runProcess(prepared.spec, undefined, clock));
 					// cronjob_fire_lag_seconds: start minus scheduled instant (first attempts of processes that
@@ -682,7 +741,15 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				};
 				// The runners time the release on the system clock; in-process runs on ours.
 				const release = releaseAt === null ? null : this.runners ? releaseAt + (Date.now() - clock.now()) : releaseAt;
-				const base = { env, user, timeoutMs: job.timeout ? job.timeout * 1000 : null, maxOutputBytes: config.maxOutputBytes, workRoot, signal: controller.signal, releaseAt: release };
+				const base = {
+					env,
+					user,
+					timeoutMs: job.timeout ? job.timeout * 1000 : null,
+					maxOutputBytes: config.maxOutputBytes,
+					workRoot,
+					signal: controller.signal,
+					releaseAt: release,
+				};
 				if (job.type === "command") return { spec: { ...base, file: "/bin/sh", args: ["-c", job.executable] }, release: () => undefined };
 				if (!job.digest) throw new Error(`job ${job.id} has no stored executable`);
 				const lease = await this.artifacts.acquire(job.digest, job.size ?? undefined);
@@ -714,7 +781,20 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			async finish(this: WorkerThis, job: WorkerJob, run: Run, result: ExecResult, willRetry: boolean, status: RunStatus = result.status) {
 				this.countRun(status);
 				const runId = run.id;
-				const req: FinishRequest = { runId, jobId: job.id, scheduledAt: Date.parse(run.scheduledAt), recurring: job.recurring, status, exitCode: result.exitCode, signal: result.signal, output: result.output, startedAt: status === "skipped" ? null : result.startedAt, finishedAt: result.finishedAt, error: result.error, willRetry };
+				const req: FinishRequest = {
+					runId,
+					jobId: job.id,
+					scheduledAt: Date.parse(run.scheduledAt),
+					recurring: job.recurring,
+					status,
+					exitCode: result.exitCode,
+					signal: result.signal,
+					output: result.output,
+					startedAt: status === "skipped" ? null : result.startedAt,
+					finishedAt: result.finishedAt,
+					error: result.error,
+					willRetry,
+				};
 				try {
 					await this.finishes.add(req);
 				} catch (err) {
@@ -764,10 +844,16 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 					const job = this.jobs.get(jobId);
 					if (!job || !schedulable(job) || !this.assigned.has(jobId)) continue;
 					for (const f of fires) if (f.attempt > 1) void this.fire(job, f.at, "retry", f.attempt);
-					const decision = misfireDecision(job.misfire, fires.filter((f) => f.attempt === 1).map((f) => f.at));
+					const decision = misfireDecision(
+						job.misfire,
+						fires.filter((f) => f.attempt === 1).map((f) => f.at),
+					);
 					if (decision.run.length + decision.missed.length === 0) continue;
-					this.logger.warn(`Job ${job.id}: ${decision.run.length + decision.missed.length} fire(s) could not start while the database was unreachable; running ${decision.run.length} (misfire ${job.misfire})`);
-					for (const at of decision.missed) void this.record(job, at, "catchup", "missed", `could not start while the database was unreachable (misfire ${job.misfire})`);
+					this.logger.warn(
+						`Job ${job.id}: ${decision.run.length + decision.missed.length} fire(s) could not start while the database was unreachable; running ${decision.run.length} (misfire ${job.misfire})`,
+					);
+					for (const at of decision.missed)
+						void this.record(job, at, "catchup", "missed", `could not start while the database was unreachable (misfire ${job.misfire})`);
 					for (const at of decision.run) void this.fire(job, at, "catchup", 1);
 				}
 			},
@@ -831,7 +917,13 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			this.heartbeat = null;
 			this.stats = { fired: 0, succeeded: 0, failed: 0, skipped: 0, missed: 0 };
 			registerMetric(this.broker, { type: "counter", name: METRICS.runs, description: "Runs recorded by this worker, by status", labelNames: ["status"] });
-			registerMetric(this.broker, { type: "histogram", name: METRICS.fireLag, description: "Process start minus scheduled instant (s)", unit: "seconds", buckets: FIRE_LAG_BUCKETS });
+			registerMetric(this.broker, {
+				type: "histogram",
+				name: METRICS.fireLag,
+				description: "Process start minus scheduled instant (s)",
+				unit: "seconds",
+				buckets: FIRE_LAG_BUCKETS,
+			});
 			registerMetric(this.broker, { type: "gauge", name: METRICS.workerJobs, description: "Jobs on this worker's crontab" });
 			if (this.broker.isMetricsEnabled()) this.broker.metrics.set(METRICS.workerJobs, 0);
 			this.artifacts = new ArtifactCache({ dir: path.join(config.dataDir, "cache"), store: deps.objectStore, clock });
@@ -858,7 +950,9 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			// Results kept from before a restart go first, so their runs are not taken for cut-off ones.
 			await this.flushOutbox();
 			await this.register();
-			this.unwatch.push(this.coordination.watchAssignments(this.broker.nodeID, (ids) => void this.reconcile(ids).catch((err) => this.logger.error("Reconcile failed:", err))));
+			this.unwatch.push(
+				this.coordination.watchAssignments(this.broker.nodeID, (ids) => void this.reconcile(ids).catch((err) => this.logger.error("Reconcile failed:", err))),
+			);
 			this.unwatch.push(
 				this.coordination.onStateChange((change) => {
 					if (change.state !== "connected") {
@@ -886,7 +980,8 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 					// publishing null, which the manager would take for "fine".
 					if (offset === null || offset === this.registration.clockOffsetMs) return;
 					this.registration = { ...this.registration, clockOffsetMs: offset };
-					if (offset !== null && Math.abs(offset) > config.clockSkewBoundMs) this.logger.error(`Clock offset ${offset} ms exceeds the bound of ${config.clockSkewBoundMs} ms`);
+					if (offset !== null && Math.abs(offset) > config.clockSkewBoundMs)
+						this.logger.error(`Clock offset ${offset} ms exceeds the bound of ${config.clockSkewBoundMs} ms`);
 					await this.coordination.updateWorker(this.registration).catch(() => undefined);
 				})();
 			}, config.heartbeatMs);

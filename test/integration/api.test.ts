@@ -177,7 +177,10 @@ describe("reading, changing and deleting jobs", () => {
 	});
 
 	it("PATCH /jobs/{id} changes fields and validates them", async () => {
-		const res = await node.request("PATCH", `/jobs/${id}`, { token: alice.token, body: { schedule: "*/5 * * * *", timezone: "America/New_York", timeout: 30, suspended: true } });
+		const res = await node.request("PATCH", `/jobs/${id}`, {
+			token: alice.token,
+			body: { schedule: "*/5 * * * *", timezone: "America/New_York", timeout: 30, suspended: true },
+		});
 		expect(res.status).toBe(200);
 		expect(res.body).toMatchObject({ schedule: "*/5 * * * *", timezone: "America/New_York", timeout: 30, suspended: true, nextRunAt: null });
 		const back = await node.request("PATCH", `/jobs/${id}`, { token: alice.token, body: { suspended: false } });
@@ -202,15 +205,22 @@ describe("reading, changing and deleting jobs", () => {
 
 describe("execution", () => {
 	it("POST /jobs/{id}/run runs the command now as an unprivileged user, with the job's env", async () => {
-		const created = await node.request("POST", "/jobs", { token: alice.token, body: job({ executable: 'echo "$GREETING $CRONJOB_JOB_ID $CRONJOB_ATTEMPT"; id -un; echo err >&2', env: { GREETING: "hi" } }) });
+		const created = await node.request("POST", "/jobs", {
+			token: alice.token,
+			body: job({ executable: 'echo "$GREETING $CRONJOB_JOB_ID $CRONJOB_ATTEMPT"; id -un; echo err >&2', env: { GREETING: "hi" } }),
+		});
 		const id = created.body.id;
 		const res = await node.request("POST", `/jobs/${id}/run`, { token: alice.token });
 		expect(res.status).toBe(202);
 		expect(res.body).toMatchObject({ jobId: id, status: "running", trigger: "manual", attempt: 1 });
-		const runs = await waitFor(async () => {
-			const r = await runsOf(id, alice.token);
-			return r.length === 1 && r[0].status !== "running" ? r : null;
-		}, 10_000, "manual run");
+		const runs = await waitFor(
+			async () => {
+				const r = await runsOf(id, alice.token);
+				return r.length === 1 && r[0].status !== "running" ? r : null;
+			},
+			10_000,
+			"manual run",
+		);
 		expect(runs[0]).toMatchObject({ status: "succeeded", exitCode: 0, trigger: "manual", node: node.config.nodeId });
 		const expectedUser = process.getuid?.() === 0 ? "nobody" : require("node:os").userInfo().username;
 		expect(runs[0].output).toBe(`hi ${id} 1\n${expectedUser}\nerr\n`);
@@ -241,7 +251,10 @@ describe("execution", () => {
 	});
 
 	it("a one-shot job runs once, then is finished", async () => {
-		const created = await node.request("POST", "/jobs", { token: alice.token, body: job({ schedule: "* * * * * *", recurring: false, executable: "echo once" }) });
+		const created = await node.request("POST", "/jobs", {
+			token: alice.token,
+			body: job({ schedule: "* * * * * *", recurring: false, executable: "echo once" }),
+		});
 		const id = created.body.id;
 		await waitFor(async () => (await node.request("GET", `/jobs/${id}`, { token: alice.token })).body.status === "finished", 10_000, "one-shot finished");
 		const runs = await runsOf(id, alice.token);
@@ -255,10 +268,14 @@ describe("execution", () => {
 		const created = await node.request("POST", "/jobs", { token: alice.token, body: job({ executable: "sleep 30", timeout: 1 }) });
 		const id = created.body.id;
 		await node.request("POST", `/jobs/${id}/run`, { token: alice.token });
-		const runs = await waitFor(async () => {
-			const r = await runsOf(id, alice.token);
-			return r[0]?.status === "timed_out" ? r : null;
-		}, 15_000, "timed out run");
+		const runs = await waitFor(
+			async () => {
+				const r = await runsOf(id, alice.token);
+				return r[0]?.status === "timed_out" ? r : null;
+			},
+			15_000,
+			"timed out run",
+		);
 		expect(runs[0].signal).toBe("SIGTERM");
 		expect((await node.request("GET", `/jobs/${id}`, { token: alice.token })).body.status).toBe("error");
 	});
@@ -267,10 +284,14 @@ describe("execution", () => {
 		const created = await node.request("POST", "/jobs", { token: alice.token, body: job({ executable: 'test "$CRONJOB_ATTEMPT" = 2', retries: 2 }) });
 		const id = created.body.id;
 		await node.request("POST", `/jobs/${id}/run`, { token: alice.token });
-		const runs = await waitFor(async () => {
-			const r = await runsOf(id, alice.token);
-			return r.length === 2 && r.every((x) => x.status !== "running") ? r : null;
-		}, 15_000, "retry");
+		const runs = await waitFor(
+			async () => {
+				const r = await runsOf(id, alice.token);
+				return r.length === 2 && r.every((x) => x.status !== "running") ? r : null;
+			},
+			15_000,
+			"retry",
+		);
 		expect(runs.map((r) => [r.attempt, r.status, r.trigger])).toEqual([
 			[2, "succeeded", "retry"],
 			[1, "failed", "manual"],
@@ -291,21 +312,32 @@ describe("execution", () => {
 		expect(late).toEqual([]);
 		const resumedAt = Date.now();
 		await node.request("PATCH", `/jobs/${id}`, { token: alice.token, body: { suspended: false } });
-		const runs = await waitFor(async () => {
-			const r = (await runsOf(id, alice.token)).filter((x) => Date.parse(x.scheduledAt) > resumedAt);
-			return r.length > 0 ? r : null;
-		}, 5000, "a fire after resuming");
+		const runs = await waitFor(
+			async () => {
+				const r = (await runsOf(id, alice.token)).filter((x) => Date.parse(x.scheduledAt) > resumedAt);
+				return r.length > 0 ? r : null;
+			},
+			5000,
+			"a fire after resuming",
+		);
 		expect(Date.parse(runs[runs.length - 1].scheduledAt) - resumedAt).toBeLessThanOrEqual(1000);
 		await node.request("DELETE", `/jobs/${id}`, { token: alice.token });
 	});
 
 	it("concurrency forbid records a skipped run while the previous one runs", async () => {
-		const created = await node.request("POST", "/jobs", { token: alice.token, body: job({ executable: "sleep 3", schedule: "* * * * * *", concurrency: "forbid" }) });
+		const created = await node.request("POST", "/jobs", {
+			token: alice.token,
+			body: job({ executable: "sleep 3", schedule: "* * * * * *", concurrency: "forbid" }),
+		});
 		const id = created.body.id;
-		const runs = await waitFor(async () => {
-			const r = await runsOf(id, alice.token);
-			return r.some((x) => x.status === "skipped") ? r : null;
-		}, 10_000, "skipped run");
+		const runs = await waitFor(
+			async () => {
+				const r = await runsOf(id, alice.token);
+				return r.some((x) => x.status === "skipped") ? r : null;
+			},
+			10_000,
+			"skipped run",
+		);
 		expect(runs.filter((r) => r.status === "running").length).toBeLessThanOrEqual(1);
 		await node.request("DELETE", `/jobs/${id}`, { token: alice.token });
 	});
@@ -313,9 +345,16 @@ describe("execution", () => {
 
 describe("other routes", () => {
 	it("GET /schedule/preview lists the next fire times", async () => {
-		const res = await node.request("GET", `/schedule/preview?schedule=${encodeURIComponent("30 2 * * *")}&timezone=America/New_York&from=2025-03-08T12:00:00Z&count=3`);
+		const res = await node.request(
+			"GET",
+			`/schedule/preview?schedule=${encodeURIComponent("30 2 * * *")}&timezone=America/New_York&from=2025-03-08T12:00:00Z&count=3`,
+		);
 		expect(res.status).toBe(200);
-		expect(res.body).toEqual({ schedule: "30 2 * * *", timezone: "America/New_York", next: ["2025-03-09T07:00:00.000Z", "2025-03-10T06:30:00.000Z", "2025-03-11T06:30:00.000Z"] });
+		expect(res.body).toEqual({
+			schedule: "30 2 * * *",
+			timezone: "America/New_York",
+			next: ["2025-03-09T07:00:00.000Z", "2025-03-10T06:30:00.000Z", "2025-03-11T06:30:00.000Z"],
+		});
 		expect((await node.request("GET", "/schedule/preview?schedule=5%204")).body.data.field).toBe("schedule");
 		expect((await node.request("GET", "/schedule/preview?schedule=*%20*%20*%20*%20*&count=101")).body.data.field).toBe("count");
 		expect((await node.request("GET", "/schedule/preview?schedule=*%20*%20*%20*%20*&from=yesterday")).body.data.field).toBe("from");
@@ -360,7 +399,10 @@ describe("jobs.inflight (runs still running, to find runs cut off by a dead work
 		expect(run.status).toBe(202);
 		await waitFor(async () => ((await node.request("GET", `/jobs/${id}/runs`)).body as any[]).some((r) => r.status === "running"), 10_000, "the run running");
 		const others = Array.from({ length: 1500 }, (_, i) => `no-such-job-${i}`);
-		for (const jobIds of [[id, others[0]], [...others.slice(0, 700), id, ...others.slice(700)]]) {
+		for (const jobIds of [
+			[id, others[0]],
+			[...others.slice(0, 700), id, ...others.slice(700)],
+		]) {
 			const found = (await node.broker.call("jobs.inflight", { jobIds })) as { id: string; jobId: string }[];
 			expect(found.map((r) => [r.id, r.jobId])).toEqual([[run.body.id, id]]);
 		}

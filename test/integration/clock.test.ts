@@ -44,10 +44,14 @@ afterAll(async () => {
 
 test("a worker 5 s ahead is reported, gets no jobs, logs the skew; /health stays 200", async () => {
 	// B is registered with its measured offset.
-	const workers = await waitFor(async () => {
-		const res = await a.request("GET", "/workers");
-		return res.status === 200 && res.body.length === 2 ? (res.body as any[]) : null;
-	}, 15_000, "both workers in /workers");
+	const workers = await waitFor(
+		async () => {
+			const res = await a.request("GET", "/workers");
+			return res.status === 200 && res.body.length === 2 ? (res.body as any[]) : null;
+		},
+		15_000,
+		"both workers in /workers",
+	);
 	const wa = workers.find((w) => w.id === a.config.nodeId);
 	const wb = workers.find((w) => w.id === b.config.nodeId);
 	expect(Math.abs(wa.clockOffsetMs)).toBeLessThan(500);
@@ -62,14 +66,22 @@ test("a worker 5 s ahead is reported, gets no jobs, logs the skew; /health stays
 		expect(res.status).toBe(201);
 		ids.push(res.body.id);
 	}
-	await waitFor(async () => {
-		const jobs = await Promise.all(ids.map(async (id) => (await a.request("GET", `/jobs/${id}`)).body));
-		return jobs.every((j) => j.worker === a.config.nodeId);
-	}, 10_000, "every job assigned to A");
+	await waitFor(
+		async () => {
+			const jobs = await Promise.all(ids.map(async (id) => (await a.request("GET", `/jobs/${id}`)).body));
+			return jobs.every((j) => j.worker === a.config.nodeId);
+		},
+		10_000,
+		"every job assigned to A",
+	);
 	const after = (await a.request("GET", "/workers")).body as any[];
 	expect(after.find((w) => w.id === a.config.nodeId).jobs).toBe(ids.length);
 	expect(after.find((w) => w.id === b.config.nodeId).jobs).toBe(0);
-	const bStatus = (await b.broker.call("worker.status", {}, { nodeID: b.config.nodeId })) as { jobs: number; assigned: number; registration: { clockOffsetMs: number } };
+	const bStatus = (await b.broker.call("worker.status", {}, { nodeID: b.config.nodeId })) as {
+		jobs: number;
+		assigned: number;
+		registration: { clockOffsetMs: number };
+	};
 	expect(bStatus.jobs).toBe(0);
 	expect(bStatus.assigned).toBe(0);
 	expect(Math.abs(bStatus.registration.clockOffsetMs - SKEW_MS)).toBeLessThan(500);

@@ -97,7 +97,9 @@ async function adminSql(sql: string): Promise<void> {
 		const code = (err as { code?: string }).code;
 		if (code !== "ER_DBACCESS_DENIED_ERROR" && code !== "ER_ACCESS_DENIED_ERROR") throw err;
 	}
-	const socket = [path.join(process.env.CRONJOB_SERVICES_DIR || "/tmp/cronjob-services", "mariadb/mysqld.sock"), "/run/mysqld/mysqld.sock"].find((s) => fs.existsSync(s));
+	const socket = [path.join(process.env.CRONJOB_SERVICES_DIR || "/tmp/cronjob-services", "mariadb/mysqld.sock"), "/run/mysqld/mysqld.sock"].find((s) =>
+		fs.existsSync(s),
+	);
 	if (!socket) throw new Error("cannot run SQL as the DATABASE_URL user and found no MariaDB socket for root");
 	conn = await mysql.createConnection({ socketPath: socket, user: "root" });
 	try {
@@ -159,7 +161,9 @@ async function waitUntil<T>(cond: () => T | Promise<T>, timeoutMs: number, what:
 	);
 	if (died !== null) {
 		const d = died as Incarnation;
-		throw new Error(`${d.name} exited (code ${d.proc.child.exitCode}, signal ${d.proc.child.signalCode}) while waiting for ${what}; its log:\n${d.proc.log().slice(-6000)}`);
+		throw new Error(
+			`${d.name} exited (code ${d.proc.child.exitCode}, signal ${d.proc.child.signalCode}) while waiting for ${what}; its log:\n${d.proc.log().slice(-6000)}`,
+		);
 	}
 	return value as NonNullable<T>;
 }
@@ -258,7 +262,10 @@ maybe("cluster as processes (MariaDB, ZooKeeper, NATS)", () => {
 		} catch (err) {
 			failed = true;
 			const dump = incarnations
-				.map((inc) => `===== ${inc.name} (pid ${inc.proc.child.pid}, started ${new Date(inc.startedAt).toISOString()}) =====\n${inc.proc.log().split("\n").slice(-60).join("\n")}`)
+				.map(
+					(inc) =>
+						`===== ${inc.name} (pid ${inc.proc.child.pid}, started ${new Date(inc.startedAt).toISOString()}) =====\n${inc.proc.log().split("\n").slice(-60).join("\n")}`,
+				)
 				.join("\n");
 			// eslint-disable-next-line no-console
 			console.log(`cluster.test.ts failed; process logs (tails):\n${dump}`);
@@ -309,47 +316,65 @@ async function scenario(): Promise<void> {
 		expect(r.status).toBe(201);
 		jobs.push({ id: r.body.id, createdAt: Date.parse(r.body.createdAt) });
 	}
-	await waitUntil(async () => {
-		const ws = await workers();
-		return ws.length === 3 && ws.every((w) => w.jobs > 0);
-	}, 30_000, "jobs on all three workers (GET /workers)");
+	await waitUntil(
+		async () => {
+			const ws = await workers();
+			return ws.length === 3 && ws.every((w) => w.jobs > 0);
+		},
+		30_000,
+		"jobs on all three workers (GET /workers)",
+	);
 	// Each job runs on the worker it is assigned to, and has fired a few times there.
 	const holder = new Map<string, string>();
-	await waitUntil(async () => {
-		const list = (await api("GET", "/jobs")).body as { id: string; worker: string | null }[];
-		for (const job of jobs) {
-			const w = list.find((j) => j.id === job.id)?.worker;
-			const runs = await runsOf(job.id);
-			const done = runs.filter((r) => r.status === "succeeded" && r.node === w);
-			if (!w || done.length < 2) return false;
-			holder.set(job.id, w);
-		}
-		return new Set(holder.values()).size === 3;
-	}, 30_000, "every job firing on its worker, all three workers busy");
+	await waitUntil(
+		async () => {
+			const list = (await api("GET", "/jobs")).body as { id: string; worker: string | null }[];
+			for (const job of jobs) {
+				const w = list.find((j) => j.id === job.id)?.worker;
+				const runs = await runsOf(job.id);
+				const done = runs.filter((r) => r.status === "succeeded" && r.node === w);
+				if (!w || done.length < 2) return false;
+				holder.set(job.id, w);
+			}
+			return new Set(holder.values()).size === 3;
+		},
+		30_000,
+		"every job firing on its worker, all three workers busy",
+	);
 	const victimJobs = jobs.filter((j) => holder.get(j.id) === VICTIM).map((j) => j.id);
 	expect(victimJobs.length).toBeGreaterThan(0);
 
 	// ---- SIGKILL a worker while its runs are in flight (they wrote, then sleep): its jobs move to
 	// the survivors, the cut-off runs run again (attempt 2) and the missed fires catch up there
-	const cutSecond = await waitUntil(() => {
-		const now = Date.now();
-		const second = Math.floor(now / 1000) * 1000;
-		if (now - second < 100 || now - second > 350) return null;
-		const fires = readFires(file);
-		return victimJobs.every((id) => fires.some((f) => f.jobId === id && f.at === second)) ? second : null;
-	}, 20_000, `runs of ${VICTIM} in flight`, 10);
+	const cutSecond = await waitUntil(
+		() => {
+			const now = Date.now();
+			const second = Math.floor(now / 1000) * 1000;
+			if (now - second < 100 || now - second > 350) return null;
+			const fires = readFires(file);
+			return victimJobs.every((id) => fires.some((f) => f.jobId === id && f.at === second)) ? second : null;
+		},
+		20_000,
+		`runs of ${VICTIM} in flight`,
+		10,
+	);
 	const workerKilledAt = await kill(VICTIM);
 	let failoverSeenMs = 0;
-	const firstSurvivorRun = await waitUntil(async () => {
-		let first = Infinity;
-		for (const id of victimJobs) {
-			const moved = (await runsOf(id)).filter((r) => r.node !== VICTIM && r.startedAt !== null);
-			if (moved.length === 0) return null;
-			first = Math.min(first, ...moved.map((r) => Date.parse(r.startedAt as string)));
-		}
-		failoverSeenMs = Date.now() - workerKilledAt;
-		return first;
-	}, 30_000, `${VICTIM}'s jobs running on the survivors`, 100);
+	const firstSurvivorRun = await waitUntil(
+		async () => {
+			let first = Infinity;
+			for (const id of victimJobs) {
+				const moved = (await runsOf(id)).filter((r) => r.node !== VICTIM && r.startedAt !== null);
+				if (moved.length === 0) return null;
+				first = Math.min(first, ...moved.map((r) => Date.parse(r.startedAt as string)));
+			}
+			failoverSeenMs = Date.now() - workerKilledAt;
+			return first;
+		},
+		30_000,
+		`${VICTIM}'s jobs running on the survivors`,
+		100,
+	);
 	const workerFailoverMs = firstSurvivorRun - workerKilledAt;
 
 	// ---- SIGKILL the leading manager: the standby takes over; restart the killed one
@@ -370,33 +395,50 @@ async function scenario(): Promise<void> {
 	const workerRestartedAt = Date.now();
 	start(VICTIM, { SERVICES: "worker", CRONJOB_DATA_DIR: dataDir(VICTIM) });
 	await waitUntil(() => started(VICTIM), 60_000, `${VICTIM} restarted`);
-	await waitUntil(async () => {
-		const ws = await workers();
-		return ws.length === 3 && ws.every((w) => w.jobs > 0);
-	}, 30_000, "jobs on all three workers again");
-	await waitUntil(async () => {
-		for (const id of jobs.map((j) => j.id)) {
-			if ((await runsOf(id)).some((r) => r.node === VICTIM && r.status === "succeeded" && Date.parse(r.startedAt as string) >= workerRestartedAt)) return true;
-		}
-		return false;
-	}, 30_000, `runs on the restarted ${VICTIM}`);
+	await waitUntil(
+		async () => {
+			const ws = await workers();
+			return ws.length === 3 && ws.every((w) => w.jobs > 0);
+		},
+		30_000,
+		"jobs on all three workers again",
+	);
+	await waitUntil(
+		async () => {
+			for (const id of jobs.map((j) => j.id)) {
+				if ((await runsOf(id)).some((r) => r.node === VICTIM && r.status === "succeeded" && Date.parse(r.startedAt as string) >= workerRestartedAt))
+					return true;
+			}
+			return false;
+		},
+		30_000,
+		`runs on the restarted ${VICTIM}`,
+	);
 
 	// Every job fires on time again before we stop it.
 	const steadyFrom = Date.now() + 1000;
-	await waitUntil(() => {
-		const fires = readFires(file);
-		return jobs.every((j) => fires.some((f) => f.jobId === j.id && f.at >= steadyFrom));
-	}, 30_000, "every job firing after the restarts");
+	await waitUntil(
+		() => {
+			const fires = readFires(file);
+			return jobs.every((j) => fires.some((f) => f.jobId === j.id && f.at >= steadyFrom));
+		},
+		30_000,
+		"every job firing after the restarts",
+	);
 
 	// ---- stop the writes
 	const deleteFrom = Date.now();
 	for (const job of jobs) expect((await api("DELETE", `/jobs/${job.id}`)).status).toBe(200);
 	const deletedAt = Date.now();
 	// Runs in flight end; then nothing fires any more.
-	await waitUntil(async () => {
-		for (const job of jobs) if ((await runsOf(job.id)).some((r) => r.status === "running")) return false;
-		return true;
-	}, 30_000, "no run still running after the deletion");
+	await waitUntil(
+		async () => {
+			for (const job of jobs) if ((await runsOf(job.id)).some((r) => r.status === "running")) return false;
+			return true;
+		},
+		30_000,
+		"no run still running after the deletion",
+	);
 	await waitFor(() => Date.now() > deletedAt + 3000, 10_000, "time for a late fire to show", 100);
 
 	// ---- checks
@@ -426,7 +468,12 @@ async function scenario(): Promise<void> {
 		// Twice only when the worker kill cut the run off: attempt 1 interrupted on the victim, attempt 2 ran.
 		const twice = seconds.filter((t) => (counts.get(t) ?? 0) > 1);
 		for (const t of twice) {
-			expect({ job: job.id, at: new Date(t).toISOString(), count: counts.get(t), victimJob: victimJobs.includes(job.id) }).toEqual({ job: job.id, at: new Date(t).toISOString(), count: 2, victimJob: true });
+			expect({ job: job.id, at: new Date(t).toISOString(), count: counts.get(t), victimJob: victimJobs.includes(job.id) }).toEqual({
+				job: job.id,
+				at: new Date(t).toISOString(),
+				count: 2,
+				victimJob: true,
+			});
 		}
 		// Fires prefired (held) when the job was deleted were cancelled: skipped, never ran.
 		for (const r of runs.filter((x) => x.status === "skipped")) {
@@ -455,13 +502,22 @@ async function scenario(): Promise<void> {
 		if (victimJobs.includes(job.id)) {
 			expect(runs.some((r) => r.node !== VICTIM && r.startedAt !== null && Date.parse(r.startedAt) >= workerKilledAt)).toBe(true);
 		}
-		report.push({ job: job.id.slice(0, 8), fires: seconds.length, duplicates: twice.length, interrupted: runs.filter((r) => r.status === "failed").length, nodes: [...new Set(runs.map((r) => r.node))].sort() });
+		report.push({
+			job: job.id.slice(0, 8),
+			fires: seconds.length,
+			duplicates: twice.length,
+			interrupted: runs.filter((r) => r.status === "failed").length,
+			nodes: [...new Set(runs.map((r) => r.node))].sort(),
+		});
 	}
 
 	// The runs in flight at the kill were cut off and ran again.
 	for (const id of victimJobs) {
 		const attempts = (await runsOf(id)).filter((r) => Date.parse(r.scheduledAt) === cutSecond);
-		expect(attempts.map((r) => `${r.attempt} ${r.status} ${r.node === VICTIM ? "victim" : "survivor"}`).sort()).toEqual(["1 failed victim", "2 succeeded survivor"]);
+		expect(attempts.map((r) => `${r.attempt} ${r.status} ${r.node === VICTIM ? "victim" : "survivor"}`).sort()).toEqual([
+			"1 failed victim",
+			"2 succeeded survivor",
+		]);
 	}
 
 	const figures = { workerFailoverMs, failoverSeenMs, managerTakeoverMs: takeovers, victim: VICTIM, victimJobs: victimJobs.length, firstLeader, jobs: report };

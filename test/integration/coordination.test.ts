@@ -30,7 +30,6 @@ const connectRaw = (opts: Record<string, unknown> = {}) => connectZk(ZK, opts);
 
 const removeRoot = (root: string) => removeZkTree(ZK, root);
 
-
 /** Connect a second client with the same session id and password, and close it right away. */
 function closeTwin(sessionId: Buffer, sessionPassword: Buffer): Promise<void> {
 	return new Promise((resolve, reject) => {

@@ -152,7 +152,10 @@ describe.each([["s3" as const], ["local" as const]])("on the %s object store", (
 	});
 
 	test("a script with a shebang (bash-only syntax): 201 with the object URL, digest and size; runs; cached 0755", async () => {
-		const content = script('arr=(one two three)\nif [[ ${#arr[@]} -eq 3 ]]; then echo "bash arrays: ${#arr[@]} job=$CRONJOB_JOB_ID"; fi\nid -un', "#!/usr/bin/env bash");
+		const content = script(
+			'arr=(one two three)\nif [[ ${#arr[@]} -eq 3 ]]; then echo "bash arrays: ${#arr[@]} job=$CRONJOB_JOB_ID"; fi\nid -un',
+			"#!/usr/bin/env bash",
+		);
 		const digest = sha256Hex(content);
 		const job = await createJob(api, { type: "script", executable: b64(content) }, alice.token);
 		expect(job).toMatchObject({ type: "script", digest, size: content.length, owner: alice.id, executable: expectedUrl(kind, node, digest) });
@@ -258,7 +261,13 @@ describe.each([["s3" as const], ["local" as const]])("on the %s object store", (
 		tampered = Buffer.concat([tampered, Buffer.alloc(content.length - tampered.length - 1, 0x78), Buffer.from("\n")]);
 		expect(tampered.length).toBe(content.length);
 		if (kind === "s3") {
-			const store = new S3ObjectStore({ endpoint: s3.endpoint, bucket: s3.bucket, region: s3.region, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey });
+			const store = new S3ObjectStore({
+				endpoint: s3.endpoint,
+				bucket: s3.bucket,
+				region: s3.region,
+				accessKeyId: s3.accessKeyId,
+				secretAccessKey: s3.secretAccessKey,
+			});
 			try {
 				await store.client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: `sha256/${digest}`, Body: tampered, ContentLength: tampered.length }));
 			} finally {
@@ -424,7 +433,14 @@ describe("upload limits (a node in its own process, CRONJOB_MAX_UPLOAD_BYTES=102
 
 	beforeAll(async () => {
 		const port = await freePort();
-		p = startProcess({ PORT: String(port), CRONJOB_DATA_DIR: dir("exec-limits-"), CRONJOB_ADMIN_TOKEN: ADMIN_TOKEN, CRONJOB_MAX_UPLOAD_BYTES: "1024", NODE_ID: `exec-limits-${process.pid}`, LOG_LEVEL: "warn" });
+		p = startProcess({
+			PORT: String(port),
+			CRONJOB_DATA_DIR: dir("exec-limits-"),
+			CRONJOB_ADMIN_TOKEN: ADMIN_TOKEN,
+			CRONJOB_MAX_UPLOAD_BYTES: "1024",
+			NODE_ID: `exec-limits-${process.pid}`,
+			LOG_LEVEL: "warn",
+		});
 		url = `http://127.0.0.1:${port}`;
 		await waitHealthy(url, 30_000).catch((err) => {
 			throw new Error(`${(err as Error).message}\n--- node log ---\n${p.log()}`);
@@ -504,7 +520,9 @@ describe("upload limits (a node in its own process, CRONJOB_MAX_UPLOAD_BYTES=102
 		const ok = await api("POST", "/jobs", { body: { type: "script", schedule: SCHEDULE, executable: b64(script("echo fine")) } });
 		expect(ok.status).toBe(201);
 		// eslint-disable-next-line no-console
-		console.log(`RSS growth refusing 50 MiB (first) ${first.growthMb.toFixed(1)} MB, 50 MiB ${again.growthMb.toFixed(1)} MB, 200 MiB ${big.growthMb.toFixed(1)} MB`);
+		console.log(
+			`RSS growth refusing 50 MiB (first) ${first.growthMb.toFixed(1)} MB, 50 MiB ${again.growthMb.toFixed(1)} MB, 200 MiB ${big.growthMb.toFixed(1)} MB`,
+		);
 	});
 });
 

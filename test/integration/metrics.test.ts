@@ -6,7 +6,6 @@ import { freePort } from "../support/proc";
 import { startNode, type TestNode } from "../support/node";
 import { waitFor } from "../support/wait";
 
-
 interface Sample {
 	name: string;
 	labels: Record<string, string>;
@@ -55,7 +54,11 @@ async function scrape(): Promise<Sample[]> {
 test("cronjob_* metrics: runs by status, fire lag, worker jobs, leadership", async () => {
 	const created = await node.request("POST", "/jobs", { body: { type: "command", schedule: "* * * * * *", executable: "true" } });
 	expect(created.status).toBe(201);
-	await waitFor(async () => (await node.request("GET", `/jobs/${created.body.id}/runs`)).body.filter((r: { status: string }) => r.status === "succeeded").length >= 2, 15_000, "two succeeded runs");
+	await waitFor(
+		async () => (await node.request("GET", `/jobs/${created.body.id}/runs`)).body.filter((r: { status: string }) => r.status === "succeeded").length >= 2,
+		15_000,
+		"two succeeded runs",
+	);
 
 	const m = await scrape();
 	const self = { nodeID: node.config.nodeId };

@@ -25,7 +25,7 @@ const DATABASE_URL = process.env.DATABASE_URL?.trim() || null;
 const describeDb = DATABASE_URL ? describe : describe.skip;
 if (!DATABASE_URL) {
 	// eslint-disable-next-line no-console
-	console.warn("test/integration/mysql.test.ts: DATABASE_URL is unset; skipping the MySQL/MariaDB tests (eval \"$(scripts/services.sh env)\" sets it)");
+	console.warn('test/integration/mysql.test.ts: DATABASE_URL is unset; skipping the MySQL/MariaDB tests (eval "$(scripts/services.sh env)" sets it)');
 }
 
 const FINAL = ["succeeded", "failed", "timed_out", "skipped", "missed"];
@@ -52,7 +52,13 @@ describeDb(`MySQL/MariaDB (DATABASE_URL${DATABASE_URL ? "" : " is unset: skipped
 
 	beforeAll(async () => {
 		const u = server();
-		admin = await mysql.createConnection({ host: u.hostname, port: Number(u.port || 3306), user: decodeURIComponent(u.username), password: decodeURIComponent(u.password), multipleStatements: false });
+		admin = await mysql.createConnection({
+			host: u.hostname,
+			port: Number(u.port || 3306),
+			user: decodeURIComponent(u.username),
+			password: decodeURIComponent(u.password),
+			multipleStatements: false,
+		});
 	});
 
 	afterAll(async () => {
@@ -87,11 +93,15 @@ describeDb(`MySQL/MariaDB (DATABASE_URL${DATABASE_URL ? "" : " is unset: skipped
 
 		const ticker = await n.request("POST", "/jobs", { body: { type: "command", schedule: "* * * * * *", executable: 'echo "tick $CRONJOB_SCHEDULED_AT"' } });
 		expect(ticker.status).toBe(201);
-		const runs = await waitFor(async () => {
-			const res = await n.request("GET", `/jobs/${ticker.body.id}/runs`);
-			const done = (res.body as any[]).filter((r) => r.status === "succeeded");
-			return res.status === 200 && done.length >= 2 ? done : null;
-		}, 15_000, "two runs of the per-second job");
+		const runs = await waitFor(
+			async () => {
+				const res = await n.request("GET", `/jobs/${ticker.body.id}/runs`);
+				const done = (res.body as any[]).filter((r) => r.status === "succeeded");
+				return res.status === 200 && done.length >= 2 ? done : null;
+			},
+			15_000,
+			"two runs of the per-second job",
+		);
 		for (const r of runs) {
 			expect(r).toMatchObject({ jobId: ticker.body.id, attempt: 1, exitCode: 0, node: n.config.nodeId });
 			// The first fire may fall between the creation and the worker taking the job: a catch-up.
@@ -105,15 +115,22 @@ describeDb(`MySQL/MariaDB (DATABASE_URL${DATABASE_URL ? "" : " is unset: skipped
 		const big = await n.request("POST", "/jobs", { body: { type: "command", schedule: "0 0 1 1 *", executable: "seq 1 20000" } });
 		expect(big.status).toBe(201);
 		expect((await n.request("POST", `/jobs/${big.body.id}/run`)).status).toBe(202);
-		const [run] = await waitFor(async () => {
-			const r = (await n.request("GET", `/jobs/${big.body.id}/runs`)).body as any[];
-			return r.length === 1 && r[0].status === "succeeded" ? r : null;
-		}, 15_000, "the big-output run");
+		const [run] = await waitFor(
+			async () => {
+				const r = (await n.request("GET", `/jobs/${big.body.id}/runs`)).body as any[];
+				return r.length === 1 && r[0].status === "succeeded" ? r : null;
+			},
+			15_000,
+			"the big-output run",
+		);
 		const full = Array.from({ length: 20000 }, (_, i) => `${i + 1}\n`).join("");
 		expect(full.length).toBeGreaterThan(100_000);
 		const marker = `[...${full.length - 64 * 1024} bytes truncated...]\n`;
 		expect(run.output).toBe(marker + full.slice(-64 * 1024));
-		const [[column]] = (await admin.query("SELECT DATA_TYPE AS t FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'runs' AND COLUMN_NAME = 'output'", [db.name])) as any;
+		const [[column]] = (await admin.query(
+			"SELECT DATA_TYPE AS t FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'runs' AND COLUMN_NAME = 'output'",
+			[db.name],
+		)) as any;
 		expect(String(column.t).toLowerCase()).toBe("mediumtext");
 		const [[stored]] = (await admin.query(`SELECT LENGTH(output) AS n FROM \`${db.name}\`.runs WHERE id = ?`, [run.id])) as any;
 		expect(Number(stored.n)).toBe(marker.length + 64 * 1024); // more than TEXT's 65535 bytes
@@ -127,7 +144,10 @@ describeDb(`MySQL/MariaDB (DATABASE_URL${DATABASE_URL ? "" : " is unset: skipped
 		]);
 		const [[row]] = (await admin.query(`SELECT * FROM \`${db.name}\`.runs WHERE id = ?`, [runs[0].id])) as any;
 		await expect(
-			admin.query(`INSERT INTO \`${db.name}\`.runs (id, jobId, scheduledAt, attempt, \`trigger\`, status, output) VALUES (?, ?, ?, ?, 'schedule', 'running', '')`, ["dup-" + suffix().slice(0, 30), row.jobId, row.scheduledAt, row.attempt]),
+			admin.query(
+				`INSERT INTO \`${db.name}\`.runs (id, jobId, scheduledAt, attempt, \`trigger\`, status, output) VALUES (?, ?, ?, ?, 'schedule', 'running', '')`,
+				["dup-" + suffix().slice(0, 30), row.jobId, row.scheduledAt, row.attempt],
+			),
 		).rejects.toMatchObject({ code: "ER_DUP_ENTRY" });
 	}, 40_000);
 
@@ -141,7 +161,15 @@ describeDb(`MySQL/MariaDB (DATABASE_URL${DATABASE_URL ? "" : " is unset: skipped
 			const three = ["jobs", "jobs", "api,jobs"].map((services, i) => {
 				const dataDir = tempDir();
 				dirs.push(dataDir);
-				const config = loadConfig({ CRONJOB_ADMIN_TOKEN: ADMIN_TOKEN, PORT: "0", LOG_LEVEL: "warn", NODE_ID: `schema-${i}-${suffix()}`, SERVICES: services, DATABASE_URL: db.url, CRONJOB_DATA_DIR: dataDir });
+				const config = loadConfig({
+					CRONJOB_ADMIN_TOKEN: ADMIN_TOKEN,
+					PORT: "0",
+					LOG_LEVEL: "warn",
+					NODE_ID: `schema-${i}-${suffix()}`,
+					SERVICES: services,
+					DATABASE_URL: db.url,
+					CRONJOB_DATA_DIR: dataDir,
+				});
 				const broker = createNode(config);
 				brokers.push(broker);
 				return broker;
@@ -208,17 +236,23 @@ describeDb(`MySQL/MariaDB (DATABASE_URL${DATABASE_URL ? "" : " is unset: skipped
 			const status = () => node.broker.call("worker.status", {}) as Promise<{ pendingResults: number; pendingFires: number }>;
 
 			// Every second, each run 2 s long: two or three runs are always in flight.
-			const job = await node.request("POST", "/jobs", { body: { type: "command", schedule: "* * * * * *", executable: 'echo "run $CRONJOB_SCHEDULED_AT"; sleep 2', name: "ticker" } });
+			const job = await node.request("POST", "/jobs", {
+				body: { type: "command", schedule: "* * * * * *", executable: 'echo "run $CRONJOB_SCHEDULED_AT"; sleep 2', name: "ticker" },
+			});
 			expect(job.status).toBe(201);
 			const runs = async () => {
 				const res = await node.request("GET", `/jobs/${job.body.id}/runs?limit=1000`);
 				if (res.status !== 200) throw new Error(`GET runs: ${res.status} ${JSON.stringify(res.body)}`);
 				return res.body as any[];
 			};
-			const before = await waitFor(async () => {
-				const r = await runs();
-				return r.filter((x) => x.status === "succeeded").length >= 2 && r.some((x) => x.status === "running") ? r : null;
-			}, 20_000, "two runs done and more in flight");
+			const before = await waitFor(
+				async () => {
+					const r = await runs();
+					return r.filter((x) => x.status === "succeeded").length >= 2 && r.some((x) => x.status === "running") ? r : null;
+				},
+				20_000,
+				"two runs done and more in flight",
+			);
 
 			// ---- the crash
 			await mdb.kill("SIGKILL");
@@ -250,22 +284,34 @@ describeDb(`MySQL/MariaDB (DATABASE_URL${DATABASE_URL ? "" : " is unset: skipped
 			const upAt = Date.now();
 			await waitFor(async () => (await node.request("GET", "/jobs")).status === 200, 20_000, "GET /jobs 200 after the restart");
 			await waitFor(async () => (await node.request("GET", "/health", { token: null })).status === 200, 20_000, "GET /health 200 after the restart");
-			await waitFor(async () => {
-				const s = await status();
-				return s.pendingResults === 0 && s.pendingFires === 0;
-			}, 20_000, "kept results written and kept fires handled");
+			await waitFor(
+				async () => {
+					const s = await status();
+					return s.pendingResults === 0 && s.pendingFires === 0;
+				},
+				20_000,
+				"kept results written and kept fires handled",
+			);
 			expect(fs.readdirSync(dataDir).some((f) => /^outbox-.*\.json$/.test(f))).toBe(false);
 
 			// The job keeps firing on schedule.
-			await waitFor(async () => (await runs()).some((r) => r.trigger === "schedule" && r.status === "succeeded" && Date.parse(r.scheduledAt) > upAt + 1000), 15_000, "scheduled runs after the restart");
+			await waitFor(
+				async () => (await runs()).some((r) => r.trigger === "schedule" && r.status === "succeeded" && Date.parse(r.scheduledAt) > upAt + 1000),
+				15_000,
+				"scheduled runs after the restart",
+			);
 
 			// Everything recorded before the crash is final; the runs that were in flight succeeded (their
 			// results came from the outbox).
-			const after = await waitFor(async () => {
-				const r = await runs();
-				const byId = new Map(r.map((x) => [x.id, x]));
-				return before.every((b) => FINAL.includes(byId.get(b.id)?.status)) ? r : null;
-			}, 15_000, "the runs from before the crash final");
+			const after = await waitFor(
+				async () => {
+					const r = await runs();
+					const byId = new Map(r.map((x) => [x.id, x]));
+					return before.every((b) => FINAL.includes(byId.get(b.id)?.status)) ? r : null;
+				},
+				15_000,
+				"the runs from before the crash final",
+			);
 			const byId = new Map(after.map((x) => [x.id, x]));
 			for (const b of before) {
 				expect(byId.get(b.id)).toMatchObject({ status: "succeeded", exitCode: 0, output: `run ${b.scheduledAt}\n` });
@@ -277,7 +323,8 @@ describeDb(`MySQL/MariaDB (DATABASE_URL${DATABASE_URL ? "" : " is unset: skipped
 			const keys = after.map((r) => `${r.scheduledAt}/${r.attempt}`);
 			expect(new Set(keys).size).toBe(keys.length);
 			const seconds = new Set(times);
-			for (let t = Math.min(...times); t <= Math.max(...times); t += 1000) expect([new Date(t).toISOString(), seconds.has(t)]).toEqual([new Date(t).toISOString(), true]);
+			for (let t = Math.min(...times); t <= Math.max(...times); t += 1000)
+				expect([new Date(t).toISOString(), seconds.has(t)]).toEqual([new Date(t).toISOString(), true]);
 			// The fires during the outage followed the misfire policy (run_once): the newest ran late
 			// (trigger catchup), the older ones are marked missed. Fires are recorded up to
 			// CRONJOB_PREFIRE_MS ahead of their instant, so the outage covers that much more.
@@ -288,7 +335,11 @@ describeDb(`MySQL/MariaDB (DATABASE_URL${DATABASE_URL ? "" : " is unset: skipped
 
 			// Nothing stays running: every run older than its 2 s run time (plus slack) is final.
 			const settledBefore = Date.now() - 4000;
-			await waitFor(async () => (await runs()).filter((r) => Date.parse(r.scheduledAt) < settledBefore).every((r) => FINAL.includes(r.status)), 15_000, "no run left running");
+			await waitFor(
+				async () => (await runs()).filter((r) => Date.parse(r.scheduledAt) < settledBefore).every((r) => FINAL.includes(r.status)),
+				15_000,
+				"no run left running",
+			);
 			expect((await node.request("DELETE", `/jobs/${job.body.id}`)).status).toBe(200);
 		}, 80_000);
 	});

@@ -509,7 +509,9 @@ describe("ArtifactCache: store down, then back up", () => {
 			expect(elapsed).toBeLessThan(5000);
 			expect(err).toBeInstanceOf(ObjectStoreUnavailable);
 			expect(isTransientStoreError(err)).toBe(true);
-			expect((err as Error).message).toMatch(new RegExp(`^cannot fetch s3://${s3.bucket}/sha256/${digest}: S3 bucket ${s3.bucket} at .* is unavailable: GetObject failed: .*ECONNREFUSED`));
+			expect((err as Error).message).toMatch(
+				new RegExp(`^cannot fetch s3://${s3.bucket}/sha256/${digest}: S3 bucket ${s3.bucket} at .* is unavailable: GetObject failed: .*ECONNREFUSED`),
+			);
 			await expect(downStore.ping()).rejects.toBeInstanceOf(ObjectStoreUnavailable);
 			expect(fs.existsSync(downCache.fileFor(digest))).toBe(false);
 			expect(fs.readdirSync(downCache.dir)).toEqual([]);

@@ -43,7 +43,11 @@ async function create(executable: string): Promise<string> {
 test("a fire is recorded and its process prepared ahead of its instant, and its code starts at the instant", async () => {
 	const id = await create("date +%s%3N");
 	// A run for an instant still ahead, not started yet: the held fire.
-	const held = await waitFor(async () => (await runsOf(id)).find((r) => r.status === "running" && r.startedAt === null && at(r) > Date.now() + 100), 10_000, "a held fire");
+	const held = await waitFor(
+		async () => (await runsOf(id)).find((r) => r.status === "running" && r.startedAt === null && at(r) > Date.now() + 100),
+		10_000,
+		"a held fire",
+	);
 	const done = await waitFor(async () => (await runsOf(id)).find((r) => r.id === held.id && r.status !== "running"), 10_000, "the held fire ran");
 	expect(done.status).toBe("succeeded");
 	expect(done.trigger).toBe("schedule");
@@ -67,7 +71,8 @@ test("a change while fires are held prepares them again from the new definition"
 	// worker) but held before it (less than LEAD after it) ran the new executable.
 	const wereHeld = runs.filter((r) => at(r) >= p + 1000 && at(r) < p + LEAD - 200);
 	expect(wereHeld.length).toBeGreaterThanOrEqual(1);
-	for (const r of runs.filter((x) => at(x) >= p + 1000)) expect({ at: r.scheduledAt, status: r.status, output: r.output }).toEqual({ at: r.scheduledAt, status: "succeeded", output: "v2\n" });
+	for (const r of runs.filter((x) => at(x) >= p + 1000))
+		expect({ at: r.scheduledAt, status: r.status, output: r.output }).toEqual({ at: r.scheduledAt, status: "succeeded", output: "v2\n" });
 	expect(new Set(runs.map((r) => r.scheduledAt)).size).toBe(runs.length); // each fire once
 	await node.request("DELETE", `/jobs/${id}`);
 });
@@ -89,6 +94,11 @@ test("deleting a job cancels its held fires: recorded skipped, their code never 
 		expect(r.error).toMatch(/cancelled before its instant/);
 	}
 	const ran = fs.readFileSync(file, "utf8").trim().split("\n");
-	expect(ran.sort()).toEqual(runs.filter((r) => r.status === "succeeded").map((r) => r.scheduledAt).sort());
+	expect(ran.sort()).toEqual(
+		runs
+			.filter((r) => r.status === "succeeded")
+			.map((r) => r.scheduledAt)
+			.sort(),
+	);
 	expect((await node.request("GET", `/jobs/${id}`)).body.status).toBe("finished");
 });

@@ -15,7 +15,9 @@ beforeAll(async () => {
 	node = await startNode();
 	printed = [];
 	commands = new Map(replCommands((text) => printed.push(text)).map((c) => [c.command.split(" ")[0], c]));
-	const res = await node.request("POST", "/jobs", { body: { type: "command", schedule: "*/7 3 * * mon-fri", timezone: "Europe/Paris", executable: "echo from-repl", name: "repl-job" } });
+	const res = await node.request("POST", "/jobs", {
+		body: { type: "command", schedule: "*/7 3 * * mon-fri", timezone: "Europe/Paris", executable: "echo from-repl", name: "repl-job" },
+	});
 	expect(res.status).toBe(201);
 	jobId = res.body.id;
 	// The manager assigns it to our worker.
@@ -78,11 +80,15 @@ test("cron-run <jobId> runs the job now; the run appears and succeeds", async ()
 	const out = await run("cron-run", { jobId });
 	const run0 = JSON.parse(out);
 	expect(run0).toMatchObject({ id: expect.any(String), jobId, trigger: "manual", attempt: 1 });
-	const runs = await waitFor(async () => {
-		const res = await node.request("GET", `/jobs/${jobId}/runs`);
-		const r = (res.body as any[]).find((x) => x.id === run0.id);
-		return r && r.status === "succeeded" ? r : null;
-	}, 10_000, "the manual run succeeded");
+	const runs = await waitFor(
+		async () => {
+			const res = await node.request("GET", `/jobs/${jobId}/runs`);
+			const r = (res.body as any[]).find((x) => x.id === run0.id);
+			return r && r.status === "succeeded" ? r : null;
+		},
+		10_000,
+		"the manual run succeeded",
+	);
 	expect(runs.output).toContain("from-repl");
 });
 

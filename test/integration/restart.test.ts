@@ -27,9 +27,17 @@ it("loses no job and no run across a SIGKILL and restart", async () => {
 
 	proc = startProcess(env);
 	await waitHealthy(base);
-	const ticker = await httpJson(`${base}/jobs`, { method: "POST", token: TOKEN, body: { type: "command", schedule: "* * * * * *", executable: `echo "$CRONJOB_SCHEDULED_AT" >> ${file}`, misfire: "run_all" } });
+	const ticker = await httpJson(`${base}/jobs`, {
+		method: "POST",
+		token: TOKEN,
+		body: { type: "command", schedule: "* * * * * *", executable: `echo "$CRONJOB_SCHEDULED_AT" >> ${file}`, misfire: "run_all" },
+	});
 	expect(ticker.status).toBe(201);
-	const sleeper = await httpJson(`${base}/jobs`, { method: "POST", token: TOKEN, body: { type: "command", schedule: "0 0 1 1 *", executable: 'echo "attempt $CRONJOB_ATTEMPT"; sleep 2' } });
+	const sleeper = await httpJson(`${base}/jobs`, {
+		method: "POST",
+		token: TOKEN,
+		body: { type: "command", schedule: "0 0 1 1 *", executable: 'echo "attempt $CRONJOB_ATTEMPT"; sleep 2' },
+	});
 	const started = await httpJson(`${base}/jobs/${sleeper.body.id}/run`, { method: "POST", token: TOKEN });
 	expect(started.status).toBe(202);
 	await waitFor(() => fs.existsSync(file) && fs.readFileSync(file, "utf8").trim().split("\n").length >= 2, 10_000, "ticks before the kill");
@@ -43,10 +51,14 @@ it("loses no job and no run across a SIGKILL and restart", async () => {
 	await waitHealthy(base);
 
 	// The interrupted run is marked failed and run again with attempt 2.
-	const runs = await waitFor(async () => {
-		const r = (await httpJson(`${base}/jobs/${sleeper.body.id}/runs`, { token: TOKEN })).body as any[];
-		return r.length === 2 && r[0].status === "succeeded" ? r : null;
-	}, 20_000, "re-run of the interrupted run");
+	const runs = await waitFor(
+		async () => {
+			const r = (await httpJson(`${base}/jobs/${sleeper.body.id}/runs`, { token: TOKEN })).body as any[];
+			return r.length === 2 && r[0].status === "succeeded" ? r : null;
+		},
+		20_000,
+		"re-run of the interrupted run",
+	);
 	expect(runs[1]).toMatchObject({ attempt: 1, status: "failed", node: "restart-a" });
 	expect(runs[1].error).toMatch(/interrupted/);
 	expect(runs[0]).toMatchObject({ attempt: 2, status: "succeeded", node: "restart-b", output: "attempt 2\n" });
@@ -55,8 +67,21 @@ it("loses no job and no run across a SIGKILL and restart", async () => {
 	// The ticker is still there and every second from before the kill to now ran exactly once
 	// (misfire run_all catches up the downtime).
 	const until = Date.now() + 2000;
-	await waitFor(() => fs.readFileSync(file, "utf8").trim().split("\n").some((l) => Date.parse(l) >= until), 15_000, "ticks after the restart");
-	const ticks = fs.readFileSync(file, "utf8").trim().split("\n").map((l) => Date.parse(l));
+	await waitFor(
+		() =>
+			fs
+				.readFileSync(file, "utf8")
+				.trim()
+				.split("\n")
+				.some((l) => Date.parse(l) >= until),
+		15_000,
+		"ticks after the restart",
+	);
+	const ticks = fs
+		.readFileSync(file, "utf8")
+		.trim()
+		.split("\n")
+		.map((l) => Date.parse(l));
 	const sorted = [...new Set(ticks)].sort((a, b) => a - b);
 	// None twice, except at most one run the kill cut off after it wrote (re-run with attempt 2).
 	expect(ticks.length - sorted.length).toBeLessThanOrEqual(1);

@@ -19,12 +19,11 @@ const root = `/cronjob-expiry-${randomBytes(5).toString("hex")}`;
 
 if (!ZK) {
 	// eslint-disable-next-line no-console
-	console.warn("zk-expiry.test.ts SKIPPED: ZOOKEEPER is not set (run scripts/services.sh start; eval \"$(scripts/services.sh env)\")");
+	console.warn('zk-expiry.test.ts SKIPPED: ZOOKEEPER is not set (run scripts/services.sh start; eval "$(scripts/services.sh env)")');
 }
 const maybe = ZK ? describe : describe.skip;
 
 const connectRaw = () => connectZk(ZK!);
-
 
 const removeRoot = (root: string) => removeZkTree(ZK!, root);
 
@@ -122,7 +121,11 @@ maybe("ZooKeeper session expiry in the services", () => {
 
 		// Both services got a new session, announced as such.
 		await waitFor(() => worker.state() === "connected" && manager.state() === "connected", 15_000, "new sessions");
-		await waitFor(() => states.worker.some((s) => s.state === "connected" && s.newSession) && states.manager.some((s) => s.state === "connected" && s.newSession), 5000, "newSession events");
+		await waitFor(
+			() => states.worker.some((s) => s.state === "connected" && s.newSession) && states.manager.some((s) => s.state === "connected" && s.newSession),
+			5000,
+			"newSession events",
+		);
 		expect(worker.sessionId()).not.toBe(before.worker);
 		expect(manager.sessionId()).not.toBe(before.manager);
 
@@ -133,14 +136,22 @@ maybe("ZooKeeper session expiry in the services", () => {
 		expect(workers[0].clockOffsetMs).not.toBeNull();
 
 		// The manager leads again (and counted the new term).
-		await waitFor(async () => ((await node.broker.call("manager.leader", {})) as { isLeader: boolean; leader: string }).isLeader, 10_000, "manager leads again");
+		await waitFor(
+			async () => ((await node.broker.call("manager.leader", {})) as { isLeader: boolean; leader: string }).isLeader,
+			10_000,
+			"manager leads again",
+		);
 		expect(((await node.broker.call("manager.leader", {})) as { leader: string }).leader).toBe(node.config.nodeId);
 		expect(((await node.broker.call("manager.status", {})) as { stats: { leaderChanges: number } }).stats.leaderChanges).toBeGreaterThan(leaderChanges0);
 
 		// The jobs keep firing after the expiry: fires scheduled well after it run and succeed.
 		const resumedAt = Date.now();
 		for (const id of ids) {
-			await waitFor(async () => (await runs(id)).filter((r) => r.status === "succeeded" && Date.parse(r.scheduledAt) > resumedAt).length >= 2, 15_000, `job ${id} fires after the expiry`);
+			await waitFor(
+				async () => (await runs(id)).filter((r) => r.status === "succeeded" && Date.parse(r.scheduledAt) > resumedAt).length >= 2,
+				15_000,
+				`job ${id} fires after the expiry`,
+			);
 		}
 		const status = (await node.broker.call("worker.status", {})) as { jobs: number; assigned: number; coordination: string };
 		expect(status).toMatchObject({ jobs: 3, assigned: 3, coordination: "connected" });
@@ -196,7 +207,11 @@ describe("connection loss over several fires (in-process coordination)", () => {
 		hub.disconnect(svc.coordination);
 		expect(await svc.fire(svc.jobs.get(id), at, "schedule", 1)).toBeNull();
 		hub.reconnect(svc.coordination);
-		const run = await waitFor(async () => ((await node.request("GET", `/jobs/${id}/runs`)).body as RunView[]).find((r) => Date.parse(r.scheduledAt) === at && r.status === "succeeded"), 10_000, "the given-back fire ran");
+		const run = await waitFor(
+			async () => ((await node.request("GET", `/jobs/${id}/runs`)).body as RunView[]).find((r) => Date.parse(r.scheduledAt) === at && r.status === "succeeded"),
+			10_000,
+			"the given-back fire ran",
+		);
 		expect(run.attempt).toBe(1);
 		await node.request("DELETE", `/jobs/${id}`);
 	});
@@ -217,7 +232,11 @@ describe("connection loss over several fires (in-process coordination)", () => {
 		hub.reconnect(worker);
 		const upAt = Date.now();
 
-		await waitFor(async () => (await runs()).some((r) => Date.parse(r.scheduledAt) > upAt + 1000 && r.status === "succeeded"), 10_000, "fires after the reconnect");
+		await waitFor(
+			async () => (await runs()).some((r) => Date.parse(r.scheduledAt) > upAt + 1000 && r.status === "succeeded"),
+			10_000,
+			"fires after the reconnect",
+		);
 		const all = await runs();
 		const first = all.filter((r) => r.attempt === 1);
 		expect(new Set(first.map((r) => r.scheduledAt)).size).toBe(first.length);
@@ -226,12 +245,18 @@ describe("connection loss over several fires (in-process coordination)", () => {
 		const claimedBefore = downAt + node.config.prefireMs + 100;
 		const inOutage = first.filter((r) => Date.parse(r.scheduledAt) > claimedBefore && Date.parse(r.scheduledAt) <= upAt);
 		const seconds = first.map((r) => Math.floor(Date.parse(r.scheduledAt) / 1000));
-		for (let sec = Math.floor(downAt / 1000) - 1; sec <= Math.floor(upAt / 1000) + 1; sec++) expect({ sec, recorded: seconds.includes(sec) }).toEqual({ sec, recorded: true });
+		for (let sec = Math.floor(downAt / 1000) - 1; sec <= Math.floor(upAt / 1000) + 1; sec++)
+			expect({ sec, recorded: seconds.includes(sec) }).toEqual({ sec, recorded: true });
 		expect(inOutage.length).toBeGreaterThanOrEqual(3);
 		const ran = inOutage.filter((r) => r.status !== "missed");
 		expect(ran.length).toBe(1);
 		expect(ran[0].trigger).toBe("catchup");
-		expect(ran[0].scheduledAt).toBe(inOutage.map((r) => r.scheduledAt).sort().pop());
+		expect(ran[0].scheduledAt).toBe(
+			inOutage
+				.map((r) => r.scheduledAt)
+				.sort()
+				.pop(),
+		);
 		// No run claimed during the outage started during it.
 		for (const r of all) {
 			const started = (r as unknown as { startedAt: string | null }).startedAt;

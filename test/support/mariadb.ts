@@ -49,15 +49,21 @@ export async function startPrivateMariaDb(databases: string[]): Promise<PrivateM
 	const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
 	const userArgs = isRoot ? ["--user=root"] : [];
 	// A throwaway server bound to 127.0.0.1: root without a password over the socket is enough for setup.
-	execFileSync(installDb, ["--no-defaults", `--datadir=${dataDir}`, ...userArgs, "--auth-root-authentication-method=normal", "--skip-test-db"], { stdio: "pipe", timeout: 60_000 });
+	execFileSync(installDb, ["--no-defaults", `--datadir=${dataDir}`, ...userArgs, "--auth-root-authentication-method=normal", "--skip-test-db"], {
+		stdio: "pipe",
+		timeout: 60_000,
+	});
 	const port = await freePort();
 	let child: ChildProcess | null = null;
 	let exited: Promise<void> = Promise.resolve();
 
 	const sql = (statements: string) =>
 		new Promise<string>((resolve, reject) => {
-			execFile(client, ["--no-defaults", "-uroot", `--socket=${socket}`, "--batch", "--skip-column-names", "-e", statements], { timeout: 10_000 }, (err, stdout, stderr) =>
-				err ? reject(new Error(`${err.message} ${stderr}`)) : resolve(stdout),
+			execFile(
+				client,
+				["--no-defaults", "-uroot", `--socket=${socket}`, "--batch", "--skip-column-names", "-e", statements],
+				{ timeout: 10_000 },
+				(err, stdout, stderr) => (err ? reject(new Error(`${err.message} ${stderr}`)) : resolve(stdout)),
 			);
 		});
 
@@ -82,7 +88,8 @@ export async function startPrivateMariaDb(databases: string[]): Promise<PrivateM
 		exited = new Promise((resolve) => proc.once("exit", () => resolve()));
 		await waitFor(
 			async () => {
-				if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`mariadbd exited: ${fs.readFileSync(path.join(dir, "error.log"), "utf8").slice(-2000)}`);
+				if (proc.exitCode !== null || proc.signalCode !== null)
+					throw new Error(`mariadbd exited: ${fs.readFileSync(path.join(dir, "error.log"), "utf8").slice(-2000)}`);
 				return (await sql("SELECT 1").catch(() => "")).trim() === "1";
 			},
 			30_000,
@@ -102,8 +109,12 @@ export async function startPrivateMariaDb(databases: string[]): Promise<PrivateM
 	};
 
 	await start();
-	const grants = databases.map((db) => `CREATE DATABASE IF NOT EXISTS \`${db}\`; GRANT ALL PRIVILEGES ON \`${db}\`.* TO '${USER}'@'127.0.0.1', '${USER}'@'localhost';`).join("\n");
-	await sql(`CREATE USER IF NOT EXISTS '${USER}'@'127.0.0.1' IDENTIFIED BY '${PASSWORD}'; CREATE USER IF NOT EXISTS '${USER}'@'localhost' IDENTIFIED BY '${PASSWORD}';\n${grants}\nFLUSH PRIVILEGES;`);
+	const grants = databases
+		.map((db) => `CREATE DATABASE IF NOT EXISTS \`${db}\`; GRANT ALL PRIVILEGES ON \`${db}\`.* TO '${USER}'@'127.0.0.1', '${USER}'@'localhost';`)
+		.join("\n");
+	await sql(
+		`CREATE USER IF NOT EXISTS '${USER}'@'127.0.0.1' IDENTIFIED BY '${PASSWORD}'; CREATE USER IF NOT EXISTS '${USER}'@'localhost' IDENTIFIED BY '${PASSWORD}';\n${grants}\nFLUSH PRIVILEGES;`,
+	);
 
 	return {
 		port,

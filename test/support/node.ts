@@ -18,7 +18,11 @@ export interface TestNode {
 	config: Config;
 	url: string;
 	dataDir: string;
-	request(method: string, path: string, opts?: { body?: unknown; token?: string | null; raw?: string; headers?: Record<string, string> }): Promise<{ status: number; body: any; headers: Headers }>;
+	request(
+		method: string,
+		path: string,
+		opts?: { body?: unknown; token?: string | null; raw?: string; headers?: Record<string, string> },
+	): Promise<{ status: number; body: any; headers: Headers }>;
 	stop(): Promise<void>;
 }
 
@@ -30,7 +34,14 @@ export function tempDir(prefix = "cronjob-test-"): string {
 
 export async function startNode(env: Record<string, string> = {}, deps: NodeDeps = {}): Promise<TestNode> {
 	const dataDir = env.CRONJOB_DATA_DIR ?? tempDir();
-	const config = loadConfig({ CRONJOB_ADMIN_TOKEN: ADMIN_TOKEN, PORT: "0", LOG_LEVEL: "warn", NODE_ID: `test-${process.pid}-${Math.random().toString(36).slice(2, 8)}`, ...env, CRONJOB_DATA_DIR: dataDir });
+	const config = loadConfig({
+		CRONJOB_ADMIN_TOKEN: ADMIN_TOKEN,
+		PORT: "0",
+		LOG_LEVEL: "warn",
+		NODE_ID: `test-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
+		...env,
+		CRONJOB_DATA_DIR: dataDir,
+	});
 	const broker = createNode(config, deps);
 	await broker.start();
 	let url = "";

@@ -30,7 +30,10 @@ export interface NodeProcess {
 export function startProcess(env: Record<string, string>): NodeProcess {
 	if (!fs.existsSync(BIN)) throw new Error(`${BIN} is missing: run \`npm run build\` (npm test does)`);
 	let out = "";
-	const child = spawn(process.execPath, [BIN], { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", LOG_LEVEL: "info", ...env }, stdio: ["ignore", "pipe", "pipe"] });
+	const child = spawn(process.execPath, [BIN], {
+		env: { PATH: process.env.PATH ?? "/usr/bin:/bin", LOG_LEVEL: "info", ...env },
+		stdio: ["ignore", "pipe", "pipe"],
+	});
 	child.stdout?.on("data", (d) => (out += d.toString()));
 	child.stderr?.on("data", (d) => (out += d.toString()));
 	const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));

@@ -66,15 +66,26 @@ describe("planAssignment", () => {
 	});
 
 	test("deterministic: same input, same moves, regardless of map/list order", () => {
-		const cur1 = new Map([["b", ["j3", "j1"]], ["a", ["j2"]]]);
-		const cur2 = new Map([["a", ["j2"]], ["b", ["j1", "j3"]]]);
+		const cur1 = new Map([
+			["b", ["j3", "j1"]],
+			["a", ["j2"]],
+		]);
+		const cur2 = new Map([
+			["a", ["j2"]],
+			["b", ["j1", "j3"]],
+		]);
 		const m1 = planAssignment(cur1, ["j1", "j2", "j3", "j4", "j5"], ["c", "a", "b"]);
 		const m2 = planAssignment(cur2, ["j5", "j4", "j3", "j2", "j1"], ["a", "b", "c"]);
 		expect(m1).toEqual(m2);
 	});
 
 	test("minimal moves when a worker joins: exactly the surplus moves", () => {
-		for (const [n, w] of [[10, 2], [11, 3], [100, 4], [1000, 7]]) {
+		for (const [n, w] of [
+			[10, 2],
+			[11, 3],
+			[100, 4],
+			[1000, 7],
+		]) {
 			const all = jobs(n);
 			const workers = Array.from({ length: w }, (_, i) => `w${i}`);
 			const first = applyMovesToMap(new Map(), planAssignment(new Map(), all, workers));
@@ -117,12 +128,42 @@ describe("planAssignment", () => {
 });
 
 describe("splitForFailover", () => {
-	const cases: Array<{ name: string; moves: { jobId: string; from: string | null; to: string | null }[]; live: string[]; first: unknown[]; cleanup: unknown[] }> = [
+	const cases: Array<{
+		name: string;
+		moves: { jobId: string; from: string | null; to: string | null }[];
+		live: string[];
+		first: unknown[];
+		cleanup: unknown[];
+	}> = [
 		{ name: "new job", moves: [{ jobId: "a", from: null, to: "w1" }], live: ["w1"], first: [{ jobId: "a", from: null, to: "w1" }], cleanup: [] },
-		{ name: "rebalance between live workers stays whole", moves: [{ jobId: "a", from: "w1", to: "w2" }], live: ["w1", "w2"], first: [{ jobId: "a", from: "w1", to: "w2" }], cleanup: [] },
-		{ name: "removal from a live worker", moves: [{ jobId: "a", from: "w1", to: null }], live: ["w1"], first: [{ jobId: "a", from: "w1", to: null }], cleanup: [] },
-		{ name: "off a dead worker: create first, tidy after", moves: [{ jobId: "a", from: "dead", to: "w1" }], live: ["w1"], first: [{ jobId: "a", from: null, to: "w1" }], cleanup: [{ jobId: "a", from: "dead", to: null }] },
-		{ name: "removal from a dead worker is tidying only", moves: [{ jobId: "a", from: "dead", to: null }], live: ["w1"], first: [], cleanup: [{ jobId: "a", from: "dead", to: null }] },
+		{
+			name: "rebalance between live workers stays whole",
+			moves: [{ jobId: "a", from: "w1", to: "w2" }],
+			live: ["w1", "w2"],
+			first: [{ jobId: "a", from: "w1", to: "w2" }],
+			cleanup: [],
+		},
+		{
+			name: "removal from a live worker",
+			moves: [{ jobId: "a", from: "w1", to: null }],
+			live: ["w1"],
+			first: [{ jobId: "a", from: "w1", to: null }],
+			cleanup: [],
+		},
+		{
+			name: "off a dead worker: create first, tidy after",
+			moves: [{ jobId: "a", from: "dead", to: "w1" }],
+			live: ["w1"],
+			first: [{ jobId: "a", from: null, to: "w1" }],
+			cleanup: [{ jobId: "a", from: "dead", to: null }],
+		},
+		{
+			name: "removal from a dead worker is tidying only",
+			moves: [{ jobId: "a", from: "dead", to: null }],
+			live: ["w1"],
+			first: [],
+			cleanup: [{ jobId: "a", from: "dead", to: null }],
+		},
 	];
 	it.each(cases)("$name", ({ moves, live, first, cleanup }) => {
 		expect(splitForFailover(moves, live)).toEqual({ first, cleanup });
@@ -145,12 +186,27 @@ describe("splitForFailover", () => {
 });
 
 describe("workersAfter (the jobs' display column)", () => {
-	const cases: Array<{ name: string; current: Assign; moves: { jobId: string; from: string | null; to: string | null }[]; expected: { jobId: string; to: string | null }[] }> = [
+	const cases: Array<{
+		name: string;
+		current: Assign;
+		moves: { jobId: string; from: string | null; to: string | null }[];
+		expected: { jobId: string; to: string | null }[];
+	}> = [
 		{ name: "moved", current: { w1: ["a"] }, moves: [{ jobId: "a", from: "w1", to: "w2" }], expected: [{ jobId: "a", to: "w2" }] },
 		{ name: "new", current: {}, moves: [{ jobId: "a", from: null, to: "w1" }], expected: [{ jobId: "a", to: "w1" }] },
 		{ name: "removed (deleted job)", current: { w1: ["a"] }, moves: [{ jobId: "a", from: "w1", to: null }], expected: [{ jobId: "a", to: null }] },
-		{ name: "duplicate record dropped: keeps the holder", current: { w1: ["a"], w3: ["a"] }, moves: [{ jobId: "a", from: "w3", to: null }], expected: [{ jobId: "a", to: "w1" }] },
-		{ name: "dead record tidied, job already moved", current: { dead: ["a"], w1: ["a"] }, moves: [{ jobId: "a", from: "dead", to: null }], expected: [{ jobId: "a", to: "w1" }] },
+		{
+			name: "duplicate record dropped: keeps the holder",
+			current: { w1: ["a"], w3: ["a"] },
+			moves: [{ jobId: "a", from: "w3", to: null }],
+			expected: [{ jobId: "a", to: "w1" }],
+		},
+		{
+			name: "dead record tidied, job already moved",
+			current: { dead: ["a"], w1: ["a"] },
+			moves: [{ jobId: "a", from: "dead", to: null }],
+			expected: [{ jobId: "a", to: "w1" }],
+		},
 	];
 	it.each(cases)("$name", ({ current, moves, expected }) => {
 		expect(workersAfter(toMap(current), moves)).toEqual(expected);

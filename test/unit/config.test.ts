@@ -19,12 +19,41 @@ describe("parseServices", () => {
 describe("loadConfig", () => {
 	it("defaults to the embedded single node", () => {
 		const c = loadConfig({}, "/srv");
-		expect(c).toMatchObject({ port: 30000, dataDir: "/srv/data", databaseUrl: null, zookeeper: null, transporter: null, s3: null, defaultRunUser: "nobody", maxUploadBytes: 16 * 1024 * 1024, clockSkewBoundMs: 1000 });
+		expect(c).toMatchObject({
+			port: 30000,
+			dataDir: "/srv/data",
+			databaseUrl: null,
+			zookeeper: null,
+			transporter: null,
+			s3: null,
+			defaultRunUser: "nobody",
+			maxUploadBytes: 16 * 1024 * 1024,
+			clockSkewBoundMs: 1000,
+		});
 	});
 
 	it("reads the cluster settings", () => {
-		const c = loadConfig({ DATABASE_URL: "mysql://u:p@db:3306/c", ZOOKEEPER: "zk:2181/x", TRANSPORTER: "nats://n:4222", S3_ENDPOINT: "http://s3:9000", AWS_ACCESS_KEY_ID: "k", AWS_SECRET_ACCESS_KEY: "s", PORT: "8080", CRONJOB_RUNNERS: "0" }, "/srv");
-		expect(c).toMatchObject({ port: 8080, databaseUrl: "mysql://u:p@db:3306/c", zookeeper: "zk:2181/x", transporter: "nats://n:4222", runners: 0, s3: { endpoint: "http://s3:9000", bucket: "cronjob", region: "us-east-1", accessKeyId: "k", secretAccessKey: "s" } });
+		const c = loadConfig(
+			{
+				DATABASE_URL: "mysql://u:p@db:3306/c",
+				ZOOKEEPER: "zk:2181/x",
+				TRANSPORTER: "nats://n:4222",
+				S3_ENDPOINT: "http://s3:9000",
+				AWS_ACCESS_KEY_ID: "k",
+				AWS_SECRET_ACCESS_KEY: "s",
+				PORT: "8080",
+				CRONJOB_RUNNERS: "0",
+			},
+			"/srv",
+		);
+		expect(c).toMatchObject({
+			port: 8080,
+			databaseUrl: "mysql://u:p@db:3306/c",
+			zookeeper: "zk:2181/x",
+			transporter: "nats://n:4222",
+			runners: 0,
+			s3: { endpoint: "http://s3:9000", bucket: "cronjob", region: "us-east-1", accessKeyId: "k", secretAccessKey: "s" },
+		});
 	});
 
 	it("refuses a number that is not one", () => {

@@ -6,15 +6,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { systemClock } from "../../lib/clock";
-import {
-	DEFAULT_PATH,
-	effectiveRunUser,
-	ExecResult,
-	ExecSpec,
-	resolveUser,
-	runProcess,
-	TailBuffer,
-} from "../../lib/executor";
+import { DEFAULT_PATH, effectiveRunUser, ExecResult, ExecSpec, resolveUser, runProcess, TailBuffer } from "../../lib/executor";
 
 const isRoot = process.getuid?.() === 0;
 const itRoot = isRoot ? it : it.skip;
@@ -122,7 +114,7 @@ describe("runProcess: exit status and output", () => {
 	it("does not wait forever for a process that left the group but holds the output open", async () => {
 		const t0 = Date.now();
 		// The main process waits until its child really is in its own session (pgid == pid) before it exits.
-		const line = "setsid sleep 30 & p=$!; while [ \"$(cut -d' ' -f5 /proc/$p/stat)\" != \"$p\" ]; do sleep 0.01; done; echo $p";
+		const line = 'setsid sleep 30 & p=$!; while [ "$(cut -d\' \' -f5 /proc/$p/stat)" != "$p" ]; do sleep 0.01; done; echo $p';
 		const res = await runProcess(sh(line, { killGraceMs: 300 }));
 		const escaped = Number(res.output.trim());
 		try {
@@ -231,9 +223,7 @@ describe("runProcess: environment", () => {
 describe("runProcess: user and working folder", () => {
 	itRoot("runs as nobody, with no supplementary groups, in a private folder owned by nobody that is removed afterwards", async () => {
 		const nobody = await resolveUser("nobody");
-		const res = await runProcess(
-			sh('id -u; id -g; id -G; stat -c "%U %a" .; pwd; echo "$HOME $USER $LOGNAME"; touch mine && echo wrote', { user: nobody }),
-		);
+		const res = await runProcess(sh('id -u; id -g; id -G; stat -c "%U %a" .; pwd; echo "$HOME $USER $LOGNAME"; touch mine && echo wrote', { user: nobody }));
 		expect(res.error).toBeNull();
 		expect(res.status).toBe("succeeded");
 		const [uid, gid, groups, owner, cwd, ident, wrote] = res.output.trim().split("\n");
@@ -460,7 +450,14 @@ describe("runProcess: prefire (spawned ahead, held until releaseAt)", () => {
 		const [pid] = processesWith(marker);
 		ac.abort(new Error("the job was deleted"));
 		const res = await run;
-		expect(res).toMatchObject({ status: "failed", exitCode: null, signal: "SIGKILL", output: "", released: false, error: "cancelled: the job was deleted (before start)" });
+		expect(res).toMatchObject({
+			status: "failed",
+			exitCode: null,
+			signal: "SIGKILL",
+			output: "",
+			released: false,
+			error: "cancelled: the job was deleted (before start)",
+		});
 		expect(Date.now()).toBeLessThan(releaseAt);
 		await new Promise((r) => setTimeout(r, releaseAt - Date.now() + 100));
 		expect(fs.existsSync(flag)).toBe(false);

@@ -1,4 +1,13 @@
-import { heldFireAfterReload, jobStatusAfterRun, misfireDecision, overlapDecision, prefireDecision, prefireLeadMs, retryDelayMs, shouldRetry } from "../../lib/policies";
+import {
+	heldFireAfterReload,
+	jobStatusAfterRun,
+	misfireDecision,
+	overlapDecision,
+	prefireDecision,
+	prefireLeadMs,
+	retryDelayMs,
+	shouldRetry,
+} from "../../lib/policies";
 import type { ConcurrencyPolicy, JobStatus, MisfirePolicy, RunStatus, RunTrigger } from "../../lib/types";
 
 const T = (iso: string) => Date.parse(iso);

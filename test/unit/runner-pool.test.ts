@@ -9,7 +9,15 @@ import { DEFAULT_PATH } from "../../lib/executor";
 import { RunnerPool, runnerScript } from "../../lib/runner-pool";
 
 const workRoot = fs.mkdtempSync(path.join(os.tmpdir(), "runner-pool-"));
-const spec = (line: string, over: Record<string, unknown> = {}) => ({ file: "/bin/sh", args: ["-c", line], env: { PATH: DEFAULT_PATH, X: "y" }, user: null, timeoutMs: null, workRoot, ...over });
+const spec = (line: string, over: Record<string, unknown> = {}) => ({
+	file: "/bin/sh",
+	args: ["-c", line],
+	env: { PATH: DEFAULT_PATH, X: "y" },
+	user: null,
+	timeoutMs: null,
+	workRoot,
+	...over,
+});
 
 let pool: RunnerPool;
 beforeAll(() => {

@@ -77,7 +77,13 @@ describe("decodeExecutable: refused", () => {
 describe("decodeExecutable: size limit", () => {
 	test.each([
 		["one byte over, padded", Buffer.alloc(MAX + 1).toString("base64"), MAX + 1],
-		["one byte over, unpadded", Buffer.alloc(MAX + 1).toString("base64").replace(/=+$/, ""), MAX + 1],
+		[
+			"one byte over, unpadded",
+			Buffer.alloc(MAX + 1)
+				.toString("base64")
+				.replace(/=+$/, ""),
+			MAX + 1,
+		],
 		["far over", "A".repeat(4 * MAX), 3 * MAX],
 	])("%s → TooLargeError", (_name, input, size) => {
 		let err: unknown;

@@ -127,7 +127,12 @@ describe("validateJobCreate: refusals", () => {
 		["body number", 42, "body", /got a number/],
 		["body date", new Date(0), "body", /plain JSON object/],
 		["unknown field", { ...base, command: "x" }, "command", /unknown field "command"/],
-		["unknown field __proto__", JSON.parse('{"type":"command","executable":"x","schedule":"* * * * *","__proto__":{"admin":true}}'), "__proto__", /unknown field/],
+		[
+			"unknown field __proto__",
+			JSON.parse('{"type":"command","executable":"x","schedule":"* * * * *","__proto__":{"admin":true}}'),
+			"__proto__",
+			/unknown field/,
+		],
 		["unknown field id", { ...base, id: "abc" }, "id", /unknown field/],
 		["unknown field owner", { ...base, owner: "u1" }, "owner", /unknown field/],
 		["unknown field reported before missing ones", { schedul: "* * * * *" }, "schedul", /unknown field/],
@@ -235,7 +240,11 @@ describe("validateJobPatch", () => {
 		["type with executable", { type: "script", executable: "ZWNobwo=" }, { type: "script", executable: "ZWNobwo=" }],
 		["executable alone", { executable: "ls -l" }, { executable: "ls -l" }],
 		["env replaced", { env: { A: "1" } }, { env: { A: "1" } }],
-		["several", { retries: 2, misfire: "skip", concurrency: "replace", recurring: false }, { retries: 2, misfire: "skip", concurrency: "replace", recurring: false }],
+		[
+			"several",
+			{ retries: 2, misfire: "skip", concurrency: "replace", recurring: false },
+			{ retries: 2, misfire: "skip", concurrency: "replace", recurring: false },
+		],
 	])("%s", (_name, body, expected) => {
 		expect(validateJobPatch(body, USER)).toEqual(expected);
 	});
