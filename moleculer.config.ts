@@ -5,7 +5,7 @@
  */
 import type { BrokerOptions } from "moleculer";
 import { loadConfig, type Config } from "./lib/config";
-import { replCommands } from "./lib/repl";
+import { replCommands } from "./app/repl";
 
 export function brokerOptions(config: Config): BrokerOptions {
 	return {

@@ -6,8 +6,8 @@
  * `worker.status` on each worker and to broadcast events. Needs DATABASE_URL, ZOOKEEPER, TRANSPORTER
  * (eval "$(scripts/services.sh env)").
  */
-import { waitFor } from "../lib/wait";
-import { removeZkTree } from "../lib/zk-tree";
+import { waitFor } from "../test/support/wait";
+import { removeZkTree } from "../test/support/zk-tree";
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";

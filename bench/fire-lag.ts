@@ -14,7 +14,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { arg, pct, spawnRate } from "./common";
 import { loadConfig } from "../lib/config";
-import { createNode } from "../lib/runtime";
+import { createNode } from "../app/node";
 
 async function measure(jobs: number, seconds: number) {
 	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "cronjob-bench-"));

@@ -4,7 +4,7 @@
  * environment (see README) turns it into a cluster node. `--repl` opens the Moleculer REPL.
  */
 import { loadConfig } from "../lib/config";
-import { createNode } from "../lib/runtime";
+import { createNode } from "../app/node";
 
 async function main() {
 	const repl = process.argv.includes("--repl");

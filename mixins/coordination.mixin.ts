@@ -4,7 +4,7 @@
  * passes a factory of MemoryCoordination sessions; the cluster passes ZookeeperMixin's.
  */
 import type { Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
-import type { Coordination } from "../lib/coordination";
+import type { Coordination } from "../lib/core/coordination";
 
 export interface CoordinationService extends Service {
 	coordination: Coordination;

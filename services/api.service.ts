@@ -6,8 +6,9 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Context, Service, ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
 import type { Config } from "../lib/config";
-import { unauthorized } from "../lib/errors";
-import type { AuthUser } from "../lib/types";
+import { unauthorized } from "../lib/core/errors";
+import { toMoleculerError } from "../lib/adapters/moleculer/errors";
+import type { AuthUser } from "../lib/core/types";
 
 /**
  * Health entries that are reported but never make /health answer 503: a worker with a bad clock gets
@@ -156,9 +157,9 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 				const header = req.headers.authorization;
 				const value = Array.isArray(header) ? header[0] : header;
 				const m = value ? /^Bearer\s+(\S+)\s*$/i.exec(value) : null;
-				if (!m) throw unauthorized();
+				if (!m) throw toMoleculerError(unauthorized());
 				const user = (await ctx.call("users.authenticate", { token: m[1] })) as AuthUser | null;
-				if (!user) throw unauthorized("Invalid bearer token");
+				if (!user) throw toMoleculerError(unauthorized("Invalid bearer token"));
 				return user;
 			},
 		},

@@ -8,18 +8,28 @@ import type { Readable } from "node:stream";
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import DbService from "moleculer-db";
 import { DataTypes, Op, QueryTypes, col, fn, type ModelStatic, type Model, type Sequelize } from "sequelize";
-import type { Clock } from "../lib/clock";
+import type { Clock } from "../lib/core/clock";
 import type { Config } from "../lib/config";
-import { createAdapter, createSequelize, isConnectionError, isUniqueViolation, syncModel, tuneDatabase, checkpoint, NO_GENERIC_DB_ACTIONS } from "../lib/db";
-import { conflict, invalidField, notFound, toClientError, unauthorized, unavailable } from "../lib/errors";
-import { Limiter } from "../lib/limiter";
-import type { ObjectStore } from "../lib/objectstore";
-import { jobStatusAfterRun } from "../lib/policies";
-import { nextFireTimes, validateTimezone, parseSchedule } from "../lib/schedule";
-import type { AuthUser, RunResult, RunStatus, RunTrigger } from "../lib/types";
-import { decodeExecutable, sha256Hex } from "../lib/upload";
-import { validateJobCreate, validateJobPatch } from "../lib/validation";
-import { iso, jobView, runSummary, runView, workerJobView, type JobRow, type RunRow } from "../lib/views";
+import {
+	createAdapter,
+	createSequelize,
+	isConnectionError,
+	isUniqueViolation,
+	syncModel,
+	tuneDatabase,
+	checkpoint,
+	NO_GENERIC_DB_ACTIONS,
+} from "../lib/adapters/sql/db";
+import { conflict, invalidField, notFound, unauthorized, unavailable } from "../lib/core/errors";
+import { Limiter } from "../lib/engine/limiter";
+import { type ObjectStore } from "../lib/adapters/object-store";
+import { jobStatusAfterRun } from "../lib/core/policies";
+import { nextFireTimes, validateTimezone, parseSchedule } from "../lib/core/schedule";
+import type { AuthUser, RunResult, RunStatus, RunTrigger } from "../lib/core/types";
+import { decodeExecutable, sha256Hex } from "../lib/core/upload";
+import { validateJobCreate, validateJobPatch } from "../lib/core/validation";
+import { iso, jobView, runSummary, runView, workerJobView, type JobRow, type RunRow } from "../lib/core/views";
+import { ErrorsMixin } from "../lib/adapters/moleculer/errors";
 
 export interface JobsDeps {
 	config: Config;
@@ -109,7 +119,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 	const { config, clock } = deps;
 	return {
 		name: "jobs",
-		mixins: [DbService],
+		mixins: [DbService, ErrorsMixin()],
 		adapter: createAdapter(createSequelize(config, "jobs")),
 		model: {
 			name: "job",
@@ -136,7 +146,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					try {
 						input = validateJobCreate(body, { admin: user.admin, userRunAs: config.userRunAs });
 					} catch (err) {
-						throw toClientError(err);
+						throw err;
 					}
 					const stored = await this.storeExecutable(input.type, input.executable);
 					const now = clock.now();
@@ -219,7 +229,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					try {
 						patch = validateJobPatch(body, { admin: user.admin, currentType: job.type, userRunAs: config.userRunAs });
 					} catch (err) {
-						throw toClientError(err);
+						throw err;
 					}
 					const now = clock.now();
 					const changes: Partial<JobRow> = { updatedAt: now };
@@ -338,7 +348,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 						validateTimezone(tz);
 						return { schedule, timezone: tz, next: nextFireTimes(schedule, tz, fromMs, n).map((t) => iso(t)) };
 					} catch (err) {
-						throw toClientError(err);
+						throw err;
 					}
 				},
 			},
@@ -698,7 +708,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				try {
 					content = decodeExecutable(executable, config.maxUploadBytes);
 				} catch (err) {
-					throw toClientError(err);
+					throw err;
 				}
 				const digest = sha256Hex(content);
 				try {

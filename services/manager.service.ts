@@ -5,12 +5,13 @@
  * whole assignment before acting.
  */
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
-import { planAssignment, splitForFailover, workersAfter } from "../lib/assignment";
-import type { Clock } from "../lib/clock";
+import { planAssignment, splitForFailover, workersAfter } from "../lib/core/assignment";
+import type { Clock } from "../lib/core/clock";
 import type { Config } from "../lib/config";
-import { METRICS, registerMetric } from "../lib/metrics";
-import type { AssignmentMove, Candidacy, Coordination, WorkerRegistration } from "../lib/coordination";
+import { METRICS, registerMetric } from "../lib/adapters/moleculer/metrics";
+import type { AssignmentMove, Candidacy, Coordination, WorkerRegistration } from "../lib/core/coordination";
 import { CoordinationMixin } from "../mixins/coordination.mixin";
+import { ErrorsMixin } from "../lib/adapters/moleculer/errors";
 
 /** Job ids per broker call (10,000 ids of 36 characters: about 400 KB of JSON). */
 const PAGE = 10_000;
@@ -61,7 +62,7 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 	const { config, clock } = deps;
 	return {
 		name: "manager",
-		mixins: [CoordinationMixin(deps.coordination)],
+		mixins: [CoordinationMixin(deps.coordination), ErrorsMixin()],
 
 		actions: {
 			/** The live workers with their job counts and clock offsets (GET /workers). */

@@ -9,12 +9,22 @@ import * as path from "node:path";
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import DbService from "moleculer-db";
 import { DataTypes, type Model, type ModelStatic, type Sequelize } from "sequelize";
-import type { Clock } from "../lib/clock";
+import type { Clock } from "../lib/core/clock";
 import type { Config } from "../lib/config";
-import { createAdapter, createSequelize, isConnectionError, isUniqueViolation, syncModel, tuneDatabase, checkpoint, NO_GENERIC_DB_ACTIONS } from "../lib/db";
-import { conflict, forbidden, notFound, unauthorized, unavailable } from "../lib/errors";
-import type { AuthUser, User } from "../lib/types";
-import { iso } from "../lib/views";
+import {
+	createAdapter,
+	createSequelize,
+	isConnectionError,
+	isUniqueViolation,
+	syncModel,
+	tuneDatabase,
+	checkpoint,
+	NO_GENERIC_DB_ACTIONS,
+} from "../lib/adapters/sql/db";
+import { conflict, forbidden, notFound, unauthorized, unavailable } from "../lib/core/errors";
+import type { AuthUser, User } from "../lib/core/types";
+import { iso } from "../lib/core/views";
+import { ErrorsMixin } from "../lib/adapters/moleculer/errors";
 
 export interface UsersDeps {
 	config: Config;
@@ -54,7 +64,7 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 	const { config, clock } = deps;
 	return {
 		name: "users",
-		mixins: [DbService],
+		mixins: [DbService, ErrorsMixin()],
 		adapter: createAdapter(createSequelize(config, "users")),
 		model: {
 			name: "user",

@@ -8,23 +8,24 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
-import { ArtifactCache } from "../lib/artifact-cache";
-import { Batcher } from "../lib/batcher";
-import { Limiter } from "../lib/limiter";
-import { RunnerPool } from "../lib/runner-pool";
-import { FIRE_LAG_BUCKETS, METRICS, registerMetric } from "../lib/metrics";
-import type { Clock, TimerHandle } from "../lib/clock";
+import { ArtifactCache } from "../lib/adapters/local/artifact-cache";
+import { Batcher } from "../lib/engine/batcher";
+import { Limiter } from "../lib/engine/limiter";
+import { RunnerPool } from "../lib/adapters/process/runner-pool";
+import { FIRE_LAG_BUCKETS, METRICS, registerMetric } from "../lib/adapters/moleculer/metrics";
+import type { Clock, TimerHandle } from "../lib/core/clock";
 import type { Config } from "../lib/config";
-import type { Coordination, WorkerRegistration } from "../lib/coordination";
-import { Crontab, formatCrontab } from "../lib/crontab";
-import { notFound } from "../lib/errors";
-import { DEFAULT_PATH, effectiveRunUser, resolveUser, runProcess, type ExecResult, type ExecSpec, type ResolvedUser } from "../lib/executor";
-import type { ObjectStore } from "../lib/objectstore";
-import { heldFireAfterReload, misfireDecision, overlapDecision, prefireDecision, prefireLeadMs, retryDelayMs, shouldRetry } from "../lib/policies";
-import { fireTimesBetween, loadTimeZone, nextFireTimes, parseSchedule, type ParsedSchedule, type TimeZone } from "../lib/schedule";
-import type { Run, RunResult, RunStatus, RunTrigger } from "../lib/types";
-import type { WorkerJob } from "../lib/views";
+import type { Coordination, WorkerRegistration } from "../lib/core/coordination";
+import { Crontab, formatCrontab } from "../lib/core/crontab";
+import { notFound } from "../lib/core/errors";
+import { DEFAULT_PATH, effectiveRunUser, resolveUser, runProcess, type ExecResult, type ExecSpec, type ResolvedUser } from "../lib/adapters/process/executor";
+import { type ObjectStore } from "../lib/adapters/object-store";
+import { heldFireAfterReload, misfireDecision, overlapDecision, prefireDecision, prefireLeadMs, retryDelayMs, shouldRetry } from "../lib/core/policies";
+import { fireTimesBetween, loadTimeZone, nextFireTimes, parseSchedule, type ParsedSchedule, type TimeZone } from "../lib/core/schedule";
+import type { Run, RunResult, RunStatus, RunTrigger } from "../lib/core/types";
+import type { WorkerJob } from "../lib/core/views";
 import { CoordinationMixin } from "../mixins/coordination.mixin";
+import { ErrorsMixin } from "../lib/adapters/moleculer/errors";
 
 export interface WorkerDeps {
 	config: Config;
@@ -162,7 +163,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 
 	return {
 		name: "worker",
-		mixins: [CoordinationMixin(deps.coordination)],
+		mixins: [CoordinationMixin(deps.coordination), ErrorsMixin()],
 
 		actions: {
 			/** Run a job now (POST /jobs/{id}/run). Answers the run as started. */
@@ -908,8 +909,12 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			this.slots = new Limiter(config.maxConcurrentRuns);
 			this.stages = new FireStages(1000);
 			this.runners = null;
-			this.starts = new Batcher((runs) => this.broker.call("jobs.startRuns", { runs }) as Promise<(Run | null)[]>);
-			this.finishes = new Batcher((results) => this.broker.call("jobs.finishRuns", { results }) as Promise<boolean[]>);
+			this.starts = new Batcher((runs) => this.broker.call("jobs.startRuns", { runs }) as Promise<(Run | null)[]>, {
+				schedule: (fn) => void clock.setTimeout(fn, 0),
+			});
+			this.finishes = new Batcher((results) => this.broker.call("jobs.finishRuns", { results }) as Promise<boolean[]>, {
+				schedule: (fn) => void clock.setTimeout(fn, 0),
+			});
 			this.users = new Map();
 			this.unwatch = [];
 			this.reconciling = null;

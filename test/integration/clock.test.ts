@@ -6,8 +6,9 @@
  * B publishes clockOffsetMs ~ 5000, gets no jobs, logs an error; /health reports the skew but keeps
  * answering 200 (HAProxy must not take the API out for a worker's clock).
  */
-import { systemClock, type Clock } from "../../lib/clock";
-import { MemoryCoordinationHub } from "../../lib/coordination-memory";
+import { type Clock } from "../../lib/core/clock";
+import { systemClock } from "../../lib/adapters/system/clock";
+import { MemoryCoordinationHub } from "../../lib/adapters/memory/coordination";
 import { startNode, tempDir, type TestNode } from "../support/node";
 import { waitFor } from "../support/wait";
 

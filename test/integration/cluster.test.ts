@@ -12,7 +12,7 @@
  * (/cronjob-e2e-<random>, deleted afterwards) and Moleculer namespace. Needs DATABASE_URL, ZOOKEEPER and
  * TRANSPORTER (eval "$(scripts/services.sh env)"); skipped with a message when they are unset.
  */
-import { removeZkTree } from "../../lib/zk-tree";
+import { removeZkTree } from "../support/zk-tree";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";

@@ -3,12 +3,12 @@
  * real ZooKeeper (start it with `scripts/services.sh start`; ZOOKEEPER env, default 127.0.0.1:2181).
  * Every ZooKeeper run uses its own root (/cronjob-test-<random>) and removes it afterwards.
  */
-import { connectZk, removeZkTree } from "../../lib/zk-tree";
+import { connectZk, removeZkTree } from "../support/zk-tree";
 import { randomBytes } from "node:crypto";
 import * as zookeeper from "node-zookeeper-client";
-import type { AssignmentMove, Candidacy, Coordination, ConnectionState, StateChange, WorkerRegistration } from "../../lib/coordination";
-import { MemoryCoordination, MemoryCoordinationHub } from "../../lib/coordination-memory";
-import { ZookeeperCoordination } from "../../mixins/zookeeper.mixin";
+import type { AssignmentMove, Candidacy, Coordination, ConnectionState, StateChange, WorkerRegistration } from "../../lib/core/coordination";
+import { MemoryCoordination, MemoryCoordinationHub } from "../../lib/adapters/memory/coordination";
+import { ZookeeperCoordination } from "../../lib/adapters/zookeeper/coordination";
 import { waitFor } from "../support/wait";
 
 const ZK = process.env.ZOOKEEPER || "127.0.0.1:2181";

@@ -16,7 +16,7 @@ import * as fs from "node:fs";
 import type { ServiceBroker } from "moleculer";
 import mysql from "mysql2/promise";
 import { loadConfig } from "../../lib/config";
-import { createNode } from "../../lib/runtime";
+import { createNode } from "../../app/node";
 import { startPrivateMariaDb, type PrivateMariaDb } from "../support/mariadb";
 import { ADMIN_TOKEN, startNode, tempDir, type TestNode } from "../support/node";
 import { waitFor } from "../support/wait";

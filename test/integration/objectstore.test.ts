@@ -8,14 +8,15 @@ import * as os from "node:os";
 import * as path from "node:path";
 import type { Readable } from "node:stream";
 import { PutObjectCommand } from "@aws-sdk/client-s3";
-import { ArtifactCache, ArtifactIntegrityError } from "../../lib/artifact-cache";
-import type { Clock } from "../../lib/clock";
-import { FieldError } from "../../lib/errors";
-import { ObjectNotFound, ObjectStoreUnavailable, isTransientStoreError, type ObjectStore } from "../../lib/objectstore";
-import { createObjectStore, objectStoreConfigFromEnv } from "../../lib/objectstore-factory";
-import { LocalObjectStore } from "../../lib/objectstore-local";
-import { S3ObjectStore } from "../../lib/objectstore-s3";
-import { sha256Hex } from "../../lib/upload";
+import { ArtifactCache } from "../../lib/adapters/local/artifact-cache";
+import type { Clock } from "../../lib/core/clock";
+import { ArtifactIntegrityError, FieldError, ObjectNotFound, ObjectStoreUnavailable } from "../../lib/core/errors";
+import { isTransientStoreError, type ObjectStore } from "../../lib/adapters/object-store";
+import { createObjectStore } from "../../lib/adapters/object-store";
+import { loadConfig } from "../../lib/config";
+import { LocalObjectStore } from "../../lib/adapters/local/object-store";
+import { S3ObjectStore } from "../../lib/adapters/s3/object-store";
+import { sha256Hex } from "../../lib/core/upload";
 import { freePort, startS3, type TestS3 } from "../support/s3";
 
 let s3: TestS3;
@@ -248,12 +249,12 @@ describe("URL forms across instances", () => {
 	});
 });
 
-describe("createObjectStore / objectStoreConfigFromEnv", () => {
+describe("createObjectStore from the configuration", () => {
 	test("S3 only when S3_ENDPOINT is set", () => {
-		const local = objectStoreConfigFromEnv({ CRONJOB_DATA_DIR: "/x" });
-		expect(local).toEqual({ dataDir: "/x", s3: null });
+		const local = loadConfig({ CRONJOB_DATA_DIR: "/x" });
+		expect(local).toMatchObject({ dataDir: "/x", s3: null });
 		expect(createObjectStore(local).kind).toBe("local");
-		const cfg = objectStoreConfigFromEnv({ S3_ENDPOINT: s3.endpoint, AWS_ACCESS_KEY_ID: "S3RVER", AWS_SECRET_ACCESS_KEY: "S3RVER" });
+		const cfg = loadConfig({ S3_ENDPOINT: s3.endpoint, AWS_ACCESS_KEY_ID: "S3RVER", AWS_SECRET_ACCESS_KEY: "S3RVER" });
 		expect(cfg.s3).toEqual({ endpoint: s3.endpoint, bucket: "cronjob", region: "us-east-1", accessKeyId: "S3RVER", secretAccessKey: "S3RVER" });
 		const store = createObjectStore(cfg);
 		expect(store.kind).toBe("s3");

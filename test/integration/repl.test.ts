@@ -2,7 +2,7 @@
  * The custom REPL commands (lib/repl.ts) on a started node: each command's action with a capturing
  * `out`, checked against what the API shows.
  */
-import { replCommands, type ReplCommand } from "../../lib/repl";
+import { replCommands, type ReplCommand } from "../../app/repl";
 import { startNode, type TestNode } from "../support/node";
 import { waitFor } from "../support/wait";
 

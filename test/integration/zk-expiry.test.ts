@@ -5,12 +5,12 @@
  * for real (a second client with the same session id and password closes the session). Then: the
  * worker is registered again, the manager leads again, the jobs keep firing, no fire runs twice.
  */
-import { connectZk, removeZkTree } from "../../lib/zk-tree";
+import { connectZk, removeZkTree } from "../support/zk-tree";
 import { randomBytes } from "node:crypto";
 import * as zookeeper from "node-zookeeper-client";
-import type { Coordination, StateChange } from "../../lib/coordination";
-import { MemoryCoordinationHub, type MemoryCoordination } from "../../lib/coordination-memory";
-import type { ZookeeperCoordination } from "../../mixins/zookeeper.mixin";
+import type { Coordination, StateChange } from "../../lib/core/coordination";
+import { MemoryCoordinationHub, type MemoryCoordination } from "../../lib/adapters/memory/coordination";
+import type { ZookeeperCoordination } from "../../lib/adapters/zookeeper/coordination";
 import { startNode, type TestNode } from "../support/node";
 import { waitFor } from "../support/wait";
 

@@ -10,5 +10,5 @@ const path = require("path");
 module.exports = async function globalSetup() {
 	const root = path.resolve(__dirname, "../..");
 	if (existsSync(path.join(root, "dist/bin/runner.js"))) return;
-	execFileSync(process.execPath, [require.resolve("typescript/bin/tsc"), "-p", path.join(root, "tsconfig.json")], { stdio: "inherit" });
+	execFileSync(process.execPath, [require.resolve("typescript/bin/tsc"), "-p", path.join(root, "tsconfig.build.json")], { stdio: "inherit" });
 };

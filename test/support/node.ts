@@ -8,7 +8,7 @@ import * as path from "node:path";
 import type { AddressInfo } from "node:net";
 import type { ServiceBroker } from "moleculer";
 import { loadConfig, type Config } from "../../lib/config";
-import { createNode, type NodeDeps } from "../../lib/runtime";
+import { createNode, type NodeDeps } from "../../app/node";
 import { waitFor } from "./wait";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789";

@@ -1,4 +1,4 @@
-import { applyMovesToMap, planAssignment, splitForFailover, workersAfter } from "../../lib/assignment";
+import { applyMovesToMap, planAssignment, splitForFailover, workersAfter } from "../../lib/core/assignment";
 
 type Assign = Record<string, string[]>;
 

@@ -1,12 +1,17 @@
-import { Batcher } from "../../lib/batcher";
+import { Batcher } from "../../lib/engine/batcher";
+
+const schedule = (fn: () => void) => void setImmediate(fn);
 
 describe("Batcher", () => {
 	it("coalesces calls of one turn into one batch and answers each caller", async () => {
 		const calls: number[][] = [];
-		const b = new Batcher<number, number>(async (items) => {
-			calls.push(items);
-			return items.map((x) => x * 2);
-		});
+		const b = new Batcher<number, number>(
+			async (items) => {
+				calls.push(items);
+				return items.map((x) => x * 2);
+			},
+			{ schedule },
+		);
 		const out = await Promise.all([1, 2, 3].map((x) => b.add(x)));
 		expect(out).toEqual([2, 4, 6]);
 		expect(calls).toEqual([[1, 2, 3]]);
@@ -16,17 +21,20 @@ describe("Batcher", () => {
 
 	it("splits at maxBatch", async () => {
 		const calls: number[][] = [];
-		const b = new Batcher<number, number>(async (items) => (calls.push(items), items), { maxBatch: 2 });
+		const b = new Batcher<number, number>(async (items) => (calls.push(items), items), { maxBatch: 2, schedule });
 		await Promise.all([1, 2, 3, 4, 5].map((x) => b.add(x)));
 		expect(calls).toEqual([[1, 2], [3, 4], [5]]);
 	});
 
 	it("rejects every caller of a failed batch, and a wrong-length answer", async () => {
-		const failing = new Batcher<number, number>(async () => {
-			throw new Error("db down");
-		});
+		const failing = new Batcher<number, number>(
+			async () => {
+				throw new Error("db down");
+			},
+			{ schedule },
+		);
 		await expect(Promise.all([failing.add(1), failing.add(2)])).rejects.toThrow("db down");
-		const short = new Batcher<number, number>(async () => [1]);
+		const short = new Batcher<number, number>(async () => [1], { schedule });
 		await expect(Promise.all([short.add(1), short.add(2)])).rejects.toThrow(/1 results for 2/);
 	});
 });

@@ -1,4 +1,4 @@
-import { Crontab, formatCrontab } from "../../lib/crontab";
+import { Crontab, formatCrontab } from "../../lib/core/crontab";
 
 describe("Crontab", () => {
 	it("pops due entries earliest first and keeps the rest", () => {

@@ -5,8 +5,8 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { systemClock } from "../../lib/clock";
-import { DEFAULT_PATH, effectiveRunUser, ExecResult, ExecSpec, resolveUser, runProcess, TailBuffer } from "../../lib/executor";
+import { systemClock } from "../../lib/adapters/system/clock";
+import { DEFAULT_PATH, effectiveRunUser, ExecResult, ExecSpec, resolveUser, runProcess, TailBuffer } from "../../lib/adapters/process/executor";
 
 const isRoot = process.getuid?.() === 0;
 const itRoot = isRoot ? it : it.skip;

@@ -1,4 +1,4 @@
-import { Limiter } from "../../lib/limiter";
+import { Limiter } from "../../lib/engine/limiter";
 
 describe("Limiter", () => {
 	it("lets `limit` holders in and queues the rest in order", async () => {

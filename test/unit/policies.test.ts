@@ -7,8 +7,8 @@ import {
 	prefireLeadMs,
 	retryDelayMs,
 	shouldRetry,
-} from "../../lib/policies";
-import type { ConcurrencyPolicy, JobStatus, MisfirePolicy, RunStatus, RunTrigger } from "../../lib/types";
+} from "../../lib/core/policies";
+import type { ConcurrencyPolicy, JobStatus, MisfirePolicy, RunStatus, RunTrigger } from "../../lib/core/types";
 
 const T = (iso: string) => Date.parse(iso);
 const A = T("2025-01-01T00:00:00Z");

@@ -5,8 +5,8 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { DEFAULT_PATH } from "../../lib/executor";
-import { RunnerPool, runnerScript } from "../../lib/runner-pool";
+import { DEFAULT_PATH } from "../../lib/adapters/process/executor";
+import { RunnerPool, runnerScript } from "../../lib/adapters/process/runner-pool";
 
 const workRoot = fs.mkdtempSync(path.join(os.tmpdir(), "runner-pool-"));
 const spec = (line: string, over: Record<string, unknown> = {}) => ({

@@ -1,6 +1,6 @@
 import { Cron } from "croner";
-import { FieldError } from "../../lib/errors";
-import { fireTimesBetween, loadTimeZone, nextFireTime, nextFireTimes, parseSchedule, SCHEDULE_ALIASES, validateTimezone } from "../../lib/schedule";
+import { FieldError } from "../../lib/core/errors";
+import { fireTimesBetween, loadTimeZone, nextFireTime, nextFireTimes, parseSchedule, SCHEDULE_ALIASES, validateTimezone } from "../../lib/core/schedule";
 
 const ms = (iso: string) => Date.parse(iso);
 const isoList = (a: number[]) => a.map((t) => new Date(t).toISOString().replace(".000Z", "Z"));

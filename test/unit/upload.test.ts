@@ -1,5 +1,5 @@
-import { FieldError } from "../../lib/errors";
-import { decodeExecutable, sha256Hex, TooLargeError } from "../../lib/upload";
+import { FieldError, TooLargeError } from "../../lib/core/errors";
+import { decodeExecutable, sha256Hex } from "../../lib/core/upload";
 
 const MAX = 1024;
 

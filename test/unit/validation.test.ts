@@ -1,5 +1,5 @@
-import { FieldError } from "../../lib/errors";
-import { ForbiddenFieldError, validateJobCreate, validateJobPatch, type JobCreateInput } from "../../lib/validation";
+import { FieldError, ForbiddenFieldError } from "../../lib/core/errors";
+import { validateJobCreate, validateJobPatch, type JobCreateInput } from "../../lib/core/validation";
 
 const USER = { admin: false };
 const ADMIN = { admin: true };

@@ -1,4 +1,4 @@
-import { bySequence, decodeId, DEFAULT_ROOT, encodeId, normalizeRoot, parseClaimName, parseElectionName, sequenceOf, ZkPaths } from "../../lib/zkpaths";
+import { bySequence, decodeId, DEFAULT_ROOT, encodeId, normalizeRoot, parseClaimName, parseElectionName, sequenceOf, ZkPaths } from "../../lib/core/zkpaths";
 
 describe("encodeId / decodeId", () => {
 	test.each([

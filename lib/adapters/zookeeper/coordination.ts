@@ -29,10 +29,18 @@ import { randomBytes } from "node:crypto";
 import * as zookeeper from "node-zookeeper-client";
 import type { Client, Stat } from "node-zookeeper-client";
 import type { Service } from "moleculer";
-import { unavailable } from "../lib/errors";
-import type { AssignmentMove, Candidacy, Claim, ConnectionState, Coordination, LeadershipHandlers, StateChange, WorkerRegistration } from "../lib/coordination";
-import { bySequence, decodeId, parseClaimName, parseElectionName, ZkPaths } from "../lib/zkpaths";
-import { CoordinationMixin } from "./coordination.mixin";
+import { unavailable } from "../../core/errors";
+import type {
+	AssignmentMove,
+	Candidacy,
+	Claim,
+	ConnectionState,
+	Coordination,
+	LeadershipHandlers,
+	StateChange,
+	WorkerRegistration,
+} from "../../core/coordination";
+import { bySequence, decodeId, parseClaimName, parseElectionName, ZkPaths } from "../../core/zkpaths";
 
 const { CreateMode, Exception, State, Event } = zookeeper;
 
@@ -1171,20 +1179,3 @@ function closeClient(client: Client, timeoutMs: number): Promise<void> {
 }
 
 export { Event as ZookeeperEvent };
-
-/**
- * Moleculer mixin: `this.coordination` = a ZookeeperCoordination (one session per service), connected
- * in `started`, closed in `stopped`. The service's logger is used unless `opts.logger` is given.
- */
-export function ZookeeperMixin(opts: ZookeeperCoordinationOptions) {
-	let service: Service | null = null;
-	const mixin = CoordinationMixin(() => new ZookeeperCoordination({ ...opts, logger: opts.logger ?? (service?.logger as CoordinationLogger | undefined) }));
-	const created = mixin.created as (this: Service) => void;
-	return {
-		...mixin,
-		created(this: Service) {
-			service = this;
-			created.call(this);
-		},
-	};
-}

@@ -34,7 +34,8 @@ import * as fsp from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { Readable } from "node:stream";
-import { Clock, systemClock, TimerHandle } from "./clock";
+import { Clock, TimerHandle } from "../../core/clock";
+import { systemClock } from "../system/clock";
 
 export interface ResolvedUser {
 	name: string;

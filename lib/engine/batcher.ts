@@ -1,7 +1,8 @@
 /**
  * Coalesces calls made in the same turn of the event loop into one batch call, so that a hundred
  * fires due at the same second cost one database transaction instead of a hundred. Each caller gets
- * its own result (or the batch's error). The flush is scheduled with an injectable scheduler.
+ * its own result (or the batch's error). The flush is scheduled by the injected `schedule` (the
+ * engine passes its clock's zero-delay timer).
  */
 export class Batcher<I, O> {
 	private items: { item: I; resolve(o: O): void; reject(e: unknown): void }[] = [];
@@ -9,7 +10,7 @@ export class Batcher<I, O> {
 
 	constructor(
 		private readonly run: (items: I[]) => Promise<O[]>,
-		private readonly opts: { maxBatch?: number; schedule?: (fn: () => void) => void } = {},
+		private readonly opts: { maxBatch?: number; schedule: (fn: () => void) => void },
 	) {}
 
 	add(item: I): Promise<O> {
@@ -18,7 +19,7 @@ export class Batcher<I, O> {
 			if ((this.opts.maxBatch ?? 500) <= this.items.length) this.flush();
 			else if (!this.scheduled) {
 				this.scheduled = true;
-				(this.opts.schedule ?? setImmediate)(() => this.flush());
+				this.opts.schedule(() => this.flush());
 			}
 		});
 	}

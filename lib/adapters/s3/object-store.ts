@@ -11,9 +11,11 @@
  */
 import { Readable, PassThrough } from "node:stream";
 import { GetObjectCommand, HeadBucketCommand, HeadObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
-import { FieldError } from "./errors";
-import { assertDigest, ObjectNotFound, ObjectStoreError, ObjectStoreUnavailable, type ObjectStore, type StoredObject } from "./objectstore";
-import { sha256Hex } from "./upload";
+import { FieldError } from "../../core/errors";
+import { assertDigest } from "../../core/upload";
+import { ObjectNotFound, ObjectStoreError, ObjectStoreUnavailable } from "../../core/errors";
+import { type ObjectStore, type StoredObject } from "../object-store";
+import { sha256Hex } from "../../core/upload";
 
 export interface S3ObjectStoreConfig {
 	/** e.g. http://127.0.0.1:4568 ; omitted = AWS's own endpoint for the region. */

@@ -18,21 +18,9 @@
  *   TooLargeError when over the limit.
  */
 import { createHash } from "node:crypto";
-import { FieldError } from "./errors";
+import { FieldError, TooLargeError } from "./errors";
 
 const FIELD = "executable";
-
-/** The upload is larger than allowed; `limit` and `size` are in decoded bytes (maps to 413). */
-export class TooLargeError extends FieldError {
-	constructor(
-		public readonly limit: number,
-		public readonly size: number,
-		field = FIELD,
-	) {
-		super(field, `${field} is larger than the limit of ${limit} bytes (${size} bytes)`);
-		this.name = "TooLargeError";
-	}
-}
 
 const WHITESPACE_RE = /[ \t\r\n]+/g;
 const BASE64_RE = /^[A-Za-z0-9+/]*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
@@ -84,4 +72,16 @@ export function decodeExecutable(base64: string, maxBytes: number): Buffer {
 /** SHA-256 of the content, lowercase hex. */
 export function sha256Hex(content: Buffer | Uint8Array | string): string {
 	return createHash("sha256").update(content).digest("hex");
+}
+
+/** A SHA-256 digest as we accept it everywhere: 64 lowercase hex characters. */
+export const DIGEST_RE = /^[0-9a-f]{64}$/;
+
+export function isDigest(value: unknown): value is string {
+	return typeof value === "string" && DIGEST_RE.test(value);
+}
+
+/** Throws FieldError("digest") unless `value` is 64 lowercase hex characters. */
+export function assertDigest(value: unknown, field = "digest"): asserts value is string {
+	if (!isDigest(value)) throw new FieldError(field, `${field} must be a SHA-256 digest (64 lowercase hex characters)`);
 }

@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import SqlAdapter from "moleculer-db-adapter-sequelize";
 import { Sequelize, type Model, type ModelStatic, type Options } from "sequelize";
-import type { Config } from "./config";
+import type { Config } from "../../config";
 
 interface SqliteConnection {
 	configure(option: "busyTimeout", value: number): void;

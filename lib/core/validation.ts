@@ -31,17 +31,9 @@
  * - Patch: every field optional, at least one required; `type` may only change together with
  *   `executable`. Pass `currentType` so a new executable for a command job gets the command limits.
  */
-import { FieldError } from "./errors";
+import { FieldError, ForbiddenFieldError } from "./errors";
 import { parseSchedule, validateTimezone } from "./schedule";
 import type { ConcurrencyPolicy, JobSettings, JobType, MisfirePolicy } from "./types";
-
-/** A field value that is valid but not permitted for this caller (the API answers 403). */
-export class ForbiddenFieldError extends FieldError {
-	constructor(field: string, message: string) {
-		super(field, message);
-		this.name = "ForbiddenFieldError";
-	}
-}
 
 /** A validated POST /jobs body, defaults filled in. */
 export type JobCreateInput = JobSettings;

@@ -28,9 +28,10 @@ interface Runner {
 
 /** The runner script: dist/bin/runner.js (from ts sources under jest, the built copy). */
 export function runnerScript(): string {
-	const here = path.resolve(__dirname, "../bin/runner.js");
+	// This file is lib/adapters/process/ under the repository (ts-jest) or under dist/.
+	const here = path.resolve(__dirname, "../../../bin/runner.js");
 	if (fs.existsSync(here)) return here;
-	return path.resolve(__dirname, "../dist/bin/runner.js");
+	return path.resolve(__dirname, "../../../dist/bin/runner.js");
 }
 
 export class RunnerPool {

@@ -10,12 +10,13 @@ import createJobsService from "../services/jobs.service";
 import createManagerService from "../services/manager.service";
 import createUsersService from "../services/users.service";
 import createWorkerService from "../services/worker.service";
-import { systemClock, type Clock } from "./clock";
-import type { Config } from "./config";
-import type { Coordination } from "./coordination";
-import { MemoryCoordination, MemoryCoordinationHub } from "./coordination-memory";
-import type { ObjectStore } from "./objectstore";
-import { createObjectStore } from "./objectstore-factory";
+import { type Clock } from "../lib/core/clock";
+import { systemClock } from "../lib/adapters/system/clock";
+import type { Config } from "../lib/config";
+import type { Coordination } from "../lib/core/coordination";
+import { MemoryCoordination, MemoryCoordinationHub } from "../lib/adapters/memory/coordination";
+import { type ObjectStore } from "../lib/adapters/object-store";
+import { createObjectStore } from "../lib/adapters/object-store";
 
 export interface NodeDeps {
 	clock?: Clock;
@@ -29,7 +30,7 @@ export function coordinationFactory(config: Config, hub: MemoryCoordinationHub):
 		const connectionString = config.zookeeper;
 		// Loaded only in a cluster: the embedded default never touches the ZooKeeper client.
 		// eslint-disable-next-line @typescript-eslint/no-require-imports
-		const { ZookeeperCoordination } = require("../mixins/zookeeper.mixin") as typeof import("../mixins/zookeeper.mixin");
+		const { ZookeeperCoordination } = require("../lib/adapters/zookeeper/coordination") as typeof import("../lib/adapters/zookeeper/coordination");
 		return () => new ZookeeperCoordination({ connectionString, root: config.zkRoot, sessionTimeoutMs: config.zkSessionTimeoutMs });
 	}
 	return () => new MemoryCoordination(hub);

@@ -14,9 +14,11 @@ import { constants as fsConstants, promises as fsp } from "node:fs";
 import * as path from "node:path";
 import type { Readable } from "node:stream";
 import { pathToFileURL } from "node:url";
-import { FieldError } from "./errors";
-import { assertDigest, ObjectNotFound, ObjectStoreUnavailable, type ObjectStore, type StoredObject } from "./objectstore";
-import { sha256Hex } from "./upload";
+import { FieldError } from "../../core/errors";
+import { assertDigest } from "../../core/upload";
+import { ObjectNotFound, ObjectStoreUnavailable } from "../../core/errors";
+import { type ObjectStore, type StoredObject } from "../object-store";
+import { sha256Hex } from "../../core/upload";
 
 export interface LocalObjectStoreOptions {
 	/** The node's data folder; objects live in `<dataDir>/objects`. */

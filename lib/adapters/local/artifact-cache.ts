@@ -22,8 +22,11 @@ import { createReadStream, createWriteStream, promises as fsp } from "node:fs";
 import * as path from "node:path";
 import { Transform, type Readable, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { systemClock, type Clock } from "./clock";
-import { assertDigest, DIGEST_RE, ObjectStoreUnavailable, type ObjectStore } from "./objectstore";
+import { type Clock } from "../../core/clock";
+import { systemClock } from "../system/clock";
+import { assertDigest, DIGEST_RE } from "../../core/upload";
+import { ArtifactIntegrityError, ObjectStoreUnavailable } from "../../core/errors";
+import { type ObjectStore } from "../object-store";
 
 export const DEFAULT_CACHE_MAX_BYTES = 512 * 1024 * 1024;
 export const DEFAULT_CACHE_MAX_AGE_MS = 7 * 24 * 3600 * 1000;
@@ -31,22 +34,6 @@ export const DEFAULT_CACHE_MAX_AGE_MS = 7 * 24 * 3600 * 1000;
 const FILE_MODE = 0o755;
 const DIR_MODE = 0o755;
 const TEMP_RE = /^\.[0-9a-f]{64}\..*\.tmp$/;
-
-/** The downloaded content does not match the digest (or the expected size). Never retried blindly. */
-export class ArtifactIntegrityError extends Error {
-	readonly transient = false;
-	constructor(
-		message: string,
-		public readonly digest: string,
-		public readonly url: string,
-		public readonly actualDigest: string | null,
-		public readonly actualSize: number,
-		public readonly expectedSize?: number,
-	) {
-		super(message);
-		this.name = "ArtifactIntegrityError";
-	}
-}
 
 export interface ArtifactCacheOptions {
 	dir: string;

@@ -14,8 +14,17 @@
  *   expire the session ("suspended": leadership is revoked, the ephemeral state stays, like Curator);
  * - watchers and leadership handlers fire asynchronously, never inside the mutating call.
  */
-import { unavailable } from "./errors";
-import type { AssignmentMove, Candidacy, Claim, ConnectionState, Coordination, LeadershipHandlers, StateChange, WorkerRegistration } from "./coordination";
+import { unavailable } from "../../core/errors";
+import type {
+	AssignmentMove,
+	Candidacy,
+	Claim,
+	ConnectionState,
+	Coordination,
+	LeadershipHandlers,
+	StateChange,
+	WorkerRegistration,
+} from "../../core/coordination";
 
 interface WorkerNode {
 	owner: MemoryCoordination;
