@@ -3,7 +3,7 @@
  * each given its dependencies (clock, coordination factory, object store). Used by bin/cronjob.ts
  * and by the tests, so both run exactly the same wiring.
  */
-import { ServiceBroker, type ServiceSchema } from "moleculer";
+import { ServiceBroker, type Middleware, type ServiceSchema } from "moleculer";
 import { brokerOptions } from "../moleculer.config";
 import createApiService from "../services/api.service";
 import createJobsService from "../services/jobs.service";
@@ -36,12 +36,32 @@ export function coordinationFactory(config: Config, hub: MemoryCoordinationHub):
 	return () => new MemoryCoordination(hub);
 }
 
+/**
+ * The services that use the others stop first, together: the worker stops firing, lets its runs
+ * finish and writes their results while the jobs service (the database) is still there; the manager
+ * and the API stop beside it. The broker then stops the rest (jobs, users: the connections).
+ * Moleculer stops all services at once otherwise.
+ */
+const STOP_FIRST = ["worker", "manager", "api"];
+
+export function orderedStop(): Middleware {
+	const middleware = {
+		name: "OrderedStop",
+		async stopping(broker: ServiceBroker) {
+			const first = STOP_FIRST.map((name) => broker.getLocalService(name)).filter((svc) => !!svc);
+			await Promise.all(first.map((svc) => broker.destroyService(svc)));
+		},
+	};
+	// Moleculer's Middleware type has no room for `name` beside the hooks.
+	return middleware as unknown as Middleware;
+}
+
 export function createNode(config: Config, deps: NodeDeps = {}): ServiceBroker {
 	const clock = deps.clock ?? systemClock();
 	const hub = deps.hub ?? new MemoryCoordinationHub();
 	const objectStore = deps.objectStore ?? createObjectStore({ dataDir: config.dataDir, s3: config.s3 });
 	const coordination = coordinationFactory(config, hub);
-	const broker = new ServiceBroker(brokerOptions(config));
+	const broker = new ServiceBroker({ ...brokerOptions(config), middlewares: [orderedStop()] });
 	// Each factory types `this` with its own service shape; the broker takes the base schema type.
 	const add = (schema: unknown) => broker.createService(schema as ServiceSchema);
 	for (const name of config.services) {

@@ -89,3 +89,32 @@ it("loses no job and no run across a SIGKILL and restart", async () => {
 	const jobs = (await httpJson(`${base}/jobs`, { token: TOKEN })).body as any[];
 	expect(jobs.map((j) => j.id).sort()).toEqual([ticker.body.id, sleeper.body.id].sort());
 }, 90_000);
+
+it("on SIGTERM lets the running run finish and records it before the database closes", async () => {
+	const dataDir = tempDir();
+	fs.chmodSync(dataDir, 0o777);
+	const port = await freePort();
+	const env = { CRONJOB_DATA_DIR: dataDir, PORT: String(port), CRONJOB_ADMIN_TOKEN: TOKEN, NODE_ID: "sigterm-a" };
+	const base = `http://127.0.0.1:${port}`;
+	proc = startProcess(env);
+	await waitHealthy(base);
+	const job = await httpJson(`${base}/jobs`, {
+		method: "POST",
+		token: TOKEN,
+		body: { type: "command", schedule: "0 0 1 1 *", executable: "sleep 1; echo done" },
+	});
+	expect(job.status).toBe(201);
+	const started = await httpJson(`${base}/jobs/${job.body.id}/run`, { method: "POST", token: TOKEN });
+	expect(started.status).toBe(202);
+
+	expect(await proc.kill("SIGTERM")).toBe(0);
+	// Stopped in order: the result was written while the database was still open.
+	expect(proc.log()).not.toMatch(/Cannot record run/);
+	expect(proc.log()).not.toMatch(/connection manager was closed/);
+
+	proc = startProcess({ ...env, NODE_ID: "sigterm-b" });
+	await waitHealthy(base);
+	const runs = (await httpJson(`${base}/jobs/${job.body.id}/runs`, { token: TOKEN })).body as any[];
+	expect(runs).toHaveLength(1);
+	expect(runs[0]).toMatchObject({ status: "succeeded", node: "sigterm-a", output: "done\n", attempt: 1 });
+});

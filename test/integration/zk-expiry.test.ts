@@ -13,6 +13,7 @@ import { MemoryCoordinationHub, type MemoryCoordination } from "../../lib/adapte
 import type { ZookeeperCoordination } from "../../lib/adapters/zookeeper/coordination";
 import { startNode, type TestNode } from "../support/node";
 import { waitFor } from "../support/wait";
+import type { WorkerEngine } from "../../lib/engine/worker/engine";
 
 const ZK = process.env.ZOOKEEPER;
 const root = `/cronjob-expiry-${randomBytes(5).toString("hex")}`;
@@ -197,15 +198,12 @@ describe("connection loss over several fires (in-process coordination)", () => {
 		const res = await node.request("POST", "/jobs", { body: { type: "command", schedule: "0 0 1 1 *", executable: "echo given-back" } });
 		expect(res.status).toBe(201);
 		const id = res.body.id as string;
-		const svc = node.broker.getLocalService("worker") as unknown as {
-			coordination: MemoryCoordination;
-			jobs: Map<string, unknown>;
-			fire(job: unknown, at: number, trigger: string, attempt: number): Promise<unknown>;
-		};
-		await waitFor(() => svc.jobs.has(id), 10_000, "the job on the worker");
+		const svc = node.broker.getLocalService("worker") as unknown as { coordination: MemoryCoordination; engine: WorkerEngine };
+		const jobs = svc.engine.state.jobs;
+		await waitFor(() => jobs.has(id), 10_000, "the job on the worker");
 		const at = Date.UTC(new Date().getUTCFullYear(), 0, 1);
 		hub.disconnect(svc.coordination);
-		expect(await svc.fire(svc.jobs.get(id), at, "schedule", 1)).toBeNull();
+		expect(await svc.engine.dispatcher.fire(jobs.get(id)!, at, "schedule", 1)).toBeNull();
 		hub.reconnect(svc.coordination);
 		const run = await waitFor(
 			async () => ((await node.request("GET", `/jobs/${id}/runs`)).body as RunView[]).find((r) => Date.parse(r.scheduledAt) === at && r.status === "succeeded"),

@@ -7,6 +7,7 @@
  * only (no `_sum`/`_count`); the `le="+Inf"` bucket is the count.
  */
 import type { ServiceBroker } from "moleculer";
+import type { WorkerMetrics } from "../../engine/worker/ports";
 
 export const METRICS = {
 	/** counter, label status: succeeded, failed, timed_out, skipped, missed (worker). */
@@ -32,4 +33,24 @@ export function registerMetric(
 ): void {
 	if (!broker.isMetricsEnabled() || broker.metrics.getMetric(opts.name)) return;
 	broker.metrics.register(opts as Parameters<ServiceBroker["metrics"]["register"]>[0]);
+}
+
+/** The worker engine's metrics on the broker's registry (no-ops while metrics are off). */
+export function workerMetrics(broker: ServiceBroker): WorkerMetrics {
+	registerMetric(broker, { type: "counter", name: METRICS.runs, description: "Runs recorded by this worker, by status", labelNames: ["status"] });
+	registerMetric(broker, {
+		type: "histogram",
+		name: METRICS.fireLag,
+		description: "Process start minus scheduled instant (s)",
+		unit: "seconds",
+		buckets: FIRE_LAG_BUCKETS,
+	});
+	registerMetric(broker, { type: "gauge", name: METRICS.workerJobs, description: "Jobs on this worker's crontab" });
+	const on = broker.isMetricsEnabled();
+	if (on) broker.metrics.set(METRICS.workerJobs, 0);
+	return {
+		runRecorded: (status) => on && void broker.metrics.increment(METRICS.runs, { status }),
+		fireLag: (seconds) => on && void broker.metrics.observe(METRICS.fireLag, seconds),
+		crontabSize: (n) => on && void broker.metrics.set(METRICS.workerJobs, n),
+	};
 }

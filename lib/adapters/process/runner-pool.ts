@@ -2,11 +2,16 @@
  * Runs job processes from a few small helper processes ("runners", bin/runner.ts) instead of the
  * worker itself. fork() costs time in proportion to the parent's memory, and the worker is a large
  * process: spawning from small runners, one per core, takes that cost off the worker's event loop
- * and spreads a burst of fires over the cores. Each runner calls runProcess (lib/executor.ts).
+ * and spreads a burst of fires over the cores. Each runner calls runProcess (executor.ts).
+ *
+ * Times: the pool takes and answers times on its injected clock; the runners, separate processes,
+ * live on the system clock, so a release instant and a result's times are shifted between the two.
  */
 import { fork, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import type { Clock } from "../../core/clock";
+import { systemClock } from "../system/clock";
 import type { ExecResult, ExecSpec } from "./executor";
 
 export type RunnerSpec = Omit<ExecSpec, "signal">;
@@ -44,6 +49,7 @@ export class RunnerPool {
 		private readonly size: number,
 		private readonly script = runnerScript(),
 		private readonly log: (msg: string) => void = () => undefined,
+		private readonly clock: Clock = systemClock(),
 	) {
 		for (let i = 0; i < size; i++) this.runners.push(this.start());
 	}
@@ -61,7 +67,8 @@ export class RunnerPool {
 			if (!p) return;
 			this.pending.delete(msg.id);
 			runner.inflight--;
-			p.resolve(msg.result);
+			const shift = this.shift();
+			p.resolve({ ...msg.result, startedAt: msg.result.startedAt - shift, finishedAt: msg.result.finishedAt - shift });
 		});
 		child.on("exit", (code, signal) => {
 			runner.alive = false;
@@ -69,7 +76,7 @@ export class RunnerPool {
 			for (const [id, p] of this.pending) {
 				if (p.runner !== runner) continue;
 				this.pending.delete(id);
-				const t = Date.now();
+				const t = this.clock.now();
 				p.resolve({
 					status: "failed",
 					exitCode: null,
@@ -91,9 +98,11 @@ export class RunnerPool {
 
 	/** Run one process on the least busy runner. Never rejects. */
 	run(spec: ExecSpec): Promise<ExecResult> {
-		const { signal, ...plain } = spec;
+		const { signal, ...rest } = spec;
+		// The runner holds a prefired process until releaseAt on the system clock.
+		const plain = rest.releaseAt == null ? rest : { ...rest, releaseAt: rest.releaseAt + this.shift() };
 		const live = this.runners.filter((r) => r.alive && r.child.connected);
-		const now = Date.now();
+		const now = this.clock.now();
 		if (this.closed || live.length === 0)
 			return Promise.resolve({
 				status: "failed",
@@ -119,6 +128,11 @@ export class RunnerPool {
 				else signal.addEventListener("abort", onAbort, { once: true });
 			}
 		});
+	}
+
+	/** The system clock minus ours, ms (0 with the system clock). */
+	private shift(): number {
+		return Date.now() - this.clock.now();
 	}
 
 	/** Stop the runners (after the worker's runs have finished). */

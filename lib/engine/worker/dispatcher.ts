@@ -1,0 +1,255 @@
+/**
+ * The dispatcher takes one fire from claim to result (the stages are in fire.ts):
+ *
+ *   overlap policy -> claim (job, scheduledAt) -> record the start (unique key) -> process
+ *   (prefired and held until the instant, or started now) -> record the result -> retry with backoff
+ *
+ * Prefire: a recurring `allow` job's scheduled first attempt, handed over ahead of its instant
+ * while a process slot is free, is claimed, recorded and spawned ahead and held until the instant
+ * (lib/core/policies.ts prefireDecision). A reload of the job while the fire is held keeps it,
+ * rebuilds it from the new definition (same claim, same run) or cancels it (recorded skipped; the
+ * job's code never ran): reviewHeld.
+ */
+import type { Clock } from "../../core/clock";
+import type { Claim, Coordination } from "../../core/coordination";
+import { heldFireAfterReload, overlapDecision, prefireDecision, retryDelayMs, shouldRetry } from "../../core/policies";
+import type { Run, RunTrigger } from "../../core/types";
+import type { WorkerJob } from "../../core/views";
+import type { Limiter } from "../limiter";
+import { Fire, HeldJobChanged, type FireObserver } from "./fire";
+import type { Logger, ProcessResult, ProcessRunner, WorkerMetrics } from "./ports";
+import type { RunRecorder } from "./recorder";
+import type { Recovery } from "./recovery";
+import type { FireStages, StageTimes } from "./stages";
+import { schedulable, type WorkerState } from "./state";
+
+export interface DispatcherDeps {
+	state: WorkerState;
+	clock: Clock;
+	coordination: Coordination;
+	recorder: RunRecorder;
+	recovery: () => Recovery;
+	runner: ProcessRunner;
+	/** Bounds the processes running at once. */
+	slots: Limiter;
+	stages: FireStages;
+	metrics: WorkerMetrics;
+	logger: Logger;
+	nodeId: string;
+	prefireMs: number;
+	/** A fire whose claim failed on a dropped connection goes back to the crontab (fire-loop.ts). */
+	giveBack(job: WorkerJob, at: number): void;
+	/** Sees every change of stage (tests, debugging). */
+	observe?: FireObserver;
+}
+
+export class Dispatcher {
+	constructor(private readonly deps: DispatcherDeps) {}
+
+	/**
+	 * Take a fire. Resolves the run once its start is recorded (the process goes on), or null when it
+	 * does not run here. Rejects only for a manual run whose start cannot be recorded (the caller's 503).
+	 */
+	async fire(job: WorkerJob, scheduledAt: number, trigger: RunTrigger, attempt: number): Promise<Run | null> {
+		const { state, clock, slots, prefireMs } = this.deps;
+		const fire = new Fire(job, scheduledAt, trigger, attempt, this.deps.observe ?? null);
+		// Handed over ahead of the instant: prefire (claim, record and spawn now, release at the
+		// instant) or wait for the instant.
+		const slotFree = slots.running < slots.limit && slots.queued === 0;
+		const mode = prefireDecision(job, { trigger, attempt, at: scheduledAt }, clock.now(), prefireMs, slotFree);
+		// A prefired fire holds its process slot from now on (given to the process, or dropped below).
+		let slot = mode === "prefire" ? slots.tryAcquire() : null;
+		const dropSlot = () => {
+			slot?.();
+			slot = null;
+		};
+		if (mode === "wait") {
+			fire.to({ stage: "waiting", until: scheduledAt });
+			await new Promise<void>((r) => clock.setTimeout(r, scheduledAt - clock.now()));
+			const current = state.mayFireAt(job.id, scheduledAt);
+			if (state.stopping || !current) return fire.end("dropped");
+			fire.job = current;
+		}
+		const times: StageTimes = { entered: clock.now(), claimed: 0, recorded: 0 };
+		if (trigger !== "retry") {
+			const running = state.activeOf(job.id);
+			const decision = overlapDecision(fire.job.concurrency, running.size);
+			if (decision === "skip") {
+				dropSlot();
+				fire.end("skipped");
+				await this.deps.recorder.notRun(fire.job, scheduledAt, trigger, "skipped", "the previous run is still running (concurrency forbid)");
+				return null;
+			}
+			if (decision === "replace") for (const r of running) r.controller.abort();
+		}
+
+		fire.to({ stage: "claiming" });
+		let claim: Claim | null;
+		try {
+			claim = await this.deps.coordination.claim(job.id, scheduledAt, this.deps.nodeId);
+			times.claimed = clock.now();
+		} catch (err) {
+			dropSlot();
+			this.deps.logger.error(`Cannot claim job ${job.id} at ${new Date(scheduledAt).toISOString()}:`, (err as Error).message);
+			// The connection dropped between the timer and the claim: give the fire back to the
+			// crontab, where the loop's resume() finds it on reconnect (misfire policy), instead of losing it.
+			if ((trigger === "schedule" || trigger === "catchup") && !state.stopping && this.deps.coordination.state() !== "connected") {
+				this.deps.giveBack(fire.job, scheduledAt);
+				return fire.end("given-back");
+			}
+			return fire.end("claim-failed");
+		}
+		if (!claim) {
+			dropSlot();
+			return fire.end("claim-lost"); // another worker holds this fire
+		}
+
+		fire.to({ stage: "recording" });
+		let run: Run | null;
+		try {
+			run = await this.deps.recorder.start(job.id, scheduledAt, attempt, trigger);
+			times.recorded = clock.now();
+		} catch (err) {
+			dropSlot();
+			await claim.release().catch(() => undefined);
+			fire.end("unstarted");
+			if (trigger === "manual") throw err; // the caller gets the 503
+			// The database is down: the fire did not run. Keep it for the misfire policy once the
+			// database answers (recovery.ts, "database-down"): it must not be dropped silently.
+			this.deps.logger.error(`Cannot record the start of job ${job.id} at ${new Date(scheduledAt).toISOString()} (kept to catch up):`, (err as Error).message);
+			this.deps.recovery().keepUnstarted(job.id, scheduledAt, attempt);
+			return null;
+		}
+		if (!run) {
+			dropSlot();
+			await claim.release().catch(() => undefined);
+			return fire.end("duplicate"); // already ran (unique key)
+		}
+
+		this.deps.recorder.stats.fired++;
+		fire.runId = run.id;
+		const held = slot;
+		slot = null;
+		fire.done = this.runToEnd(fire, run, claim, mode === "prefire" ? scheduledAt : null, held, times);
+		// Registered now, not before the awaits above: fires of one job overlap (prefire).
+		state.addActive(fire);
+		void fire.done.finally(() => state.removeActive(fire));
+		return run;
+	}
+
+	/** From the recorded start to the recorded result (and a retry), then the claim goes back. */
+	private async runToEnd(fire: Fire, run: Run, claim: Claim, releaseAt: number | null, slot: (() => void) | null, times: StageTimes): Promise<void> {
+		const { state, recorder } = this.deps;
+		try {
+			let result = await this.execute(fire, run, releaseAt, slot);
+			// Held and cancelled by a reload of the job: prepare it again from the new definition (same
+			// claim, same run), or record it skipped; its code never ran.
+			while (result.released === false && fire.controller.signal.reason instanceof HeldJobChanged) {
+				const current = state.stopping ? null : state.mayFireAt(fire.jobId, fire.scheduledAt);
+				if (!current) {
+					recorder.stats.skipped++;
+					fire.to({ stage: "finishing", runId: run.id, status: "skipped" });
+					await recorder.finish(
+						fire.job,
+						run,
+						{ ...result, error: "cancelled before its instant: the job was deleted, suspended or rescheduled" },
+						false,
+						"skipped",
+					);
+					fire.end("cancelled");
+					return;
+				}
+				fire.job = current;
+				fire.controller = new AbortController();
+				result = await this.execute(fire, run, releaseAt, null);
+			}
+			// The worker stopped before the process started: nothing ran. The row stays `running`; with
+			// its claim gone, the job's next worker (or this one restarted) finds it and runs it again.
+			if (state.stopping && result.released === false) {
+				fire.end("abandoned");
+				return;
+			}
+			if (fire.trigger === "schedule" && result.exitCode !== null) this.deps.stages.add(fire.scheduledAt, times, result.startedAt);
+			const willRetry = !fire.controller.signal.aborted && shouldRetry(result.status, fire.attempt, fire.job.retries);
+			fire.to({ stage: "finishing", runId: run.id, status: result.status });
+			await recorder.finish(fire.job, run, result, willRetry);
+			if (result.status === "succeeded") recorder.stats.succeeded++;
+			else recorder.stats.failed++;
+			fire.end("finished");
+			if (willRetry && !state.stopping) this.retryLater(fire);
+		} finally {
+			await claim.release().catch(() => undefined);
+		}
+	}
+
+	/** The next attempt after the backoff, if the job is still ours then. */
+	private retryLater(fire: Fire): void {
+		this.deps.clock.setTimeout(() => {
+			const current = this.deps.state.mayFire(fire.jobId);
+			if (current) void this.fire(current, fire.scheduledAt, "retry", fire.attempt + 1);
+		}, retryDelayMs(fire.attempt));
+	}
+
+	/** Prepare and run the process; `slot` is the one a prefired fire already holds. */
+	private async execute(fire: Fire, run: Run, releaseAt: number | null, slot: (() => void) | null): Promise<ProcessResult> {
+		const { clock } = this.deps;
+		fire.to(releaseAt !== null ? { stage: "held", runId: run.id, releaseAt } : { stage: "running", runId: run.id });
+		let prepared;
+		try {
+			prepared = await this.deps.runner.prepare(fire.job, run, fire.attempt, { signal: fire.controller.signal, releaseAt });
+		} catch (err) {
+			slot?.();
+			const t = clock.now();
+			return { status: "failed", exitCode: null, signal: null, output: "", startedAt: t, finishedAt: t, error: (err as Error).message };
+		}
+		const free = slot ?? (await this.deps.slots.acquire());
+		try {
+			if (this.deps.state.stopping && !fire.controller.signal.aborted) {
+				// Queued behind a backlog when the worker stops: it never started (see runToEnd).
+				const t = clock.now();
+				return {
+					status: "failed",
+					exitCode: null,
+					signal: null,
+					output: "",
+					startedAt: t,
+					finishedAt: t,
+					error: "the worker stopped before the run started",
+					released: false,
+				};
+			}
+			const result = await prepared.start();
+			// cronjob_fire_lag_seconds: start minus scheduled instant (first attempts of processes that
+			// started; a retry's lag is its backoff).
+			if (fire.attempt === 1 && result.released !== false && (result.exitCode !== null || result.signal !== null)) {
+				this.deps.metrics.fireLag(Math.max(0, result.startedAt - fire.scheduledAt) / 1000);
+			}
+			return result;
+		} finally {
+			free();
+			prepared.dispose();
+		}
+	}
+
+	/**
+	 * The job was reloaded: its fires still held are kept, rebuilt from the new definition, or
+	 * cancelled (heldFireAfterReload); runToEnd does the rebuild or records the skip. A job moved to
+	 * another worker keeps its held fires here (the new owner cannot claim them) unless it was
+	 * deleted, suspended or rescheduled.
+	 */
+	reviewHeld(jobId: string, fresh: WorkerJob | null, unassigned = false): void {
+		const now = this.deps.clock.now();
+		for (const fire of this.deps.state.activeOf(jobId)) {
+			if (!fire.heldAt(now)) continue;
+			const view = fresh && { updatedAt: fresh.updatedAt, schedulable: schedulable(fresh), firesAt: this.deps.state.firesAt(fresh, fire.scheduledAt) };
+			const decision = heldFireAfterReload(fire.job, view);
+			if (decision === "cancel" || (decision === "rebuild" && !unassigned)) fire.controller.abort(new HeldJobChanged());
+		}
+	}
+
+	/** Whether any fire of these jobs is held now. */
+	heldJobs(jobIds: string[]): string[] {
+		const now = this.deps.clock.now();
+		return jobIds.filter((id) => [...this.deps.state.activeOf(id)].some((f) => f.heldAt(now)));
+	}
+}

@@ -1,0 +1,151 @@
+/**
+ * The fire loop: the crontab (a heap of each job's next fire), ONE timer for its earliest entry,
+ * and the next-fire math (lib/core/schedule.ts). When the timer goes off, every entry due is handed
+ * to the dispatcher and the job's next fire goes back in the heap.
+ *
+ * A fire needs a claim, which needs the coordination session: while it is lost the loop stays idle
+ * and the fires falling due stay in the heap; resume() hands them over when the connection is back
+ * (several missed fires of one job go through its misfire policy: recovery.ts).
+ */
+import type { Clock, TimerHandle } from "../../core/clock";
+import type { Coordination } from "../../core/coordination";
+import { Crontab, type CrontabEntry } from "../../core/crontab";
+import { DEFAULT_MAX_CATCH_UP, prefireLeadMs } from "../../core/policies";
+import { fireTimesBetween, nextFireTimes } from "../../core/schedule";
+import type { RunTrigger } from "../../core/types";
+import type { WorkerJob } from "../../core/views";
+import type { WorkerMetrics } from "./ports";
+import type { Recovery } from "./recovery";
+import { schedulable, type WorkerState } from "./state";
+
+/** The longest single timer (a far fire is re-armed on the way). */
+const MAX_TIMER_MS = 24 * 3600 * 1000;
+
+export interface FireLoopDeps {
+	state: WorkerState;
+	clock: Clock;
+	coordination: Coordination;
+	recovery: Recovery;
+	metrics: WorkerMetrics;
+	prefireMs: number;
+	fire(job: WorkerJob, at: number, trigger: RunTrigger, attempt: number): void;
+}
+
+export class FireLoop {
+	readonly crontab = new Crontab();
+	private timer: TimerHandle | null = null;
+	private timerAt: number | null = null;
+
+	constructor(private readonly deps: FireLoopDeps) {}
+
+	/** Put the job's first fire after `after` in the crontab (or take it out when it has none). */
+	schedule(job: WorkerJob, after: number): void {
+		if (!job.recurring && job.lastScheduledAt !== null) {
+			this.crontab.delete(job.id); // a one-shot job fires once
+			return;
+		}
+		const { schedule, tz } = this.deps.state.scheduleOf(job);
+		const [next] = nextFireTimes(schedule, tz, after, 1);
+		if (next === undefined) this.crontab.delete(job.id);
+		else this.crontab.set(job.id, next, prefireLeadMs(job, this.deps.prefireMs));
+	}
+
+	/**
+	 * A (re)loaded job: into the crontab when it may fire, out of it otherwise. With `catchUp` (newly
+	 * assigned), the fires missed meanwhile go through recovery first, up to `now - 1`; the crontab
+	 * takes it from `now`. A reload keeps an entry that is due but whose timer has not gone off yet,
+	 * and a fire already handed over ahead of its instant is not scheduled twice.
+	 */
+	async load(job: WorkerJob, catchUp: boolean, now: number): Promise<void> {
+		if (!schedulable(job)) {
+			this.crontab.delete(job.id);
+			return;
+		}
+		const prev = this.crontab.nextAt(job.id);
+		if (catchUp) await this.deps.recovery.catchUp(job, now);
+		const from = catchUp ? now - 1 : Math.min(now, prev !== null ? prev - 1 : now);
+		this.schedule(job, Math.max(from, job.lastScheduledAt ?? 0));
+		const handed = this.deps.state.handed.get(job.id);
+		if (handed !== undefined && this.crontab.nextAt(job.id) === handed) this.schedule(job, handed);
+	}
+
+	drop(jobId: string): void {
+		this.crontab.delete(jobId);
+	}
+
+	/**
+	 * The claim of a fire failed because the connection dropped: the fire goes back to the crontab
+	 * (unless the job moved on past it), where resume() finds it on reconnect.
+	 */
+	giveBack(job: WorkerJob, at: number): void {
+		const current = this.deps.state.mayFire(job.id);
+		const next = this.crontab.nextAt(job.id);
+		if (!current || (next !== null && next <= at)) return;
+		this.crontab.set(job.id, at, prefireLeadMs(current, this.deps.prefireMs));
+		if (this.deps.state.handed.get(job.id) === at) this.deps.state.handed.delete(job.id);
+	}
+
+	/** One timer for the earliest entry of the crontab (none while the coordination session is lost). */
+	arm(): void {
+		const { clock, state } = this.deps;
+		this.deps.metrics.crontabSize(this.crontab.size);
+		if (state.stopping) return;
+		if (this.deps.coordination.state() !== "connected") {
+			// A fire needs a claim, which needs the session: fires falling due now would be lost.
+			// They stay in the crontab; resume() handles them when the connection is back.
+			this.disarm();
+			return;
+		}
+		const next = this.crontab.peek();
+		if (next && this.timerAt === next.at && this.timer) return;
+		this.disarm();
+		if (!next) return;
+		// `due`: the fire time, or earlier for a job that is prefired (prefireLeadMs).
+		this.timerAt = next.at;
+		this.timer = clock.setTimeout(() => this.onTimer(), Math.min(next.due - clock.now(), MAX_TIMER_MS));
+	}
+
+	disarm(): void {
+		if (this.timer) this.deps.clock.clearTimeout(this.timer);
+		this.timer = null;
+		this.timerAt = null;
+	}
+
+	/** The timer went off: hand over every entry due. */
+	private onTimer(): void {
+		this.timer = null;
+		this.timerAt = null;
+		if (this.deps.state.stopping) return;
+		for (const entry of this.crontab.popDue(this.deps.clock.now())) this.handOver(entry, false);
+		this.arm();
+	}
+
+	/**
+	 * The connection is back (same or new session): the fires that fell due meanwhile run late, by
+	 * the misfire policy when a job missed more than one (recovery.ts "coordination-down").
+	 */
+	resume(): void {
+		if (this.deps.state.stopping) return;
+		for (const entry of this.crontab.popDue(this.deps.clock.now())) this.handOver(entry, true);
+		this.arm();
+	}
+
+	private handOver(entry: CrontabEntry, afterOutage: boolean): void {
+		const { state } = this.deps;
+		const job = state.jobs.get(entry.jobId);
+		if (!job || !schedulable(job)) return;
+		let due = [entry.at];
+		if (afterOutage && job.recurring) {
+			const { schedule, tz } = state.scheduleOf(job);
+			const between = fireTimesBetween(schedule, tz, entry.at - 1, this.deps.clock.now(), DEFAULT_MAX_CATCH_UP);
+			// Empty for an entry handed over ahead of its instant (prefire lead): that one fire.
+			if (between.length > 0) due = between;
+		}
+		const last = due[due.length - 1];
+		state.handed.set(job.id, last);
+		this.schedule(job, last);
+		if (!job.recurring) job.lastScheduledAt = last;
+		if (afterOutage) this.deps.recovery.afterOutage(job, due);
+		else this.deps.fire(job, entry.at, "schedule", 1);
+	}
+}

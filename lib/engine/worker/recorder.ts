@@ -1,0 +1,146 @@
+/**
+ * The run recorder: every run start, run end and fire that did not run goes to the run ledger
+ * through here. Starts and ends made in the same turn are batched into one call (one transaction).
+ * A result that cannot be written (the database is down) waits in the outbox, persisted through the
+ * OutboxStore so that a restart does not lose it, and is written later, in order: nothing is lost.
+ */
+import type { Clock, TimerHandle } from "../../core/clock";
+import type { Run, RunStatus, RunTrigger } from "../../core/types";
+import type { WorkerJob } from "../../core/views";
+import { Batcher } from "../batcher";
+import type { FinishRequest, JobsClient, Logger, OutboxStore, ProcessResult, StartRequest, WorkerMetrics } from "./ports";
+
+/** How long the outbox waits before it tries the database again. */
+export const OUTBOX_RETRY_MS = 1000;
+/** Results per write when the outbox drains. */
+const OUTBOX_BATCH = 500;
+
+export interface WorkerStats {
+	fired: number;
+	succeeded: number;
+	failed: number;
+	skipped: number;
+	missed: number;
+}
+
+export interface RecorderDeps {
+	clock: Clock;
+	jobs: JobsClient;
+	outbox: OutboxStore;
+	logger: Logger;
+	metrics: WorkerMetrics;
+	nodeId: string;
+}
+
+export class RunRecorder {
+	readonly stats: WorkerStats = { fired: 0, succeeded: 0, failed: 0, skipped: 0, missed: 0 };
+	private readonly starts: Batcher<StartRequest, Run | null>;
+	private readonly finishes: Batcher<FinishRequest, boolean>;
+	/** Results not yet written (the database was down), oldest first. */
+	private outbox: FinishRequest[] = [];
+	private outboxTimer: TimerHandle | null = null;
+	private stopped = false;
+
+	constructor(private readonly deps: RecorderDeps) {
+		const schedule = (fn: () => void) => void deps.clock.setTimeout(fn, 0);
+		this.starts = new Batcher((runs) => deps.jobs.startRuns(runs), { schedule });
+		this.finishes = new Batcher((results) => deps.jobs.finishRuns(results), { schedule });
+	}
+
+	/** Results kept from before a restart; answers how many. */
+	loadOutbox(): number {
+		this.outbox = this.deps.outbox.load();
+		return this.outbox.length;
+	}
+
+	get pendingResults(): number {
+		return this.outbox.length;
+	}
+
+	/** Whether a run's result waits in the outbox (it ran here; it is not a cut-off run). */
+	inOutbox(runId: string): boolean {
+		return this.outbox.some((o) => o.runId === runId);
+	}
+
+	/** Record a run's start. Resolves null when the fire already has a run; rejects while the database is down. */
+	start(jobId: string, scheduledAt: number, attempt: number, trigger: RunTrigger): Promise<Run | null> {
+		return this.starts.add({ jobId, scheduledAt, attempt, trigger, node: this.deps.nodeId });
+	}
+
+	/** Record a run's end; while the database is down, keep it and retry until it is written. Never rejects. */
+	async finish(job: WorkerJob, run: Run, result: ProcessResult, willRetry: boolean, status: RunStatus = result.status): Promise<void> {
+		this.count(status);
+		const req: FinishRequest = {
+			runId: run.id,
+			jobId: job.id,
+			scheduledAt: Date.parse(run.scheduledAt),
+			recurring: job.recurring,
+			status,
+			exitCode: result.exitCode,
+			signal: result.signal,
+			output: result.output,
+			startedAt: status === "skipped" ? null : result.startedAt,
+			finishedAt: result.finishedAt,
+			error: result.error,
+			willRetry,
+		};
+		try {
+			await this.finishes.add(req);
+		} catch (err) {
+			this.deps.logger.warn(`Cannot record run ${run.id} now (${(err as Error).message}); keeping it to retry`);
+			this.outbox.push(req);
+			this.deps.outbox.save(this.outbox);
+			this.armOutbox();
+		}
+	}
+
+	/** Write what waits in the outbox, oldest first; on failure try again later. Rejects only when told to stop trying. */
+	async flushOutbox(): Promise<void> {
+		this.outboxTimer = null;
+		while (this.outbox.length > 0) {
+			const batch = this.outbox.slice(0, OUTBOX_BATCH);
+			try {
+				await this.deps.jobs.finishRuns(batch);
+			} catch {
+				this.armOutbox();
+				return;
+			}
+			this.outbox.splice(0, batch.length);
+			this.deps.outbox.save(this.outbox);
+			this.deps.logger.info(`Recorded ${batch.length} run result(s) kept while the database was unreachable`);
+		}
+	}
+
+	/** Record a fire that did not run (skipped, missed). Best effort: a failure is logged. */
+	async notRun(job: WorkerJob, scheduledAt: number, trigger: RunTrigger, status: "skipped" | "missed", error: string): Promise<void> {
+		if (status === "skipped") this.stats.skipped++;
+		else this.stats.missed++;
+		this.count(status);
+		try {
+			await this.deps.jobs.recordRun({ jobId: job.id, scheduledAt, trigger, status, node: this.deps.nodeId, error });
+		} catch (err) {
+			this.deps.logger.warn(`Cannot record a ${status} fire of job ${job.id}:`, (err as Error).message);
+		}
+	}
+
+	/** A run cut off elsewhere was marked failed (cronjob_runs_total). */
+	countAbandoned(): void {
+		this.count("failed");
+	}
+
+	/** No more timers: the engine is stopping (a last flushOutbox may still be called). */
+	stop(): void {
+		this.stopped = true;
+		if (this.outboxTimer) this.deps.clock.clearTimeout(this.outboxTimer);
+		this.outboxTimer = null;
+	}
+
+	private armOutbox(): void {
+		if (this.stopped || this.outboxTimer) return;
+		this.outboxTimer = this.deps.clock.setTimeout(() => void this.flushOutbox(), OUTBOX_RETRY_MS);
+	}
+
+	private count(status: RunStatus): void {
+		if (status !== "running") this.deps.metrics.runRecorded(status);
+	}
+}
