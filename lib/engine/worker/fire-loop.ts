@@ -143,8 +143,10 @@ export class FireLoop {
 		}
 		const last = due[due.length - 1];
 		state.handed.set(job.id, last);
-		this.schedule(job, last);
+		// A one-shot job's fire is its only one: marked before scheduling, so that no second fire is
+		// scheduled while the first runs (the job's status changes only when the run has finished).
 		if (!job.recurring) job.lastScheduledAt = last;
+		this.schedule(job, last);
 		if (afterOutage) this.deps.recovery.afterOutage(job, due);
 		else this.deps.fire(job, entry.at, "schedule", 1);
 	}

@@ -1,0 +1,586 @@
+/**
+ * The worker engine on a fake clock, the in-memory coordination, a fake jobs service (its run
+ * ledger) and a fake process runner: no broker, no process, no real time. Each case is named after
+ * the path a fire takes; the anchor T0 is the top of an hour (2030-01-01T00:00:00Z), and times are
+ * offsets from it.
+ */
+import { MemoryCoordinationHub, type MemoryCoordination } from "../../../lib/adapters/memory/coordination";
+import { RunSetupError } from "../../../lib/core/errors";
+import type { MisfirePolicy } from "../../../lib/core/types";
+import type { WorkerJob } from "../../../lib/core/views";
+import { WorkerEngine } from "../../../lib/engine/worker/engine";
+import { TRANSITIONS, type FireOutcome, type StageName } from "../../../lib/engine/worker/fire";
+import { decideMissedFires, type MissedCause } from "../../../lib/engine/worker/recovery";
+import { FakeClock } from "../../support/fake-clock";
+import { FakeJobs, FakeRunner, MemoryOutbox, recordingLogger, workerJob, type LogLine } from "../../support/worker-fakes";
+
+const T0 = Date.UTC(2030, 0, 1, 0, 0, 0);
+const s = (n: number) => T0 + n * 1000;
+/** The engine starts half a second past T0 (a fire due at exactly its start would be the crontab's). */
+const START = T0 + 500;
+const NODE = "w1";
+/** A schedule with no fire near T0 (1 July): jobs that only run when a case says so. */
+const NEVER = "0 0 0 1 7 *";
+
+interface Transition {
+	jobId: string;
+	at: number;
+	attempt: number;
+	from: StageName;
+	to: StageName;
+	outcome?: FireOutcome;
+}
+
+async function harness(opts: { prefireMs?: number; maxConcurrentRuns?: number; start?: number } = {}) {
+	const clock = new FakeClock({ start: opts.start ?? START });
+	const hub = new MemoryCoordinationHub();
+	const coordination = hub.session();
+	await coordination.connect();
+	const other = hub.session(); // the manager, another worker
+	await other.connect();
+	const jobs = new FakeJobs(clock);
+	const runner = new FakeRunner(clock);
+	const outbox = new MemoryOutbox();
+	const logs: LogLine[] = [];
+	const transitions: Transition[] = [];
+	const engine = new WorkerEngine(
+		{
+			nodeId: NODE,
+			prefireMs: opts.prefireMs ?? 1000,
+			maxConcurrentRuns: opts.maxConcurrentRuns ?? 8,
+			clockSkewBoundMs: 1000,
+			heartbeatMs: 60_000,
+			stopGraceMs: 10_000,
+			registration: { host: "test", pid: 1, capacity: 100 },
+		},
+		{
+			clock,
+			coordination,
+			jobs,
+			runner,
+			outbox,
+			logger: recordingLogger(logs),
+			observe: (fire, from) =>
+				transitions.push({
+					jobId: fire.jobId,
+					at: fire.scheduledAt,
+					attempt: fire.attempt,
+					from: from.stage,
+					to: fire.state.stage,
+					...(fire.state.stage === "ended" ? { outcome: fire.state.outcome } : {}),
+				}),
+		},
+	);
+	const h = {
+		clock,
+		hub,
+		coordination,
+		other,
+		jobs,
+		runner,
+		outbox,
+		logs,
+		transitions,
+		engine,
+		/** Put jobs in the ledger and assign them here. */
+		async assign(...list: WorkerJob[]) {
+			for (const j of list) jobs.put(j);
+			await other.applyMoves(list.map((j) => ({ jobId: j.id, from: null, to: NODE })));
+			await clock.advance(0);
+		},
+		async move(jobId: string, to = "w2") {
+			await other.applyMoves([{ jobId, from: NODE, to }]);
+			await clock.advance(0);
+		},
+		async start() {
+			await engine.start();
+			await clock.advance(0);
+		},
+		/** POST /jobs/{id}/run: the start is recorded on the clock's next turn. */
+		async runNow(jobId: string) {
+			const run = engine.runNow(jobId);
+			await clock.advance(0);
+			return run;
+		},
+		/** The stages one fire went through, in order. */
+		path(jobId: string, at: number, attempt = 1): StageName[] {
+			const mine = transitions.filter((t) => t.jobId === jobId && t.at === at && t.attempt === attempt);
+			return mine.length === 0 ? [] : [mine[0].from, ...mine.map((t) => t.to)];
+		},
+		outcomes(jobId: string): FireOutcome[] {
+			return transitions.filter((t) => t.jobId === jobId && t.outcome).map((t) => t.outcome!);
+		},
+		ledger(jobId: string) {
+			return jobs.rowsOf(jobId).map((r) => ({ at: (r.scheduledAt - T0) / 1000, attempt: r.attempt, trigger: r.trigger, status: r.status }));
+		},
+		started(jobId: string) {
+			return runner.started.filter((p) => p.jobId === jobId);
+		},
+	};
+	return h;
+}
+
+type Harness = Awaited<ReturnType<typeof harness>>;
+
+afterEach(() => jest.restoreAllMocks());
+
+describe("fire stages", () => {
+	test("every transition the dispatcher makes is in the table, and the table ends in ended", () => {
+		for (const [from, to] of Object.entries(TRANSITIONS)) {
+			if (from === "ended") expect(to).toEqual([]);
+			else expect(to).toContain("ended");
+		}
+	});
+});
+
+describe("prefire", () => {
+	test("prefired then released: claimed, recorded and spawned a lead ahead, the code starts at the instant", async () => {
+		const h = await harness();
+		await h.start();
+		await h.assign(workerJob("a", { schedule: "0 * * * * *" }, T0)); // every minute, first at T0+60 s
+		await h.clock.advanceTo(s(59)); // the fire at 60 s is handed over 1 s ahead
+		expect(h.ledger("a")).toEqual([{ at: 60, attempt: 1, trigger: "schedule", status: "running" }]);
+		expect(h.started("a")).toEqual([]);
+		await h.clock.advanceTo(s(61));
+		expect(h.started("a")).toEqual([expect.objectContaining({ scheduledAt: s(60), startedAt: s(60), spawnedAt: s(59) })]);
+		expect(h.path("a", s(60))).toEqual(["due", "claiming", "recording", "held", "finishing", "ended"]);
+		expect(h.outcomes("a")).toEqual(["finished"]);
+		expect(h.ledger("a")).toEqual([{ at: 60, attempt: 1, trigger: "schedule", status: "succeeded" }]);
+	});
+
+	test.each<[string, Partial<WorkerJob>, "rebuilt" | "cancelled"]>([
+		["held and the job edited: rebuilt from the new definition, same claim and run", { executable: "v2" }, "rebuilt"],
+		["held and the job deleted: cancelled, recorded skipped, its code never ran", { deleted: true, status: "finished" }, "cancelled"],
+		["held and the job suspended: cancelled, recorded skipped", { suspended: true }, "cancelled"],
+		["held and the job rescheduled off that instant: cancelled", { schedule: "30 * * * * *" }, "cancelled"],
+	])("%s", async (_name, change, expected) => {
+		const h = await harness();
+		await h.start();
+		await h.assign(workerJob("a", { schedule: "0 * * * * *", executable: "v1" }, T0));
+		await h.clock.advanceTo(s(59) + 200);
+		expect(h.path("a", s(60))).toEqual(["due", "claiming", "recording", "held"]);
+		h.clock.advance(0);
+		h.jobs.edit("a", change);
+		await h.engine.jobChanged("a");
+		await h.clock.advanceTo(s(61));
+		if (expected === "rebuilt") {
+			expect(h.path("a", s(60))).toEqual(["due", "claiming", "recording", "held", "held", "finishing", "ended"]);
+			expect(h.started("a")).toEqual([expect.objectContaining({ scheduledAt: s(60), startedAt: s(60), executable: "v2" })]);
+			expect(h.ledger("a")).toEqual([{ at: 60, attempt: 1, trigger: "schedule", status: "succeeded" }]);
+		} else {
+			expect(h.outcomes("a")).toEqual(["cancelled"]);
+			expect(h.started("a")).toEqual([]);
+			expect(h.ledger("a")).toEqual([{ at: 60, attempt: 1, trigger: "schedule", status: "skipped" }]);
+		}
+	});
+
+	test("held and the job moved to another worker: the held fire still runs here, the next ones do not", async () => {
+		const h = await harness();
+		await h.start();
+		await h.assign(workerJob("a", { schedule: "0 * * * * *" }, T0));
+		await h.clock.advanceTo(s(59) + 200);
+		await h.move("a");
+		await h.clock.advanceTo(s(130));
+		expect(h.started("a").map((p) => p.scheduledAt)).toEqual([s(60)]);
+		expect(h.outcomes("a")).toEqual(["finished"]);
+		expect(h.engine.status().jobs).toBe(0);
+	});
+
+	test("a worker without a free process slot does not prefire: the fire waits for its instant", async () => {
+		const h = await harness({ maxConcurrentRuns: 1 });
+		await h.start();
+		await h.assign(workerJob("busy", { schedule: NEVER, env: { DURATION_MS: "100000" } }, T0), workerJob("a", { schedule: "0 * * * * *" }, T0));
+		void h.runNow("busy");
+		await h.clock.advanceTo(s(59) + 200);
+		expect(h.path("a", s(60))).toEqual(["due", "waiting"]);
+	});
+});
+
+describe("claims", () => {
+	test("claim lost to another worker: nothing runs or is recorded here", async () => {
+		const h = await harness({ prefireMs: 0 });
+		await h.other.claim("a", s(1), "w2");
+		await h.start();
+		await h.assign(workerJob("a", {}, T0));
+		await h.clock.advanceTo(s(2) + 500);
+		expect(h.outcomes("a")).toEqual(["claim-lost", "finished"]);
+		expect(h.ledger("a")).toEqual([{ at: 2, attempt: 1, trigger: "schedule", status: "succeeded" }]);
+	});
+
+	test("claim failed on a dropped connection: given back to the crontab, runs on reconnect", async () => {
+		const h = await harness({ start: T0 + 10 });
+		await h.start();
+		await h.assign(workerJob("y", { schedule: "0 0 1 1 *" }, T0 + 1)); // yearly: T0 is a fire time, before the job existed
+		h.hub.disconnect(h.coordination as MemoryCoordination);
+		expect(await h.engine.dispatcher.fire(h.jobs.jobs.get("y")!, T0, "schedule", 1)).toBeNull();
+		expect(h.outcomes("y")).toEqual(["given-back"]);
+		await h.clock.advance(5000);
+		expect(h.ledger("y")).toEqual([]);
+		h.hub.reconnect(h.coordination as MemoryCoordination);
+		await h.clock.advance(1000);
+		expect(h.ledger("y")).toEqual([{ at: 0, attempt: 1, trigger: "schedule", status: "succeeded" }]);
+	});
+});
+
+describe("database faults", () => {
+	test.each<[MisfirePolicy, { at: number; trigger: string; status: string }[]]>([
+		[
+			"run_once",
+			[
+				{ at: 1, trigger: "catchup", status: "missed" },
+				{ at: 2, trigger: "catchup", status: "missed" },
+				{ at: 3, trigger: "catchup", status: "succeeded" },
+			],
+		],
+		[
+			"run_all",
+			[
+				{ at: 1, trigger: "catchup", status: "succeeded" },
+				{ at: 2, trigger: "catchup", status: "succeeded" },
+				{ at: 3, trigger: "catchup", status: "succeeded" },
+			],
+		],
+		[
+			"skip",
+			[
+				{ at: 1, trigger: "catchup", status: "missed" },
+				{ at: 2, trigger: "catchup", status: "missed" },
+				{ at: 3, trigger: "catchup", status: "missed" },
+			],
+		],
+	])("database down at the start record, misfire %s: the fires are kept unstarted, then follow the policy", async (misfire, expected) => {
+		const h = await harness({ prefireMs: 0 });
+		await h.start();
+		await h.assign(workerJob("a", { misfire }, T0));
+		h.jobs.down = true;
+		await h.clock.advanceTo(s(3) + 500);
+		expect(h.outcomes("a")).toEqual(["unstarted", "unstarted", "unstarted"]);
+		expect(h.engine.status().pendingFires).toBe(3);
+		h.jobs.down = false;
+		h.engine.loop.disarm(); // only the kept fires from here on
+		await h.clock.advance(1500);
+		expect(h.ledger("a").map(({ attempt: _a, ...r }) => r)).toEqual(expected);
+		expect(h.engine.status().pendingFires).toBe(0);
+		if (misfire !== "run_all") expect(h.jobs.rowsOf("a")[0].error).toBe(`could not start while the database was unreachable (misfire ${misfire})`);
+	});
+
+	test("database down at the finish record: the result waits in the outbox (persisted) and is written later", async () => {
+		const h = await harness({ prefireMs: 0 });
+		await h.start();
+		await h.assign(workerJob("a", { schedule: NEVER }, T0));
+		h.jobs.failing.add("finishRuns");
+		await h.runNow("a");
+		await h.clock.advance(500);
+		expect(h.ledger("a")).toEqual([{ at: 0.5, attempt: 1, trigger: "manual", status: "running" }]);
+		expect(h.engine.status().pendingResults).toBe(1);
+		expect(h.outbox.saved).toEqual([expect.objectContaining({ jobId: "a", status: "succeeded" })]);
+		await h.clock.advance(5000); // still down: kept, tried again
+		expect(h.engine.status().pendingResults).toBe(1);
+		h.jobs.failing.delete("finishRuns");
+		await h.clock.advance(1000);
+		expect(h.ledger("a")).toEqual([{ at: 0.5, attempt: 1, trigger: "manual", status: "succeeded" }]);
+		expect(h.engine.status().pendingResults).toBe(0);
+		expect(h.outbox.saved).toEqual([]);
+	});
+
+	test("results kept in the outbox before a restart are written first", async () => {
+		const h = await harness({ prefireMs: 0 });
+		h.jobs.put(workerJob("a", { schedule: NEVER }, T0));
+		const [run] = await h.jobs.startRuns([{ jobId: "a", scheduledAt: T0 - 5000, attempt: 1, trigger: "schedule", node: NODE }]);
+		h.outbox.saved = [
+			{
+				runId: run!.id,
+				jobId: "a",
+				scheduledAt: T0 - 5000,
+				recurring: true,
+				status: "succeeded",
+				exitCode: 0,
+				signal: null,
+				output: "",
+				startedAt: T0 - 5000,
+				finishedAt: T0 - 4000,
+				error: null,
+				willRetry: false,
+			},
+		];
+		await h.start();
+		await h.assign(h.jobs.jobs.get("a")!);
+		// Written before the assignment's recovery looked at running rows: not taken for a cut-off run.
+		expect(h.ledger("a")).toEqual([{ at: -5, attempt: 1, trigger: "schedule", status: "succeeded" }]);
+	});
+
+	test("a manual run whose start cannot be recorded rejects (the API answers 503)", async () => {
+		const h = await harness();
+		await h.start();
+		await h.assign(workerJob("a", { schedule: NEVER }, T0));
+		h.jobs.failing.add("startRuns");
+		const run = h.engine.runNow("a");
+		const settled = run.catch((e: Error) => e);
+		await h.clock.advance(0);
+		expect(await settled).toMatchObject({ backend: "database", retryable: true });
+		expect(h.engine.status().pendingFires).toBe(0);
+	});
+});
+
+describe("recovery of cut-off runs", () => {
+	test.each<[MisfirePolicy, { at: number; attempt: number; trigger: string; status: string }[]]>([
+		[
+			"run_once",
+			[
+				{ at: -1, attempt: 1, trigger: "schedule", status: "failed" },
+				{ at: -1, attempt: 2, trigger: "retry", status: "succeeded" },
+			],
+		],
+		[
+			"run_all",
+			[
+				{ at: -1, attempt: 1, trigger: "schedule", status: "failed" },
+				{ at: -1, attempt: 2, trigger: "retry", status: "succeeded" },
+			],
+		],
+		["skip", [{ at: -1, attempt: 1, trigger: "schedule", status: "failed" }]],
+	])("run cut off by a crash, misfire %s: failed interrupted, then attempt + 1 unless skip", async (misfire, expected) => {
+		const h = await harness({ prefireMs: 0 });
+		h.jobs.put(workerJob("a", { schedule: NEVER, misfire }, T0 - 10_000));
+		await h.jobs.startRuns([{ jobId: "a", scheduledAt: s(-1), attempt: 1, trigger: "schedule", node: "w9" }]);
+		await h.start();
+		await h.assign(h.jobs.jobs.get("a")!);
+		await h.clock.advance(1000);
+		expect(h.ledger("a")).toEqual(expected);
+		expect(h.jobs.rowsOf("a")[0].error).toBe("interrupted: worker w9 died during the run");
+	});
+
+	test("a run whose claim is still held (running on a live worker) is left alone", async () => {
+		const h = await harness({ prefireMs: 0 });
+		h.jobs.put(workerJob("a", { schedule: NEVER }, T0 - 10_000));
+		await h.jobs.startRuns([{ jobId: "a", scheduledAt: s(-1), attempt: 1, trigger: "schedule", node: "w2" }]);
+		await h.other.claim("a", s(-1), "w2");
+		await h.start();
+		await h.assign(h.jobs.jobs.get("a")!);
+		await h.clock.advance(1000);
+		expect(h.ledger("a")).toEqual([{ at: -1, attempt: 1, trigger: "schedule", status: "running" }]);
+	});
+});
+
+describe("overlap", () => {
+	test.each<[string, "allow" | "forbid" | "replace", string[]]>([
+		["allow: both runs go on in parallel", "allow", ["1:succeeded", "2:succeeded"]],
+		["forbid: the second fire is recorded skipped", "forbid", ["1:succeeded", "2:skipped"]],
+		["replace: the first run is stopped, the second runs", "replace", ["1:failed", "2:succeeded"]],
+	])("%s", async (_name, concurrency, expected) => {
+		const h = await harness({ prefireMs: 0 });
+		await h.start();
+		// Runs of 1.5 s every second; the job is suspended after its second fire.
+		await h.assign(workerJob("a", { concurrency, env: { DURATION_MS: "1500" } }, T0));
+		await h.clock.advanceTo(s(2) + 100);
+		h.jobs.edit("a", { suspended: true });
+		await h.engine.jobChanged("a");
+		await h.clock.advance(5000);
+		expect(h.jobs.rowsOf("a").map((r) => `${(r.scheduledAt - T0) / 1000}:${r.status}`)).toEqual(expected);
+		if (concurrency === "allow") expect(h.runner.peak).toBe(2);
+	});
+});
+
+describe("retries and one-shot jobs", () => {
+	test("retries with backoff: 1 s, then 2 s after each failed attempt, up to `retries`", async () => {
+		const h = await harness({ prefireMs: 0 });
+		await h.start();
+		await h.assign(workerJob("a", { schedule: NEVER, retries: 2, env: { EXIT: "1", DURATION_MS: "100" } }, T0));
+		await h.runNow("a");
+		await h.clock.advance(10_000);
+		const starts = h.started("a").map((p) => ({ attempt: p.attempt, after: p.startedAt - START }));
+		expect(starts).toEqual([
+			{ attempt: 1, after: 0 },
+			{ attempt: 2, after: 100 + 1000 },
+			{ attempt: 3, after: 100 + 1000 + 100 + 2000 },
+		]);
+		expect(h.ledger("a")).toEqual([
+			{ at: 0.5, attempt: 1, trigger: "manual", status: "failed" },
+			{ at: 0.5, attempt: 2, trigger: "retry", status: "failed" },
+			{ at: 0.5, attempt: 3, trigger: "retry", status: "failed" },
+		]);
+	});
+
+	test("a one-shot job fires once and leaves the crontab", async () => {
+		const h = await harness({ prefireMs: 0 });
+		await h.start();
+		await h.assign(workerJob("once", { recurring: false }, T0));
+		await h.clock.advance(5000);
+		expect(h.ledger("once")).toEqual([{ at: 1, attempt: 1, trigger: "schedule", status: "succeeded" }]);
+		expect(h.engine.status().jobs).toBe(0);
+	});
+
+	test("a run whose process cannot be prepared fails with the reason", async () => {
+		const h = await harness({ prefireMs: 0 });
+		await h.start();
+		await h.assign(workerJob("a", { schedule: NEVER }, T0));
+		h.runner.prepareError = new RunSetupError("job a has no stored executable");
+		await h.runNow("a");
+		await h.clock.advance(100);
+		expect(h.jobs.rowsOf("a")).toEqual([expect.objectContaining({ status: "failed", error: "job a has no stored executable" })]);
+	});
+});
+
+describe("missed fires: every cause through every misfire policy", () => {
+	// Four fire times missed, at -4 .. -1 s (or the outage's), as (at, attempt) pairs.
+	const times = [s(-4), s(-3), s(-2), s(-1)];
+	test.each<[MissedCause, MisfirePolicy, string[], string[]]>([
+		["unowned", "run_all", ["-4:catchup:1", "-3:catchup:1", "-2:catchup:1", "-1:catchup:1"], []],
+		["unowned", "run_once", ["-1:catchup:1"], ["-4", "-3", "-2"]],
+		["unowned", "skip", [], ["-4", "-3", "-2", "-1"]],
+		["coordination-down", "run_all", ["-4:catchup:1", "-3:catchup:1", "-2:catchup:1", "-1:catchup:1"], []],
+		["coordination-down", "run_once", ["-1:catchup:1"], ["-4", "-3", "-2"]],
+		["coordination-down", "skip", [], ["-4", "-3", "-2", "-1"]],
+		["database-down", "run_all", ["-4:catchup:1", "-3:catchup:1", "-2:catchup:1", "-1:catchup:1"], []],
+		["database-down", "run_once", ["-1:catchup:1"], ["-4", "-3", "-2"]],
+		["database-down", "skip", [], ["-4", "-3", "-2", "-1"]],
+		["interrupted", "run_all", ["-4:retry:2", "-3:retry:2", "-2:retry:2", "-1:retry:2"], []],
+		["interrupted", "run_once", ["-4:retry:2", "-3:retry:2", "-2:retry:2", "-1:retry:2"], []],
+		["interrupted", "skip", [], []],
+	])("%s, misfire %s", (cause, misfire, run, missed) => {
+		const d = decideMissedFires(
+			{ misfire, recurring: true },
+			cause,
+			times.map((at) => ({ at, attempt: 1 })),
+		);
+		expect(d.run.map((f) => `${(f.at - T0) / 1000}:${f.trigger}:${f.attempt}`)).toEqual(run);
+		expect(d.missed.map((m) => String((m.at - T0) / 1000))).toEqual(missed);
+		for (const m of d.missed) expect(m.reason).toMatch(new RegExp(`\\(misfire ${misfire}\\)$`));
+	});
+
+	test.each<[MissedCause, string]>([
+		["unowned", "missed while no worker owned the job"],
+		["coordination-down", "missed while the coordination service was unreachable"],
+		["database-down", "could not start while the database was unreachable"],
+	])("the reason names the cause: %s", (cause, reason) => {
+		const d = decideMissedFires({ misfire: "skip", recurring: true }, cause, [
+			{ at: T0, attempt: 1 },
+			{ at: s(1), attempt: 1 },
+		]);
+		expect(d.missed).toEqual([
+			{ at: T0, reason: `${reason} (misfire skip)` },
+			{ at: s(1), reason: `${reason} (misfire skip)` },
+		]);
+	});
+
+	test("a single fire that fell due during a coordination outage is only late: it runs as scheduled", () => {
+		expect(decideMissedFires({ misfire: "skip", recurring: true }, "coordination-down", [{ at: T0, attempt: 1 }]).run).toEqual([
+			{ at: T0, trigger: "schedule", attempt: 1 },
+		]);
+		expect(decideMissedFires({ misfire: "run_once", recurring: true }, "coordination-down", [{ at: T0, attempt: 1 }]).run).toEqual([
+			{ at: T0, trigger: "schedule", attempt: 1 },
+		]);
+	});
+
+	test("a one-shot job catches up its single fire; retries kept while the database was down run as they were", () => {
+		expect(
+			decideMissedFires(
+				{ misfire: "run_all", recurring: false },
+				"unowned",
+				times.map((at) => ({ at, attempt: 1 })),
+			).run,
+		).toEqual([{ at: s(-4), trigger: "catchup", attempt: 1 }]);
+		expect(decideMissedFires({ misfire: "skip", recurring: true }, "database-down", [{ at: T0, attempt: 3 }]).run).toEqual([
+			{ at: T0, trigger: "retry", attempt: 3 },
+		]);
+	});
+
+	test.each<[MisfirePolicy, string[]]>([
+		["run_all", ["-3:succeeded", "-2:succeeded", "-1:succeeded", "0:succeeded"]],
+		["run_once", ["-3:missed", "-2:missed", "-1:missed", "0:succeeded"]],
+		["skip", ["-3:missed", "-2:missed", "-1:missed", "0:missed"]],
+	])("engine: fires missed while nobody owned the job, misfire %s", async (misfire, expected) => {
+		const h = await harness({ prefireMs: 0 });
+		await h.start();
+		h.engine.loop.disarm();
+		await h.assign(workerJob("a", { misfire }, s(-4)));
+		h.engine.loop.disarm(); // the caught-up fires only, not the next ones
+		await h.clock.advance(500);
+		expect(h.jobs.rowsOf("a").map((r) => `${(r.scheduledAt - T0) / 1000}:${r.status}`)).toEqual(expected);
+	});
+
+	test.each<[MisfirePolicy, number, number]>([
+		["run_all", 4, 0],
+		["run_once", 1, 3],
+		["skip", 0, 4],
+	])("engine: fires that fell due while the coordination session was lost, misfire %s", async (misfire, ran, missed) => {
+		const h = await harness({ prefireMs: 0 });
+		await h.start();
+		await h.assign(workerJob("a", { misfire }, T0));
+		await h.clock.advanceTo(s(1) + 500);
+		h.hub.disconnect(h.coordination as MemoryCoordination);
+		await h.clock.advanceTo(s(5) + 500); // 2, 3, 4 and 5 s fall due
+		h.hub.reconnect(h.coordination as MemoryCoordination);
+		await h.clock.advance(400);
+		const outage = h.jobs.rowsOf("a").filter((r) => r.scheduledAt >= s(2) && r.scheduledAt <= s(5));
+		expect(outage.filter((r) => r.status === "succeeded").length).toBe(ran);
+		expect(outage.filter((r) => r.status === "missed").length).toBe(missed);
+		expect(outage.length).toBe(4);
+	});
+});
+
+describe("the engine's clock", () => {
+	test("no Date.now() and no global timer: every time read and timer goes through the injected clock", async () => {
+		const h = await harness();
+		await h.start();
+		const now = jest.spyOn(Date, "now");
+		const timeout = jest.spyOn(global, "setTimeout");
+		const interval = jest.spyOn(global, "setInterval");
+		// Prefire, a retry, an outbox round trip, a missed fire, a coordination outage.
+		await h.assign(workerJob("a", { schedule: "0 * * * * *", retries: 1, env: { EXIT: "1" } }, s(-120)), workerJob("b", { misfire: "run_all" }, T0));
+		h.jobs.failing.add("finishRuns");
+		await h.clock.advanceTo(s(61) + 500);
+		h.jobs.failing.delete("finishRuns");
+		h.hub.disconnect(h.coordination as MemoryCoordination);
+		await h.clock.advance(3000);
+		h.hub.reconnect(h.coordination as MemoryCoordination);
+		await h.clock.advance(3000);
+		const stopped = h.engine.stop();
+		await h.clock.advance(20_000);
+		await stopped;
+		expect(h.jobs.rowsOf("a").some((r) => r.attempt === 2)).toBe(true);
+		expect(now).not.toHaveBeenCalled();
+		expect(timeout).not.toHaveBeenCalled();
+		expect(interval).not.toHaveBeenCalled();
+	});
+
+	test("stop waits for running processes (within the grace), then writes their results", async () => {
+		const h = await harness({ prefireMs: 0 });
+		await h.start();
+		await h.assign(workerJob("a", { schedule: NEVER, env: { DURATION_MS: "3000" } }, T0));
+		await h.runNow("a");
+		await h.clock.advance(100);
+		const stopped = h.engine.stop();
+		await h.clock.advance(3000);
+		await stopped;
+		expect(h.ledger("a")).toEqual([{ at: 0.5, attempt: 1, trigger: "manual", status: "succeeded" }]);
+		expect(h.runner.closed).toBe(true);
+	});
+
+	test("stop with the database down keeps the results in the outbox store for the next start", async () => {
+		const h = await harness({ prefireMs: 0 });
+		await h.start();
+		await h.assign(workerJob("a", { schedule: NEVER, env: { DURATION_MS: "3000" } }, T0));
+		await h.runNow("a");
+		h.jobs.down = true;
+		const stopped = h.engine.stop();
+		await h.clock.advance(3500);
+		await stopped;
+		expect(h.ledger("a")).toEqual([{ at: 0.5, attempt: 1, trigger: "manual", status: "running" }]);
+		expect(h.outbox.saved).toEqual([expect.objectContaining({ jobId: "a", status: "succeeded" })]);
+	});
+
+	test("stop gives up waiting after the grace: a process still running keeps its row running for recovery", async () => {
+		const h = await harness({ prefireMs: 0 });
+		await h.start();
+		await h.assign(workerJob("a", { schedule: NEVER, env: { DURATION_MS: "60000" } }, T0));
+		await h.runNow("a");
+		const stopped = h.engine.stop();
+		await h.clock.advance(10_000);
+		await stopped;
+		expect(h.ledger("a")).toEqual([{ at: 0.5, attempt: 1, trigger: "manual", status: "running" }]);
+	});
+});
+
+// Keeps the type import used when a case is commented out while debugging.
+export type { Harness };
