@@ -343,13 +343,10 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					}
 					const n = count === undefined ? 10 : Number(count);
 					if (!Number.isInteger(n) || n < 1 || n > 100) throw invalidField("count", "count must be an integer from 1 to 100");
-					try {
-						parseSchedule(schedule);
-						validateTimezone(tz);
-						return { schedule, timezone: tz, next: nextFireTimes(schedule, tz, fromMs, n).map((t) => iso(t)) };
-					} catch (err) {
-						throw err;
-					}
+					parseSchedule(schedule);
+					// The zone as a job would store it ("utc" -> "UTC").
+					const zone = validateTimezone(tz);
+					return { schedule, timezone: zone, next: nextFireTimes(schedule, zone, fromMs, n).map((t) => iso(t)) };
 				},
 			},
 
