@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import DbService from "moleculer-db";
-import { DataTypes, Op, QueryTypes, col, fn, type ModelStatic, type Model, type Sequelize } from "sequelize";
+import { Op, QueryTypes, col, fn, type ModelStatic, type Model, type Sequelize } from "sequelize";
 import type { Clock } from "../lib/core/clock";
 import type { Config } from "../lib/config";
 import {
@@ -28,7 +28,9 @@ import { nextFireTimes, validateTimezone, parseSchedule } from "../lib/core/sche
 import type { AuthUser, RunResult, RunStatus, RunTrigger } from "../lib/core/types";
 import { decodeExecutable, sha256Hex } from "../lib/core/upload";
 import { validateJobCreate, validateJobPatch } from "../lib/core/validation";
-import { iso, jobView, runSummary, runView, workerJobView, type JobRow, type RunRow } from "../lib/core/views";
+import { iso, jobRowChanges, jobView, newJobRow, runView, workerJobView, type JobRow, type RunRow } from "../lib/core/views";
+import { SETTABLE_FIELDS } from "../lib/core/job-schema";
+import { defineRunModel, jobModel } from "../lib/adapters/sql/models";
 import { ErrorsMixin } from "../lib/adapters/moleculer/errors";
 
 export interface JobsDeps {
@@ -52,64 +54,9 @@ interface JobsThis extends Service {
 	changed(id: string, op: string): void;
 }
 
-const JOB_FIELDS = {
-	id: { type: DataTypes.STRING(36), primaryKey: true },
-	name: { type: DataTypes.STRING(200), allowNull: true },
-	status: { type: DataTypes.STRING(16), allowNull: false },
-	type: { type: DataTypes.STRING(16), allowNull: false },
-	executable: { type: DataTypes.TEXT, allowNull: false },
-	digest: { type: DataTypes.STRING(64), allowNull: true },
-	size: { type: DataTypes.BIGINT, allowNull: true },
-	schedule: { type: DataTypes.STRING(200), allowNull: false },
-	timezone: { type: DataTypes.STRING(64), allowNull: false },
-	runAs: { type: DataTypes.STRING(32), allowNull: true },
-	timeout: { type: DataTypes.INTEGER, allowNull: true },
-	recurring: { type: DataTypes.BOOLEAN, allowNull: false },
-	concurrency: { type: DataTypes.STRING(8), allowNull: false },
-	retries: { type: DataTypes.INTEGER, allowNull: false },
-	misfire: { type: DataTypes.STRING(8), allowNull: false },
-	env: { type: DataTypes.TEXT, allowNull: false },
-	suspended: { type: DataTypes.BOOLEAN, allowNull: false },
-	owner: { type: DataTypes.STRING(36), allowNull: false },
-	worker: { type: DataTypes.STRING(200), allowNull: true },
-	lastScheduledAt: { type: DataTypes.BIGINT, allowNull: true },
-	lastRun: { type: DataTypes.TEXT, allowNull: true },
-	deletedAt: { type: DataTypes.BIGINT, allowNull: true },
-	createdAt: { type: DataTypes.BIGINT, allowNull: false },
-	updatedAt: { type: DataTypes.BIGINT, allowNull: false },
-};
-
-const RUN_FIELDS = {
-	id: { type: DataTypes.STRING(36), primaryKey: true },
-	jobId: { type: DataTypes.STRING(36), allowNull: false },
-	scheduledAt: { type: DataTypes.BIGINT, allowNull: false },
-	attempt: { type: DataTypes.INTEGER, allowNull: false },
-	trigger: { type: DataTypes.STRING(16), allowNull: false },
-	status: { type: DataTypes.STRING(16), allowNull: false },
-	startedAt: { type: DataTypes.BIGINT, allowNull: true },
-	finishedAt: { type: DataTypes.BIGINT, allowNull: true },
-	exitCode: { type: DataTypes.INTEGER, allowNull: true },
-	signal: { type: DataTypes.STRING(16), allowNull: true },
-	output: { type: DataTypes.TEXT, allowNull: false },
-	node: { type: DataTypes.STRING(200), allowNull: true },
-	error: { type: DataTypes.TEXT, allowNull: true },
-};
-
-/** Fields a user may send; anything the validator lets through is typed by lib/validation. */
+/** Fields a user may send (the schema's settable ones); lib/core/validation checks and types them. */
 const JOB_PARAMS = {
-	executable: { type: "any", optional: true },
-	schedule: { type: "any", optional: true },
-	type: { type: "any", optional: true },
-	name: { type: "any", optional: true },
-	timezone: { type: "any", optional: true },
-	runAs: { type: "any", optional: true },
-	timeout: { type: "any", optional: true },
-	recurring: { type: "any", optional: true },
-	concurrency: { type: "any", optional: true },
-	retries: { type: "any", optional: true },
-	misfire: { type: "any", optional: true },
-	env: { type: "any", optional: true },
-	suspended: { type: "any", optional: true },
+	...Object.fromEntries(SETTABLE_FIELDS.map((f) => [f, { type: "any", optional: true }])),
 	$$strict: false,
 };
 
@@ -117,19 +64,12 @@ const ID = { type: "string", min: 1, max: 64 };
 
 export default function createJobsService(deps: JobsDeps): ServiceSchema<ServiceSettingSchema, JobsThis> {
 	const { config, clock } = deps;
+	const seq = createSequelize(config, "jobs");
 	return {
 		name: "jobs",
 		mixins: [DbService, ErrorsMixin()],
-		adapter: createAdapter(createSequelize(config, "jobs")),
-		model: {
-			name: "job",
-			define: JOB_FIELDS,
-			options: {
-				tableName: "jobs",
-				timestamps: false,
-				indexes: [{ fields: ["owner"] }, { fields: ["status"] }, { fields: ["worker"] }],
-			},
-		},
+		adapter: createAdapter(seq),
+		model: jobModel(seq.getDialect()),
 		settings: { idField: "id" },
 
 		// moleculer-db's generic CRUD actions are replaced by the ones below (ownership, validation).
@@ -150,32 +90,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					}
 					const stored = await this.storeExecutable(input.type, input.executable);
 					const now = clock.now();
-					const row: JobRow = {
-						id: randomUUID(),
-						name: input.name ?? null,
-						status: "scheduled",
-						type: input.type,
-						executable: stored.executable,
-						digest: stored.digest,
-						size: stored.size,
-						schedule: input.schedule,
-						timezone: input.timezone,
-						runAs: input.runAs ?? null,
-						timeout: input.timeout ?? null,
-						recurring: input.recurring,
-						concurrency: input.concurrency,
-						retries: input.retries,
-						misfire: input.misfire,
-						env: JSON.stringify(input.env ?? {}),
-						suspended: input.suspended ?? false,
-						owner: user.id,
-						worker: null,
-						lastScheduledAt: null,
-						lastRun: null,
-						deletedAt: null,
-						createdAt: now,
-						updatedAt: now,
-					};
+					const row = newJobRow(input, { id: randomUUID(), owner: user.id, createdAt: now, updatedAt: now, ...stored });
 					await this.guard(() => this.adapter.model.create(row as never));
 					this.changed(row.id, "created");
 					ctx.meta.$statusCode = 201;
@@ -232,11 +147,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 						throw err;
 					}
 					const now = clock.now();
-					const changes: Partial<JobRow> = { updatedAt: now };
-					for (const key of ["name", "schedule", "timezone", "runAs", "timeout", "recurring", "concurrency", "retries", "misfire", "suspended"] as const) {
-						if (patch[key] !== undefined) (changes as Record<string, unknown>)[key] = patch[key];
-					}
-					if (patch.env !== undefined) changes.env = JSON.stringify(patch.env);
+					const changes: Partial<JobRow> = { ...jobRowChanges(patch), updatedAt: now };
 					const type = patch.type ?? job.type;
 					if (patch.executable !== undefined) {
 						const stored = await this.storeExecutable(type, patch.executable);
@@ -734,17 +645,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 		async afterConnected(this: JobsThis) {
 			await tuneDatabase(this.adapter.db);
 			await syncModel(this.adapter.model);
-			// MySQL's TEXT holds 64 KiB of bytes: the output tail needs MEDIUMTEXT (SQLite has one TEXT).
-			const mysql = this.adapter.db.getDialect() === "mysql";
-			const fields = mysql ? { ...RUN_FIELDS, output: { type: DataTypes.TEXT({ length: "medium" }), allowNull: false } } : RUN_FIELDS;
-			this.runs = this.adapter.db.define("run", fields, {
-				tableName: "runs",
-				timestamps: false,
-				indexes: [
-					{ name: "runs_fire_unique", unique: true, fields: ["jobId", "scheduledAt", "attempt"] },
-					{ name: "runs_status", fields: ["status"] },
-				],
-			});
+			this.runs = defineRunModel(this.adapter.db);
 			// Safe when several processes start at once (a lost table/index race is retried).
 			await syncModel(this.runs);
 		},
