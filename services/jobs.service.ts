@@ -5,23 +5,12 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
-import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
-import DbService from "moleculer-db";
-import { Op, QueryTypes, col, fn, type ModelStatic, type Model, type Sequelize } from "sequelize";
+import type { Context, ServiceSchema, ServiceSettingSchema } from "moleculer";
+import { Op, QueryTypes, col, fn, type ModelStatic, type Model } from "sequelize";
 import type { Clock } from "../lib/core/clock";
 import type { Config } from "../lib/config";
-import {
-	createAdapter,
-	createSequelize,
-	isConnectionError,
-	isUniqueViolation,
-	syncModel,
-	tuneDatabase,
-	checkpoint,
-	NO_GENERIC_DB_ACTIONS,
-} from "../lib/adapters/sql/db";
+import { isUniqueViolation, syncModel } from "../lib/adapters/sql/db";
 import { conflict, invalidField, notFound, unauthorized, unavailable } from "../lib/core/errors";
-import { Limiter } from "../lib/engine/limiter";
 import { type ObjectStore } from "../lib/adapters/object-store";
 import { jobStatusAfterRun } from "../lib/core/policies";
 import { nextFireTimes, validateTimezone, parseSchedule } from "../lib/core/schedule";
@@ -32,6 +21,7 @@ import { iso, jobRowChanges, jobView, newJobRow, runView, workerJobView, type Jo
 import { SETTABLE_FIELDS } from "../lib/core/job-schema";
 import { defineRunModel, jobModel } from "../lib/adapters/sql/models";
 import { ErrorsMixin } from "../lib/adapters/moleculer/errors";
+import { DbMixin, type DbMixinHost } from "../mixins/db.mixin";
 
 export interface JobsDeps {
 	config: Config;
@@ -42,14 +32,10 @@ export interface JobsDeps {
 type Meta = { user?: AuthUser; $statusCode?: number; $location?: string; $responseType?: string; $responseHeaders?: Record<string, string> };
 type Ctx<P = Record<string, unknown>> = Context<P, Meta>;
 
-interface JobsThis extends Service {
-	adapter: { db: Sequelize; model: ModelStatic<Model> };
+interface JobsThis extends DbMixinHost {
 	runs: ModelStatic<Model>;
-	deps: JobsDeps;
-	sqliteLock: Limiter | null;
 	requireUser(ctx: Ctx<unknown>): AuthUser;
 	findOwned(ctx: Ctx<unknown>, id: string): Promise<JobRow>;
-	guard<T>(fn: () => Promise<T>): Promise<T>;
 	storeExecutable(type: string, executable: string): Promise<{ executable: string; digest: string | null; size: number | null }>;
 	changed(id: string, op: string): void;
 }
@@ -64,18 +50,26 @@ const ID = { type: "string", min: 1, max: 64 };
 
 export default function createJobsService(deps: JobsDeps): ServiceSchema<ServiceSettingSchema, JobsThis> {
 	const { config, clock } = deps;
-	const seq = createSequelize(config, "jobs");
 	return {
 		name: "jobs",
-		mixins: [DbService, ErrorsMixin()],
-		adapter: createAdapter(seq),
-		model: jobModel(seq.getDialect()),
+		mixins: [
+			DbMixin<JobsThis>({
+				config,
+				owner: "jobs",
+				model: jobModel,
+				// Workers record runs in parallel batches: on SQLite one at a time (see DbMixinOptions).
+				serializeSqlite: true,
+				async afterConnected(this: JobsThis) {
+					this.runs = defineRunModel(this.adapter.db);
+					// Safe when several processes start at once (a lost table/index race is retried).
+					await syncModel(this.runs);
+				},
+			}),
+			ErrorsMixin(),
+		],
 		settings: { idField: "id" },
 
-		// moleculer-db's generic CRUD actions are replaced by the ones below (ownership, validation).
 		actions: {
-			...NO_GENERIC_DB_ACTIONS,
-
 			// ---- REST-facing ----
 			createJob: {
 				params: JOB_PARAMS,
@@ -580,23 +574,6 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				};
 			},
 
-			/** Database faults become 503 (retryable); everything else passes through. */
-			async guard<T>(this: JobsThis, fn: () => Promise<T>): Promise<T> {
-				// SQLite: one statement or transaction at a time. Sequelize runs each transaction on a
-				// connection of its own; several writers would wait on each other's lock inside the
-				// libuv thread pool and starve it (every thread busy-waiting on a lock whose holder
-				// needs a thread to commit).
-				const release = this.sqliteLock ? await this.sqliteLock.acquire() : null;
-				try {
-					return await fn();
-				} catch (err) {
-					if (isConnectionError(err)) throw unavailable("database", err);
-					throw err;
-				} finally {
-					release?.();
-				}
-			},
-
 			async storeExecutable(type: string, executable: string) {
 				if (type === "command") return { executable, digest: null, size: null };
 				const store = deps.objectStore;
@@ -630,24 +607,6 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 			changed(this: JobsThis, id: string, op: string) {
 				this.broker.broadcast("jobs.changed", { id, op });
 			},
-		},
-
-		created(this: JobsThis) {
-			this.deps = deps;
-			this.sqliteLock = config.databaseUrl ? null : new Limiter(1);
-		},
-
-		// Runs before moleculer-db disconnects (stopped handlers run in reverse mixin order).
-		async stopped(this: JobsThis) {
-			if (this.adapter?.db) await checkpoint(this.adapter.db);
-		},
-
-		async afterConnected(this: JobsThis) {
-			await tuneDatabase(this.adapter.db);
-			await syncModel(this.adapter.model);
-			this.runs = defineRunModel(this.adapter.db);
-			// Safe when several processes start at once (a lost table/index race is retried).
-			await syncModel(this.runs);
 		},
 	};
 }
