@@ -11,11 +11,11 @@ import type { Clock } from "../lib/core/clock";
 import type { Config } from "../lib/config";
 import { isUniqueViolation, syncModel } from "../lib/adapters/sql/db";
 import { conflict, invalidField, notFound, unauthorized, unavailable } from "../lib/core/errors";
+import { Executables } from "../lib/adapters/executables";
 import { type ObjectStore } from "../lib/adapters/object-store";
 import { jobStatusAfterRun } from "../lib/core/policies";
 import { nextFireTimes, validateTimezone, parseSchedule } from "../lib/core/schedule";
 import type { AuthUser, RunResult, RunStatus, RunTrigger } from "../lib/core/types";
-import { decodeExecutable, sha256Hex } from "../lib/core/upload";
 import { validateJobCreate, validateJobPatch } from "../lib/core/validation";
 import { iso, jobRowChanges, jobView, newJobRow, runView, workerJobView, type JobRow, type RunRow } from "../lib/core/views";
 import { SETTABLE_FIELDS } from "../lib/core/job-schema";
@@ -36,7 +36,6 @@ interface JobsThis extends DbMixinHost {
 	runs: ModelStatic<Model>;
 	requireUser(ctx: Ctx<unknown>): AuthUser;
 	findOwned(ctx: Ctx<unknown>, id: string): Promise<JobRow>;
-	storeExecutable(type: string, executable: string): Promise<{ executable: string; digest: string | null; size: number | null }>;
 	changed(id: string, op: string): void;
 }
 
@@ -50,6 +49,7 @@ const ID = { type: "string", min: 1, max: 64 };
 
 export default function createJobsService(deps: JobsDeps): ServiceSchema<ServiceSettingSchema, JobsThis> {
 	const { config, clock } = deps;
+	const executables = new Executables(deps.objectStore, config.maxUploadBytes);
 	return {
 		name: "jobs",
 		mixins: [
@@ -82,7 +82,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					} catch (err) {
 						throw err;
 					}
-					const stored = await this.storeExecutable(input.type, input.executable);
+					const stored = await executables.save(input.type, input.executable);
 					const now = clock.now();
 					const row = newJobRow(input, { id: randomUUID(), owner: user.id, createdAt: now, updatedAt: now, ...stored });
 					await this.guard(() => this.adapter.model.create(row as never));
@@ -144,7 +144,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					const changes: Partial<JobRow> = { ...jobRowChanges(patch), updatedAt: now };
 					const type = patch.type ?? job.type;
 					if (patch.executable !== undefined) {
-						const stored = await this.storeExecutable(type, patch.executable);
+						const stored = await executables.save(type, patch.executable);
 						Object.assign(changes, { type, ...stored });
 					}
 					// Fire times before a change of schedule, time zone or suspension were never missed:
@@ -217,12 +217,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				async handler(this: JobsThis, ctx: Ctx<{ id: string }>): Promise<Readable> {
 					const job = await this.findOwned(ctx, ctx.params.id);
 					if (!job.digest) throw invalidField("id", "Only script and binary jobs have a stored executable");
-					let stream: Readable;
-					try {
-						stream = await deps.objectStore.get(job.digest);
-					} catch (err) {
-						throw unavailable("object store", err);
-					}
+					const stream = await executables.open(job.digest);
 					ctx.meta.$responseType = "application/octet-stream";
 					ctx.meta.$responseHeaders = { "Content-Disposition": `attachment; filename="${job.id}"`, "X-Content-SHA256": job.digest };
 					return stream;
@@ -572,36 +567,6 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					lastScheduledAt: row.lastScheduledAt === null ? null : Number(row.lastScheduledAt),
 					deletedAt: row.deletedAt === null ? null : Number(row.deletedAt),
 				};
-			},
-
-			async storeExecutable(type: string, executable: string) {
-				if (type === "command") return { executable, digest: null, size: null };
-				const store = deps.objectStore;
-				const digestFromUrl = store.digestFromUrl(executable);
-				if (/^[a-z][a-z0-9+.-]*:\/\//i.test(executable) || executable.startsWith("file:")) {
-					if (!digestFromUrl) throw invalidField("executable", "Only URLs of objects in this object store are accepted");
-					let exists: boolean;
-					try {
-						exists = await store.exists(digestFromUrl);
-					} catch (err) {
-						throw unavailable("object store", err);
-					}
-					if (!exists) throw invalidField("executable", "No such object in the object store");
-					return { executable: store.urlFor(digestFromUrl), digest: digestFromUrl, size: null };
-				}
-				let content: Buffer;
-				try {
-					content = decodeExecutable(executable, config.maxUploadBytes);
-				} catch (err) {
-					throw err;
-				}
-				const digest = sha256Hex(content);
-				try {
-					const obj = await store.put(digest, content);
-					return { executable: obj.url, digest, size: obj.size };
-				} catch (err) {
-					throw unavailable("object store", err);
-				}
 			},
 
 			changed(this: JobsThis, id: string, op: string) {
