@@ -278,7 +278,7 @@ export class BenchCluster {
 		return (await this.client.call("worker.status", {}, { nodeID: name, timeout })) as WorkerStatus;
 	}
 
-	/** Rows of the `jobs` table as the jobs service writes them (see JOB_FIELDS in services/jobs.service.ts), in multi-row INSERTs. */
+	/** Rows of the `jobs` table as the jobs service writes them (the columns of JOB_SCHEMA, lib/core/job-schema.ts), in multi-row INSERTs. */
 	async insertJobs(n: number, job: { schedule: string; executable: string; misfire?: string }, chunk = 2000): Promise<string[]> {
 		const ids: string[] = [];
 		const now = Date.now();

@@ -1,35 +1,31 @@
 /**
- * jobs: persists jobs and their runs (moleculer-db + sequelize; SQLite on the embedded default,
- * MySQL/MariaDB with DATABASE_URL). Owns the `jobs` and `runs` tables. REST-facing actions take the
- * caller from ctx.meta.user; the worker and manager use the internal ones over the broker.
+ * jobs: persists jobs and their runs (DbMixin: moleculer-db + sequelize; SQLite on the embedded
+ * default, MySQL/MariaDB with DATABASE_URL). Owns the `jobs` and `runs` tables
+ * (lib/adapters/sql/models.ts, from the job schema). REST-facing actions take the caller from
+ * ctx.meta.user and check ownership; the worker and manager use the internal ones over the broker,
+ * thin calls into the run ledger (lib/adapters/sql/run-ledger.ts) and the models. Uploaded
+ * executables go to the object store (lib/adapters/executables.ts).
  */
 import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
-import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
-import DbService from "moleculer-db";
-import { DataTypes, Op, QueryTypes, col, fn, type ModelStatic, type Model, type Sequelize } from "sequelize";
+import type { Context, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import type { Clock } from "../lib/core/clock";
 import type { Config } from "../lib/config";
-import {
-	createAdapter,
-	createSequelize,
-	isConnectionError,
-	isUniqueViolation,
-	syncModel,
-	tuneDatabase,
-	checkpoint,
-	NO_GENERIC_DB_ACTIONS,
-} from "../lib/adapters/sql/db";
-import { conflict, invalidField, notFound, unauthorized, unavailable } from "../lib/core/errors";
-import { Limiter } from "../lib/engine/limiter";
+import { serverTime, syncModel } from "../lib/adapters/sql/db";
+import { defineRunModel, jobModel } from "../lib/adapters/sql/models";
+import { JobTable } from "../lib/adapters/sql/job-table";
+import { RunLedger, type RunRecord, type RunStart } from "../lib/adapters/sql/run-ledger";
+import { Executables } from "../lib/adapters/executables";
 import { type ObjectStore } from "../lib/adapters/object-store";
-import { jobStatusAfterRun } from "../lib/core/policies";
-import { nextFireTimes, validateTimezone, parseSchedule } from "../lib/core/schedule";
-import type { AuthUser, RunResult, RunStatus, RunTrigger } from "../lib/core/types";
-import { decodeExecutable, sha256Hex } from "../lib/core/upload";
-import { validateJobCreate, validateJobPatch } from "../lib/core/validation";
-import { iso, jobView, runSummary, runView, workerJobView, type JobRow, type RunRow } from "../lib/core/views";
 import { ErrorsMixin } from "../lib/adapters/moleculer/errors";
+import { FINISH_RUNS_PARAMS, RECORD_RUN_PARAMS, START_RUNS_PARAMS } from "../lib/adapters/moleculer/run-params";
+import { conflict, invalidField, notFound, unauthorized, unavailable } from "../lib/core/errors";
+import { SETTABLE_FIELDS } from "../lib/core/job-schema";
+import { nextFireTimes, validateTimezone, parseSchedule } from "../lib/core/schedule";
+import type { AuthUser, RunResult } from "../lib/core/types";
+import { validateJobCreate, validateJobPatch } from "../lib/core/validation";
+import { iso, jobRowChanges, jobView, newJobRow, runView, workerJobView, type JobRow, type WorkerJob } from "../lib/core/views";
+import { DbMixin, type DbMixinHost } from "../mixins/db.mixin";
 
 export interface JobsDeps {
 	config: Config;
@@ -40,143 +36,74 @@ export interface JobsDeps {
 type Meta = { user?: AuthUser; $statusCode?: number; $location?: string; $responseType?: string; $responseHeaders?: Record<string, string> };
 type Ctx<P = Record<string, unknown>> = Context<P, Meta>;
 
-interface JobsThis extends Service {
-	adapter: { db: Sequelize; model: ModelStatic<Model> };
-	runs: ModelStatic<Model>;
-	deps: JobsDeps;
-	sqliteLock: Limiter | null;
+interface JobsThis extends DbMixinHost {
+	table: JobTable;
+	ledger: RunLedger;
 	requireUser(ctx: Ctx<unknown>): AuthUser;
 	findOwned(ctx: Ctx<unknown>, id: string): Promise<JobRow>;
-	guard<T>(fn: () => Promise<T>): Promise<T>;
-	storeExecutable(type: string, executable: string): Promise<{ executable: string; digest: string | null; size: number | null }>;
 	changed(id: string, op: string): void;
 }
 
-const JOB_FIELDS = {
-	id: { type: DataTypes.STRING(36), primaryKey: true },
-	name: { type: DataTypes.STRING(200), allowNull: true },
-	status: { type: DataTypes.STRING(16), allowNull: false },
-	type: { type: DataTypes.STRING(16), allowNull: false },
-	executable: { type: DataTypes.TEXT, allowNull: false },
-	digest: { type: DataTypes.STRING(64), allowNull: true },
-	size: { type: DataTypes.BIGINT, allowNull: true },
-	schedule: { type: DataTypes.STRING(200), allowNull: false },
-	timezone: { type: DataTypes.STRING(64), allowNull: false },
-	runAs: { type: DataTypes.STRING(32), allowNull: true },
-	timeout: { type: DataTypes.INTEGER, allowNull: true },
-	recurring: { type: DataTypes.BOOLEAN, allowNull: false },
-	concurrency: { type: DataTypes.STRING(8), allowNull: false },
-	retries: { type: DataTypes.INTEGER, allowNull: false },
-	misfire: { type: DataTypes.STRING(8), allowNull: false },
-	env: { type: DataTypes.TEXT, allowNull: false },
-	suspended: { type: DataTypes.BOOLEAN, allowNull: false },
-	owner: { type: DataTypes.STRING(36), allowNull: false },
-	worker: { type: DataTypes.STRING(200), allowNull: true },
-	lastScheduledAt: { type: DataTypes.BIGINT, allowNull: true },
-	lastRun: { type: DataTypes.TEXT, allowNull: true },
-	deletedAt: { type: DataTypes.BIGINT, allowNull: true },
-	createdAt: { type: DataTypes.BIGINT, allowNull: false },
-	updatedAt: { type: DataTypes.BIGINT, allowNull: false },
-};
-
-const RUN_FIELDS = {
-	id: { type: DataTypes.STRING(36), primaryKey: true },
-	jobId: { type: DataTypes.STRING(36), allowNull: false },
-	scheduledAt: { type: DataTypes.BIGINT, allowNull: false },
-	attempt: { type: DataTypes.INTEGER, allowNull: false },
-	trigger: { type: DataTypes.STRING(16), allowNull: false },
-	status: { type: DataTypes.STRING(16), allowNull: false },
-	startedAt: { type: DataTypes.BIGINT, allowNull: true },
-	finishedAt: { type: DataTypes.BIGINT, allowNull: true },
-	exitCode: { type: DataTypes.INTEGER, allowNull: true },
-	signal: { type: DataTypes.STRING(16), allowNull: true },
-	output: { type: DataTypes.TEXT, allowNull: false },
-	node: { type: DataTypes.STRING(200), allowNull: true },
-	error: { type: DataTypes.TEXT, allowNull: true },
-};
-
-/** Fields a user may send; anything the validator lets through is typed by lib/validation. */
+/** Fields a user may send (the schema's settable ones); lib/core/validation checks and types them. */
 const JOB_PARAMS = {
-	executable: { type: "any", optional: true },
-	schedule: { type: "any", optional: true },
-	type: { type: "any", optional: true },
-	name: { type: "any", optional: true },
-	timezone: { type: "any", optional: true },
-	runAs: { type: "any", optional: true },
-	timeout: { type: "any", optional: true },
-	recurring: { type: "any", optional: true },
-	concurrency: { type: "any", optional: true },
-	retries: { type: "any", optional: true },
-	misfire: { type: "any", optional: true },
-	env: { type: "any", optional: true },
-	suspended: { type: "any", optional: true },
+	...Object.fromEntries(SETTABLE_FIELDS.map((f) => [f, { type: "any", optional: true }])),
 	$$strict: false,
 };
 
 const ID = { type: "string", min: 1, max: 64 };
+const PAGE = {
+	limit: { type: "number", integer: true, min: 1, max: 1000, optional: true, convert: true },
+	offset: { type: "number", integer: true, min: 0, optional: true, convert: true },
+};
+
+/** Ids per IN (...) list. */
+const CHUNK = 1000;
+
+/** A backend's health: ok, or the error of the probe. */
+async function probe(fn: () => Promise<unknown>): Promise<{ ok: boolean; error?: string }> {
+	try {
+		await fn();
+		return { ok: true };
+	} catch (err) {
+		return { ok: false, error: (err as Error).message };
+	}
+}
 
 export default function createJobsService(deps: JobsDeps): ServiceSchema<ServiceSettingSchema, JobsThis> {
 	const { config, clock } = deps;
+	const executables = new Executables(deps.objectStore, config.maxUploadBytes);
 	return {
 		name: "jobs",
-		mixins: [DbService, ErrorsMixin()],
-		adapter: createAdapter(createSequelize(config, "jobs")),
-		model: {
-			name: "job",
-			define: JOB_FIELDS,
-			options: {
-				tableName: "jobs",
-				timestamps: false,
-				indexes: [{ fields: ["owner"] }, { fields: ["status"] }, { fields: ["worker"] }],
-			},
-		},
+		mixins: [
+			DbMixin<JobsThis>({
+				config,
+				owner: "jobs",
+				model: jobModel,
+				// Workers record runs in parallel batches: on SQLite one at a time (see DbMixinOptions).
+				serializeSqlite: true,
+				async afterConnected(this: JobsThis) {
+					const runs = defineRunModel(this.adapter.db);
+					// Safe when several processes start at once (a lost table/index race is retried).
+					await syncModel(runs);
+					this.table = new JobTable(this.adapter.model);
+					this.ledger = new RunLedger(this.adapter.db, { jobs: this.adapter.model, runs }, clock);
+				},
+			}),
+			ErrorsMixin(),
+		],
 		settings: { idField: "id" },
 
-		// moleculer-db's generic CRUD actions are replaced by the ones below (ownership, validation).
 		actions: {
-			...NO_GENERIC_DB_ACTIONS,
-
 			// ---- REST-facing ----
 			createJob: {
 				params: JOB_PARAMS,
 				async handler(this: JobsThis, ctx: Ctx) {
 					const user = this.requireUser(ctx);
-					const body = { ...ctx.params };
-					let input;
-					try {
-						input = validateJobCreate(body, { admin: user.admin, userRunAs: config.userRunAs });
-					} catch (err) {
-						throw err;
-					}
-					const stored = await this.storeExecutable(input.type, input.executable);
+					const input = validateJobCreate({ ...ctx.params }, { admin: user.admin, userRunAs: config.userRunAs });
+					const stored = await executables.save(input.type, input.executable);
 					const now = clock.now();
-					const row: JobRow = {
-						id: randomUUID(),
-						name: input.name ?? null,
-						status: "scheduled",
-						type: input.type,
-						executable: stored.executable,
-						digest: stored.digest,
-						size: stored.size,
-						schedule: input.schedule,
-						timezone: input.timezone,
-						runAs: input.runAs ?? null,
-						timeout: input.timeout ?? null,
-						recurring: input.recurring,
-						concurrency: input.concurrency,
-						retries: input.retries,
-						misfire: input.misfire,
-						env: JSON.stringify(input.env ?? {}),
-						suspended: input.suspended ?? false,
-						owner: user.id,
-						worker: null,
-						lastScheduledAt: null,
-						lastRun: null,
-						deletedAt: null,
-						createdAt: now,
-						updatedAt: now,
-					};
-					await this.guard(() => this.adapter.model.create(row as never));
+					const row = newJobRow(input, { id: randomUUID(), owner: user.id, createdAt: now, updatedAt: now, ...stored });
+					await this.guard(() => this.table.insert(row));
 					this.changed(row.id, "created");
 					ctx.meta.$statusCode = 201;
 					ctx.meta.$location = `/jobs/${row.id}`;
@@ -185,29 +112,12 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 			},
 
 			listJobs: {
-				params: {
-					status: { type: "enum", values: ["scheduled", "finished", "error"], optional: true },
-					limit: { type: "number", integer: true, min: 1, max: 1000, optional: true, convert: true },
-					offset: { type: "number", integer: true, min: 0, optional: true, convert: true },
-				},
+				params: { status: { type: "enum", values: ["scheduled", "finished", "error"], optional: true }, ...PAGE },
 				async handler(this: JobsThis, ctx: Ctx<{ status?: string; limit?: number; offset?: number }>) {
 					const user = this.requireUser(ctx);
-					const where: Record<string, unknown> = {};
-					if (!user.admin) where.owner = user.id;
-					if (ctx.params.status) where.status = ctx.params.status;
-					const rows = await this.guard(() =>
-						this.adapter.model.findAll({
-							where,
-							order: [
-								["createdAt", "DESC"],
-								["id", "ASC"],
-							],
-							limit: ctx.params.limit ?? 100,
-							offset: ctx.params.offset ?? 0,
-							raw: true,
-						}),
-					);
-					return (rows as unknown as JobRow[]).map((r) => jobView(r, clock.now()));
+					const { status, limit = 100, offset = 0 } = ctx.params;
+					const rows = await this.guard(() => this.table.list({ owner: user.admin ? undefined : user.id, status, limit, offset }));
+					return rows.map((r) => jobView(r, clock.now()));
 				},
 			},
 
@@ -225,31 +135,21 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					const { id, ...body } = ctx.params;
 					const job = await this.findOwned(ctx, id);
 					if (job.deletedAt !== null) throw conflict("The job was deleted", "id");
-					let patch;
-					try {
-						patch = validateJobPatch(body, { admin: user.admin, currentType: job.type, userRunAs: config.userRunAs });
-					} catch (err) {
-						throw err;
-					}
+					const patch = validateJobPatch(body, { admin: user.admin, currentType: job.type, userRunAs: config.userRunAs });
 					const now = clock.now();
-					const changes: Partial<JobRow> = { updatedAt: now };
-					for (const key of ["name", "schedule", "timezone", "runAs", "timeout", "recurring", "concurrency", "retries", "misfire", "suspended"] as const) {
-						if (patch[key] !== undefined) (changes as Record<string, unknown>)[key] = patch[key];
-					}
-					if (patch.env !== undefined) changes.env = JSON.stringify(patch.env);
-					const type = patch.type ?? job.type;
+					const changes: Partial<JobRow> = { ...jobRowChanges(patch), updatedAt: now };
 					if (patch.executable !== undefined) {
-						const stored = await this.storeExecutable(type, patch.executable);
-						Object.assign(changes, { type, ...stored });
+						const type = patch.type ?? job.type;
+						Object.assign(changes, { type, ...(await executables.save(type, patch.executable)) });
 					}
 					// Fire times before a change of schedule, time zone or suspension were never missed:
 					// the worker catches up only what passed after this moment.
 					if (patch.schedule !== undefined || patch.timezone !== undefined || patch.suspended === false) {
 						changes.lastScheduledAt = Math.max(job.lastScheduledAt ?? 0, now);
 					}
-					await this.guard(() => this.adapter.model.update(changes, { where: { id } }));
+					await this.guard(() => this.table.update(id, changes));
 					this.changed(id, "updated");
-					return jobView({ ...job, ...changes } as JobRow, clock.now());
+					return jobView({ ...job, ...changes }, clock.now());
 				},
 			},
 
@@ -259,9 +159,9 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					const job = await this.findOwned(ctx, ctx.params.id);
 					const now = clock.now();
 					const changes: Partial<JobRow> = { status: "finished", deletedAt: job.deletedAt ?? now, worker: null, updatedAt: now };
-					await this.guard(() => this.adapter.model.update(changes, { where: { id: job.id } }));
+					await this.guard(() => this.table.update(job.id, changes));
 					this.changed(job.id, "removed");
-					return jobView({ ...job, ...changes } as JobRow, clock.now());
+					return jobView({ ...job, ...changes }, clock.now());
 				},
 			},
 
@@ -276,7 +176,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 						ctx.meta.$statusCode = 202;
 						return run;
 					} catch (err) {
-						const e = err as { name?: string; code?: number };
+						const e = err as { name?: string };
 						if (e.name === "ServiceNotFoundError" || e.name === "ServiceNotAvailableError") throw unavailable("worker", "no live worker");
 						throw err;
 					}
@@ -284,26 +184,11 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 			},
 
 			jobRuns: {
-				params: {
-					id: ID,
-					limit: { type: "number", integer: true, min: 1, max: 1000, optional: true, convert: true },
-					offset: { type: "number", integer: true, min: 0, optional: true, convert: true },
-				},
+				params: { id: ID, ...PAGE },
 				async handler(this: JobsThis, ctx: Ctx<{ id: string; limit?: number; offset?: number }>) {
 					const job = await this.findOwned(ctx, ctx.params.id);
-					const rows = await this.guard(() =>
-						this.runs.findAll({
-							where: { jobId: job.id },
-							order: [
-								["scheduledAt", "DESC"],
-								["attempt", "DESC"],
-							],
-							limit: ctx.params.limit ?? 100,
-							offset: ctx.params.offset ?? 0,
-							raw: true,
-						}),
-					);
-					return (rows as unknown as RunRow[]).map(runView);
+					const page = { limit: ctx.params.limit ?? 100, offset: ctx.params.offset ?? 0 };
+					return (await this.guard(() => this.ledger.runsOf(job.id, page))).map(runView);
 				},
 			},
 
@@ -312,12 +197,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				async handler(this: JobsThis, ctx: Ctx<{ id: string }>): Promise<Readable> {
 					const job = await this.findOwned(ctx, ctx.params.id);
 					if (!job.digest) throw invalidField("id", "Only script and binary jobs have a stored executable");
-					let stream: Readable;
-					try {
-						stream = await deps.objectStore.get(job.digest);
-					} catch (err) {
-						throw unavailable("object store", err);
-					}
+					const stream = await executables.open(job.digest);
 					ctx.meta.$responseType = "application/octet-stream";
 					ctx.meta.$responseHeaders = { "Content-Disposition": `attachment; filename="${job.id}"`, "X-Content-SHA256": job.digest };
 					return stream;
@@ -343,13 +223,10 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					}
 					const n = count === undefined ? 10 : Number(count);
 					if (!Number.isInteger(n) || n < 1 || n > 100) throw invalidField("count", "count must be an integer from 1 to 100");
-					try {
-						parseSchedule(schedule);
-						validateTimezone(tz);
-						return { schedule, timezone: tz, next: nextFireTimes(schedule, tz, fromMs, n).map((t) => iso(t)) };
-					} catch (err) {
-						throw err;
-					}
+					parseSchedule(schedule);
+					// The zone as a job would store it ("utc" -> "UTC").
+					const zone = validateTimezone(tz);
+					return { schedule, timezone: zone, next: nextFireTimes(schedule, zone, fromMs, n).map((t) => iso(t)) };
 				},
 			},
 
@@ -362,11 +239,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				visibility: "public",
 				params: { after: { type: "string", optional: true }, limit: { type: "number", integer: true, min: 1, optional: true } },
 				async handler(this: JobsThis, ctx: Ctx<{ after?: string; limit?: number }>) {
-					const where: Record<string | symbol, unknown> = { deletedAt: null, suspended: false, status: { [Op.ne]: "finished" } };
-					if (ctx.params.after !== undefined) where.id = { [Op.gt]: ctx.params.after };
-					const paging = ctx.params.limit !== undefined ? { order: [["id", "ASC"]] as [string, string][], limit: ctx.params.limit } : {};
-					const rows = await this.guard(() => this.adapter.model.findAll({ attributes: ["id"], where, raw: true, ...paging }));
-					return (rows as unknown as { id: string }[]).map((r) => r.id);
+					return this.guard(() => this.table.schedulableIds(ctx.params));
 				},
 			},
 
@@ -374,25 +247,11 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				visibility: "public",
 				params: { ids: { type: "array", items: "string" } },
 				async handler(this: JobsThis, ctx: Ctx<{ ids: string[] }>) {
-					const out = [];
-					for (let i = 0; i < ctx.params.ids.length; i += 1000) {
-						const chunk = ctx.params.ids.slice(i, i + 1000);
-						const rows = (await this.guard(() => this.adapter.model.findAll({ where: { id: chunk }, raw: true }))) as unknown as JobRow[];
-						// The newest handled fire (run, skipped or missed) is derived from the runs: the
-						// catch-up baseline is the later of it and the one set by a schedule change.
-						const latest = (await this.guard(() =>
-							this.runs.findAll({
-								attributes: ["jobId", [fn("MAX", col("scheduledAt")), "latest"]],
-								where: { jobId: chunk, trigger: { [Op.ne]: "manual" } },
-								group: ["jobId"],
-								raw: true,
-							}),
-						)) as unknown as { jobId: string; latest: number | string }[];
-						const byJob = new Map(latest.map((l) => [l.jobId, Number(l.latest)]));
-						for (const row of rows) {
-							const handled = byJob.get(row.id);
-							if (handled !== undefined) row.lastScheduledAt = Math.max(Number(row.lastScheduledAt ?? 0), handled);
-						}
+					const out: WorkerJob[] = [];
+					for (let i = 0; i < ctx.params.ids.length; i += CHUNK) {
+						const chunk = ctx.params.ids.slice(i, i + CHUNK);
+						const rows = await this.guard(() => this.table.byIds(chunk));
+						await this.guard(() => this.ledger.applyCatchUpBaselines(rows));
 						out.push(...rows.map(workerJobView));
 					}
 					return out;
@@ -404,14 +263,10 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				params: { moves: { type: "array", items: { type: "object", props: { jobId: "string", to: { type: "string", nullable: true } } } } },
 				async handler(this: JobsThis, ctx: Ctx<{ moves: { jobId: string; to: string | null }[] }>) {
 					const byWorker = new Map<string | null, string[]>();
-					for (const m of ctx.params.moves) {
-						const list = byWorker.get(m.to) ?? [];
-						list.push(m.jobId);
-						byWorker.set(m.to, list);
-					}
+					for (const m of ctx.params.moves) byWorker.set(m.to, [...(byWorker.get(m.to) ?? []), m.jobId]);
 					for (const [worker, ids] of byWorker) {
-						for (let i = 0; i < ids.length; i += 1000) {
-							await this.guard(() => this.adapter.model.update({ worker }, { where: { id: ids.slice(i, i + 1000) } }));
+						for (let i = 0; i < ids.length; i += CHUNK) {
+							await this.guard(() => this.table.update(ids.slice(i, i + CHUNK), { worker }));
 						}
 					}
 					return ctx.params.moves.length;
@@ -424,85 +279,19 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 			 */
 			startRuns: {
 				visibility: "public",
-				params: {
-					runs: {
-						type: "array",
-						items: {
-							type: "object",
-							props: {
-								jobId: "string",
-								scheduledAt: "number",
-								attempt: { type: "number", integer: true, min: 1 },
-								trigger: { type: "enum", values: ["schedule", "manual", "retry", "catchup"] },
-								node: "string",
-							},
-						},
-					},
-				},
-				async handler(this: JobsThis, ctx: Ctx<{ runs: { jobId: string; scheduledAt: number; attempt: number; trigger: RunTrigger; node: string }[] }>) {
-					const rows: RunRow[] = ctx.params.runs.map((p) => ({
-						id: randomUUID(),
-						jobId: p.jobId,
-						scheduledAt: p.scheduledAt,
-						attempt: p.attempt,
-						trigger: p.trigger,
-						status: "running",
-						startedAt: null,
-						finishedAt: null,
-						exitCode: null,
-						signal: null,
-						output: "",
-						node: p.node,
-						error: null,
-					}));
-					const ids = rows.map((r) => r.id);
-					const present = await this.guard(() =>
-						this.adapter.db.transaction(async (transaction) => {
-							await this.runs.bulkCreate(rows as never[], { ignoreDuplicates: true, transaction });
-							const found = (await this.runs.findAll({ attributes: ["id"], where: { id: ids }, raw: true, transaction })) as unknown as { id: string }[];
-							return new Set(found.map((r) => r.id));
-						}),
-					);
-					return rows.map((r) => (present.has(r.id) ? runView(r) : null));
+				params: START_RUNS_PARAMS,
+				async handler(this: JobsThis, ctx: Ctx<{ runs: RunStart[] }>) {
+					return (await this.guard(() => this.ledger.startRuns(ctx.params.runs))).map((r) => (r ? runView(r) : null));
 				},
 			},
 
 			/** Record a fire that did not run (skipped by the concurrency policy, missed by the misfire policy). */
 			recordRun: {
 				visibility: "public",
-				params: {
-					jobId: "string",
-					scheduledAt: "number",
-					trigger: { type: "enum", values: ["schedule", "manual", "retry", "catchup"] },
-					status: { type: "enum", values: ["skipped", "missed"] },
-					node: "string",
-					error: { type: "string", optional: true },
-				},
-				async handler(this: JobsThis, ctx: Ctx<{ jobId: string; scheduledAt: number; trigger: RunTrigger; status: RunStatus; node: string; error?: string }>) {
-					const p = ctx.params;
-					const now = clock.now();
-					const row: RunRow = {
-						id: randomUUID(),
-						jobId: p.jobId,
-						scheduledAt: p.scheduledAt,
-						attempt: 1,
-						trigger: p.trigger,
-						status: p.status,
-						startedAt: null,
-						finishedAt: now,
-						exitCode: null,
-						signal: null,
-						output: "",
-						node: p.node,
-						error: p.error ?? null,
-					};
-					try {
-						await this.guard(() => this.runs.create(row as never));
-					} catch (err) {
-						if (isUniqueViolation(err)) return null;
-						throw err;
-					}
-					return runView(row);
+				params: RECORD_RUN_PARAMS,
+				async handler(this: JobsThis, ctx: Ctx<RunRecord>) {
+					const row = await this.guard(() => this.ledger.recordRun(ctx.params));
+					return row ? runView(row) : null;
 				},
 			},
 
@@ -512,78 +301,9 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 			 */
 			finishRuns: {
 				visibility: "public",
-				params: {
-					results: {
-						type: "array",
-						items: {
-							type: "object",
-							props: {
-								runId: "string",
-								jobId: "string",
-								scheduledAt: "number",
-								recurring: "boolean",
-								// skipped: a prefired fire cancelled before its instant (the job's code never ran).
-								status: { type: "enum", values: ["succeeded", "failed", "timed_out", "skipped"] },
-								exitCode: { type: "number", nullable: true },
-								signal: { type: "string", nullable: true },
-								output: { type: "string" },
-								startedAt: { type: "number", nullable: true },
-								finishedAt: "number",
-								error: { type: "string", nullable: true },
-								willRetry: { type: "boolean", optional: true },
-							},
-						},
-					},
-				},
+				params: FINISH_RUNS_PARAMS,
 				async handler(this: JobsThis, ctx: Ctx<{ results: RunResult[] }>) {
-					const results = ctx.params.results;
-					const written: boolean[] = [];
-					const finishedJobs: string[] = [];
-					// Raw statements: two per run, in one transaction (model.update costs several times more).
-					const db = this.adapter.db;
-					await this.guard(() =>
-						db.transaction(async (transaction) => {
-							written.length = 0;
-							finishedJobs.length = 0;
-							const lastByJob = new Map<string, RunResult>();
-							for (const r of results) {
-								const [, meta] = (await db.query(
-									// SIGNAL is a reserved word in MySQL/MariaDB: quoted (SQLite takes backticks too).
-									"UPDATE runs SET status = ?, exitCode = ?, `signal` = ?, output = ?, startedAt = ?, finishedAt = ?, error = ? WHERE id = ? AND status = 'running'",
-									{
-										replacements: [r.status, r.exitCode, r.signal, r.output, r.startedAt, r.finishedAt, r.error, r.runId],
-										transaction,
-										type: QueryTypes.UPDATE,
-									},
-								)) as unknown as [unknown, number];
-								const n = Number(meta ?? 0);
-								written.push(n > 0);
-								const prev = lastByJob.get(r.jobId);
-								if (n > 0 && (!prev || prev.finishedAt <= r.finishedAt)) lastByJob.set(r.jobId, r);
-							}
-							for (const [jobId, r] of lastByJob) {
-								const lastRun = JSON.stringify({
-									id: r.runId,
-									status: r.status,
-									scheduledAt: iso(r.scheduledAt),
-									finishedAt: iso(r.finishedAt),
-									exitCode: r.exitCode,
-								});
-								const status =
-									r.willRetry || r.status === "skipped" ? null : jobStatusAfterRun({ recurring: r.recurring, status: "scheduled" }, r.status, false);
-								// A deleted job keeps its status (finished); a pending retry leaves it as it is.
-								await db.query(
-									"UPDATE jobs SET lastRun = ?, updatedAt = ?, status = CASE WHEN deletedAt IS NULL AND ? IS NOT NULL THEN ? ELSE status END WHERE id = ?",
-									{
-										replacements: [lastRun, clock.now(), status, status, jobId],
-										transaction,
-										type: QueryTypes.UPDATE,
-									},
-								);
-								if (status === "finished") finishedJobs.push(jobId);
-							}
-						}),
-					);
+					const { written, finishedJobs } = await this.guard(() => this.ledger.finishRuns(ctx.params.results));
 					for (const id of finishedJobs) this.changed(id, "finished");
 					return written;
 				},
@@ -594,18 +314,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				visibility: "public",
 				params: { jobIds: { type: "array", items: "string" } },
 				async handler(this: JobsThis, ctx: Ctx<{ jobIds: string[] }>) {
-					const out: RunRow[] = [];
-					if (ctx.params.jobIds.length > 1000) {
-						// A large set (a dead worker's share): one query for every running run (few, by the
-						// status index), filtered here, instead of one query per thousand jobs.
-						const wanted = new Set(ctx.params.jobIds);
-						const rows = (await this.guard(() => this.runs.findAll({ where: { status: "running" }, raw: true }))) as unknown as RunRow[];
-						for (const r of rows) if (wanted.has(r.jobId)) out.push(r);
-					} else {
-						const rows = await this.guard(() => this.runs.findAll({ where: { status: "running", jobId: ctx.params.jobIds }, raw: true }));
-						out.push(...(rows as unknown as RunRow[]));
-					}
-					return out.map((r) => ({ id: r.id, jobId: r.jobId, scheduledAt: Number(r.scheduledAt), attempt: r.attempt, trigger: r.trigger, node: r.node }));
+					return this.guard(() => this.ledger.inflight(ctx.params.jobIds));
 				},
 			},
 
@@ -614,10 +323,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				visibility: "public",
 				params: { runId: "string", error: "string" },
 				async handler(this: JobsThis, ctx: Ctx<{ runId: string; error: string }>) {
-					const [n] = await this.guard(() =>
-						this.runs.update({ status: "failed", finishedAt: clock.now(), error: ctx.params.error }, { where: { id: ctx.params.runId, status: "running" } }),
-					);
-					return n > 0;
+					return this.guard(() => this.ledger.abandonRun(ctx.params.runId, ctx.params.error));
 				},
 			},
 
@@ -627,8 +333,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				params: {},
 				async handler(this: JobsThis) {
 					if (this.adapter.db.getDialect() !== "mysql") return clock.now();
-					const [rows] = await this.guard(() => this.adapter.db.query("SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED) AS t"));
-					return Number((rows as { t: number | string }[])[0].t);
+					return this.guard(() => serverTime(this.adapter.db));
 				},
 			},
 
@@ -636,20 +341,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				visibility: "public",
 				params: {},
 				async handler(this: JobsThis) {
-					const out: Record<string, { ok: boolean; error?: string }> = {};
-					try {
-						await this.adapter.db.query("SELECT 1");
-						out.database = { ok: true };
-					} catch (err) {
-						out.database = { ok: false, error: (err as Error).message };
-					}
-					try {
-						await deps.objectStore.ping();
-						out.objectStore = { ok: true };
-					} catch (err) {
-						out.objectStore = { ok: false, error: (err as Error).message };
-					}
-					return out;
+					return { database: await probe(() => this.adapter.db.query("SELECT 1")), objectStore: await probe(() => deps.objectStore.ping()) };
 				},
 			},
 		},
@@ -663,93 +355,14 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 
 			async findOwned(this: JobsThis, ctx: Ctx<unknown>, id: string): Promise<JobRow> {
 				const user = this.requireUser(ctx);
-				const row = (await this.guard(() => this.adapter.model.findByPk(id, { raw: true }))) as unknown as JobRow | null;
+				const row = await this.guard(() => this.table.find(id));
 				if (!row || (!user.admin && row.owner !== user.id)) throw notFound("Job", id);
-				return {
-					...row,
-					lastScheduledAt: row.lastScheduledAt === null ? null : Number(row.lastScheduledAt),
-					deletedAt: row.deletedAt === null ? null : Number(row.deletedAt),
-				};
-			},
-
-			/** Database faults become 503 (retryable); everything else passes through. */
-			async guard<T>(this: JobsThis, fn: () => Promise<T>): Promise<T> {
-				// SQLite: one statement or transaction at a time. Sequelize runs each transaction on a
-				// connection of its own; several writers would wait on each other's lock inside the
-				// libuv thread pool and starve it (every thread busy-waiting on a lock whose holder
-				// needs a thread to commit).
-				const release = this.sqliteLock ? await this.sqliteLock.acquire() : null;
-				try {
-					return await fn();
-				} catch (err) {
-					if (isConnectionError(err)) throw unavailable("database", err);
-					throw err;
-				} finally {
-					release?.();
-				}
-			},
-
-			async storeExecutable(type: string, executable: string) {
-				if (type === "command") return { executable, digest: null, size: null };
-				const store = deps.objectStore;
-				const digestFromUrl = store.digestFromUrl(executable);
-				if (/^[a-z][a-z0-9+.-]*:\/\//i.test(executable) || executable.startsWith("file:")) {
-					if (!digestFromUrl) throw invalidField("executable", "Only URLs of objects in this object store are accepted");
-					let exists: boolean;
-					try {
-						exists = await store.exists(digestFromUrl);
-					} catch (err) {
-						throw unavailable("object store", err);
-					}
-					if (!exists) throw invalidField("executable", "No such object in the object store");
-					return { executable: store.urlFor(digestFromUrl), digest: digestFromUrl, size: null };
-				}
-				let content: Buffer;
-				try {
-					content = decodeExecutable(executable, config.maxUploadBytes);
-				} catch (err) {
-					throw err;
-				}
-				const digest = sha256Hex(content);
-				try {
-					const obj = await store.put(digest, content);
-					return { executable: obj.url, digest, size: obj.size };
-				} catch (err) {
-					throw unavailable("object store", err);
-				}
+				return row;
 			},
 
 			changed(this: JobsThis, id: string, op: string) {
-				this.broker.broadcast("jobs.changed", { id, op });
+				void this.broker.broadcast("jobs.changed", { id, op });
 			},
-		},
-
-		created(this: JobsThis) {
-			this.deps = deps;
-			this.sqliteLock = config.databaseUrl ? null : new Limiter(1);
-		},
-
-		// Runs before moleculer-db disconnects (stopped handlers run in reverse mixin order).
-		async stopped(this: JobsThis) {
-			if (this.adapter?.db) await checkpoint(this.adapter.db);
-		},
-
-		async afterConnected(this: JobsThis) {
-			await tuneDatabase(this.adapter.db);
-			await syncModel(this.adapter.model);
-			// MySQL's TEXT holds 64 KiB of bytes: the output tail needs MEDIUMTEXT (SQLite has one TEXT).
-			const mysql = this.adapter.db.getDialect() === "mysql";
-			const fields = mysql ? { ...RUN_FIELDS, output: { type: DataTypes.TEXT({ length: "medium" }), allowNull: false } } : RUN_FIELDS;
-			this.runs = this.adapter.db.define("run", fields, {
-				tableName: "runs",
-				timestamps: false,
-				indexes: [
-					{ name: "runs_fire_unique", unique: true, fields: ["jobId", "scheduledAt", "attempt"] },
-					{ name: "runs_status", fields: ["status"] },
-				],
-			});
-			// Safe when several processes start at once (a lost table/index race is retried).
-			await syncModel(this.runs);
 		},
 	};
 }

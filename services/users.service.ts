@@ -6,25 +6,16 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
-import DbService from "moleculer-db";
-import { DataTypes, type Model, type ModelStatic, type Sequelize } from "sequelize";
+import type { Context, ServiceSchema, ServiceSettingSchema } from "moleculer";
+import { DataTypes } from "sequelize";
 import type { Clock } from "../lib/core/clock";
 import type { Config } from "../lib/config";
-import {
-	createAdapter,
-	createSequelize,
-	isConnectionError,
-	isUniqueViolation,
-	syncModel,
-	tuneDatabase,
-	checkpoint,
-	NO_GENERIC_DB_ACTIONS,
-} from "../lib/adapters/sql/db";
-import { conflict, forbidden, notFound, unauthorized, unavailable } from "../lib/core/errors";
+import { isUniqueViolation } from "../lib/adapters/sql/db";
+import { conflict, forbidden, notFound, unauthorized } from "../lib/core/errors";
 import type { AuthUser, User } from "../lib/core/types";
 import { iso } from "../lib/core/views";
 import { ErrorsMixin } from "../lib/adapters/moleculer/errors";
+import { DbMixin, type DbMixinHost } from "../mixins/db.mixin";
 
 export interface UsersDeps {
 	config: Config;
@@ -41,10 +32,8 @@ interface UserRow {
 
 type Ctx<P = Record<string, unknown>> = Context<P, { user?: AuthUser; $statusCode?: number; $location?: string }>;
 
-interface UsersThis extends Service {
-	adapter: { db: Sequelize; model: ModelStatic<Model> };
+interface UsersThis extends DbMixinHost {
 	requireAdmin(ctx: Ctx<unknown>): AuthUser;
-	guard<T>(fn: () => Promise<T>): Promise<T>;
 	ensureAdmin(): Promise<void>;
 }
 
@@ -64,22 +53,30 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 	const { config, clock } = deps;
 	return {
 		name: "users",
-		mixins: [DbService, ErrorsMixin()],
-		adapter: createAdapter(createSequelize(config, "users")),
-		model: {
-			name: "user",
-			define: {
-				id: { type: DataTypes.STRING(36), primaryKey: true },
-				name: { type: DataTypes.STRING(64), allowNull: false, unique: "users_name_unique" },
-				admin: { type: DataTypes.BOOLEAN, allowNull: false },
-				tokenHash: { type: DataTypes.STRING(64), allowNull: false, unique: "users_token_unique" },
-				createdAt: { type: DataTypes.BIGINT, allowNull: false },
-			},
-			options: { tableName: "users", timestamps: false },
-		},
+		mixins: [
+			DbMixin<UsersThis>({
+				config,
+				owner: "users",
+				model: () => ({
+					name: "user",
+					define: {
+						id: { type: DataTypes.STRING(36), primaryKey: true },
+						name: { type: DataTypes.STRING(64), allowNull: false, unique: "users_name_unique" },
+						admin: { type: DataTypes.BOOLEAN, allowNull: false },
+						tokenHash: { type: DataTypes.STRING(64), allowNull: false, unique: "users_token_unique" },
+						createdAt: { type: DataTypes.BIGINT, allowNull: false },
+					},
+					options: { tableName: "users", timestamps: false },
+				}),
+				// Few writes (users are managed by hand): no lock needed.
+				serializeSqlite: false,
+				async afterConnected(this: UsersThis) {
+					await this.ensureAdmin();
+				},
+			}),
+			ErrorsMixin(),
+		],
 		actions: {
-			...NO_GENERIC_DB_ACTIONS,
-
 			/** Resolve a bearer token to its user, or null. */
 			authenticate: {
 				visibility: "public",
@@ -145,15 +142,6 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 				return user;
 			},
 
-			async guard<T>(fn: () => Promise<T>): Promise<T> {
-				try {
-					return await fn();
-				} catch (err) {
-					if (isConnectionError(err)) throw unavailable("database", err);
-					throw err;
-				}
-			},
-
 			/**
 			 * The built-in admin: CRONJOB_ADMIN_TOKEN sets its token (re-hashed at every start, so a
 			 * rotated variable takes effect); without it, the first start generates a token, prints it
@@ -188,17 +176,6 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 				// Printed once, on stdout, never through the logger.
 				process.stdout.write(`\nGenerated the admin token (also written to ${file}, mode 0600):\n  ${token}\n\n`);
 			},
-		},
-
-		// Runs before moleculer-db disconnects (stopped handlers run in reverse mixin order).
-		async stopped(this: UsersThis) {
-			if (this.adapter?.db) await checkpoint(this.adapter.db);
-		},
-
-		async afterConnected(this: UsersThis) {
-			await tuneDatabase(this.adapter.db);
-			await syncModel(this.adapter.model);
-			await this.ensureAdmin();
 		},
 	};
 }

@@ -1,4 +1,5 @@
 /** Shared data shapes. Plain types only: no I/O here. */
+import type { JobSettingsOf, JobViewOf } from "./job-schema";
 
 export type JobType = "command" | "script" | "binary";
 export type JobStatus = "scheduled" | "finished" | "error";
@@ -7,37 +8,14 @@ export type MisfirePolicy = "run_once" | "run_all" | "skip";
 export type RunStatus = "running" | "succeeded" | "failed" | "timed_out" | "skipped" | "missed";
 export type RunTrigger = "schedule" | "manual" | "retry" | "catchup";
 
-/** What a job runs and when: the fields a user sets (POST /jobs, PATCH /jobs/{id}). */
-export interface JobSettings {
-	name: string | null;
-	type: JobType;
-	executable: string;
-	schedule: string;
-	timezone: string;
-	runAs: string | null;
-	timeout: number | null;
-	recurring: boolean;
-	concurrency: ConcurrencyPolicy;
-	retries: number;
-	misfire: MisfirePolicy;
-	env: Record<string, string>;
-	suspended: boolean;
-}
+/** What a job runs and when: the fields a user sets (POST /jobs, PATCH /jobs/{id}). Declared in job-schema.ts. */
+export type JobSettings = JobSettingsOf;
 
-/** A job as the API answers it. */
-export interface Job extends JobSettings {
-	id: string;
-	status: JobStatus;
-	/** SHA-256 (hex) and size of the stored object, for script and binary jobs. */
-	digest: string | null;
-	size: number | null;
-	owner: string;
-	worker: string | null;
-	nextRunAt: string | null;
-	lastRun: RunSummary | null;
-	createdAt: string;
-	updatedAt: string;
-}
+/**
+ * A job as the API answers it (the settings and id, status, digest, size, owner, worker, nextRunAt,
+ * lastRun, createdAt, updatedAt). Declared in job-schema.ts.
+ */
+export type Job = JobViewOf;
 
 export interface RunSummary {
 	id: string;

@@ -1,25 +1,34 @@
-/** Row <-> API shapes. Pure. Times are stored as epoch milliseconds and answered as ISO strings. */
+/**
+ * Row <-> API shapes. Pure. Times are stored as epoch milliseconds and answered as ISO strings. The
+ * job's shapes and conversions follow its schema (job-schema.ts), field by field, by encoding.
+ */
+import {
+	API_FIELDS,
+	COLUMN_FIELDS,
+	SETTABLE_FIELDS,
+	WORKER_FIELDS,
+	fieldSpec,
+	type ApiField,
+	type ColumnField,
+	type DerivedField,
+	type FieldName,
+	type FieldValue,
+	type InitialField,
+	type JobRowOf,
+	type SettableField,
+	type WorkerField,
+	type WorkerJobOf,
+} from "./job-schema";
 import { nextFireTime } from "./schedule";
-import type { Job, JobSettings, JobStatus, Run, RunStatus, RunSummary, RunTrigger } from "./types";
+import type { Job, JobSettings, Run, RunStatus, RunTrigger } from "./types";
 
 export const iso = (ms: number | null | undefined): string | null => (ms === null || ms === undefined ? null : new Date(Number(ms)).toISOString());
 
-/** The jobs table's row: the settings (env as JSON text), times as epoch ms. */
-export interface JobRow extends Omit<JobSettings, "env"> {
-	id: string;
-	status: JobStatus;
-	digest: string | null;
-	size: number | null;
-	env: string;
-	owner: string;
-	worker: string | null;
-	/** Catch-up baseline set when the schedule changes (fires before it were never missed). */
-	lastScheduledAt: number | null;
-	lastRun: string | null;
-	deletedAt: number | null;
-	createdAt: number;
-	updatedAt: number;
-}
+/** The jobs table's row (job-schema.ts): the settings (env as JSON text), times as epoch ms. */
+export type JobRow = JobRowOf;
+
+/** The job as the worker needs it (job-schema.ts; times as numbers). */
+export type WorkerJob = WorkerJobOf;
 
 export interface RunRow {
 	id: string;
@@ -60,32 +69,70 @@ export function nextRunAt(
 	}
 }
 
+/** The derived fields of each view, computed from the row. */
+const DERIVED_API: { [K in Extract<DerivedField, ApiField>]: (row: JobRow, now: number) => FieldValue<K> } = {
+	nextRunAt: (row, now) => iso(nextRunAt(row, now)),
+};
+const DERIVED_WORKER: { [K in Extract<DerivedField, WorkerField>]: (row: JobRow) => FieldValue<K> } = {
+	deleted: (row) => row.deletedAt !== null,
+};
+
+/** A stored field's value as a view answers it (by the field's encoding). */
+function read(name: FieldName, row: JobRow, view: "api" | "worker"): unknown {
+	const spec = fieldSpec(name);
+	const raw = (row as Record<string, unknown>)[name];
+	switch (spec.encoding) {
+		case "flag":
+			return !!raw;
+		case "number":
+			return raw === null ? null : Number(raw);
+		case "json":
+			return parseJson(raw as string | null, spec.fallback?.() ?? null);
+		case "time":
+			if (view === "api") return iso(raw as number | null);
+			return raw === null ? null : Number(raw);
+		default:
+			return raw;
+	}
+}
+
+/** A settable field's value as its column holds it. */
+function write(name: SettableField, value: unknown): unknown {
+	return fieldSpec(name).encoding === "json" ? JSON.stringify(value) : value;
+}
+
 export function jobView(row: JobRow, now: number): Job {
-	return {
-		id: row.id,
-		name: row.name,
-		status: row.status,
-		executable: row.executable,
-		schedule: row.schedule,
-		type: row.type,
-		timezone: row.timezone,
-		runAs: row.runAs,
-		timeout: row.timeout,
-		recurring: !!row.recurring,
-		concurrency: row.concurrency,
-		retries: row.retries,
-		misfire: row.misfire,
-		env: parseJson<Record<string, string>>(row.env, {}),
-		suspended: !!row.suspended,
-		digest: row.digest,
-		size: row.size === null ? null : Number(row.size),
-		owner: row.owner,
-		worker: row.worker,
-		nextRunAt: iso(nextRunAt(row, now)),
-		lastRun: parseJson<RunSummary | null>(row.lastRun, null),
-		createdAt: iso(row.createdAt) as string,
-		updatedAt: iso(row.updatedAt) as string,
-	};
+	const out: Record<string, unknown> = {};
+	for (const k of API_FIELDS) out[k] = k in DERIVED_API ? DERIVED_API[k as keyof typeof DERIVED_API](row, now) : read(k, row, "api");
+	return out as Job;
+}
+
+export function workerJobView(row: JobRow): WorkerJob {
+	const out: Record<string, unknown> = {};
+	for (const k of WORKER_FIELDS) out[k] = k in DERIVED_WORKER ? DERIVED_WORKER[k as keyof typeof DERIVED_WORKER](row) : read(k, row, "worker");
+	return out as WorkerJob;
+}
+
+/** What a create gives besides the settings: the stored fields without an initial value (and overrides, e.g. the stored executable's URL). */
+export type NewJobFields = Pick<JobRow, Exclude<ColumnField, SettableField | InitialField>> & Partial<JobRow>;
+
+/** A new job's row: the validated settings, the schema's initial values, and `given`. */
+export function newJobRow(settings: JobSettings, given: NewJobFields): JobRow {
+	const out: Record<string, unknown> = {};
+	for (const k of COLUMN_FIELDS) {
+		const spec = fieldSpec(k);
+		if ((given as Record<string, unknown>)[k] !== undefined) out[k] = (given as Record<string, unknown>)[k];
+		else if (spec.input) out[k] = write(k as SettableField, settings[k as SettableField]);
+		else out[k] = spec.initial;
+	}
+	return out as JobRow;
+}
+
+/** The row changes for a validated patch: the fields it holds, as their columns hold them. */
+export function jobRowChanges(patch: Partial<JobSettings>): Partial<JobRow> {
+	const out: Record<string, unknown> = {};
+	for (const k of SETTABLE_FIELDS) if (patch[k] !== undefined) out[k] = write(k, patch[k]);
+	return out;
 }
 
 export function runView(row: RunRow): Run {
@@ -103,46 +150,5 @@ export function runView(row: RunRow): Run {
 		attempt: row.attempt,
 		trigger: row.trigger,
 		error: row.error,
-	};
-}
-
-export function runSummary(row: RunRow): RunSummary {
-	return { id: row.id, status: row.status, scheduledAt: iso(row.scheduledAt) as string, finishedAt: iso(row.finishedAt), exitCode: row.exitCode };
-}
-
-/** The job as the worker needs it (times as numbers). */
-export interface WorkerJob extends Omit<JobSettings, "name"> {
-	id: string;
-	digest: string | null;
-	size: number | null;
-	status: JobStatus;
-	deleted: boolean;
-	lastScheduledAt: number | null;
-	createdAt: number;
-	updatedAt: number;
-}
-
-export function workerJobView(row: JobRow): WorkerJob {
-	return {
-		id: row.id,
-		type: row.type,
-		executable: row.executable,
-		digest: row.digest,
-		size: row.size === null ? null : Number(row.size),
-		schedule: row.schedule,
-		timezone: row.timezone,
-		runAs: row.runAs,
-		timeout: row.timeout,
-		recurring: !!row.recurring,
-		concurrency: row.concurrency,
-		retries: row.retries,
-		misfire: row.misfire,
-		env: parseJson<Record<string, string>>(row.env, {}),
-		suspended: !!row.suspended,
-		status: row.status,
-		deleted: row.deletedAt !== null,
-		lastScheduledAt: row.lastScheduledAt === null ? null : Number(row.lastScheduledAt),
-		createdAt: Number(row.createdAt),
-		updatedAt: Number(row.updatedAt),
 	};
 }

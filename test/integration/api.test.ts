@@ -361,6 +361,21 @@ describe("other routes", () => {
 		expect((await node.request("GET", "/schedule/preview?schedule=*%20*%20*%20*%20*&timezone=Nowhere")).body.data.field).toBe("timezone");
 	});
 
+	it("GET /schedule/preview answers the time zone normalized, as a job stores it", async () => {
+		const created = await node.request("POST", "/jobs", { token: alice.token, body: job({ timezone: "utc" }) });
+		expect(created.status).toBe(201);
+		expect(created.body.timezone).toBe("UTC");
+		for (const [given, stored] of [
+			["utc", "UTC"],
+			["europe/berlin", "Europe/Berlin"],
+		]) {
+			const res = await node.request("GET", `/schedule/preview?schedule=${encodeURIComponent("0 0 1 1 *")}&timezone=${encodeURIComponent(given)}&count=1`);
+			expect(res.status).toBe(200);
+			expect(res.body.timezone).toBe(stored);
+		}
+		await node.request("DELETE", `/jobs/${created.body.id}`, { token: alice.token });
+	});
+
 	it("GET /workers lists the live worker with its job count", async () => {
 		const res = await node.request("GET", "/workers", { token: alice.token });
 		expect(res.status).toBe(200);

@@ -67,6 +67,12 @@ export async function checkpoint(seq: Sequelize): Promise<void> {
 	await seq.query("PRAGMA wal_checkpoint(TRUNCATE)").catch(() => undefined);
 }
 
+/** MySQL/MariaDB: the database server's clock in epoch ms (one query). */
+export async function serverTime(seq: Sequelize): Promise<number> {
+	const [rows] = await seq.query("SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED) AS t");
+	return Number((rows as { t: number | string }[])[0].t);
+}
+
 /** True for errors that mean "the database is unreachable right now" (answer 503, retry later). */
 export function isConnectionError(err: unknown): boolean {
 	const e = err as { name?: string; original?: { code?: string }; parent?: { code?: string }; code?: string };

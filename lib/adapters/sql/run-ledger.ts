@@ -1,0 +1,219 @@
+/**
+ * The run ledger: the `runs` table (one row per fire and attempt) and what a run's end writes to its
+ * job (lastRun, status). The worker records through it (start, end, skipped or missed fires), the
+ * manager's recovery finds and closes runs cut off by a dead worker, and the catch-up baseline of a
+ * job is read from it. The caller wraps each call (connection errors, SQLite's one-at-a-time lock).
+ */
+import { randomUUID } from "node:crypto";
+import { Op, QueryTypes, col, fn, type Sequelize } from "sequelize";
+import type { Clock } from "../../core/clock";
+import { jobStatusAfterRun } from "../../core/policies";
+import type { RunResult, RunStatus, RunTrigger } from "../../core/types";
+import { iso, type JobRow, type RunRow } from "../../core/views";
+import { isUniqueViolation } from "./db";
+import type { JobsModels } from "./models";
+
+export interface RunStart {
+	jobId: string;
+	scheduledAt: number;
+	attempt: number;
+	trigger: RunTrigger;
+	node: string;
+}
+
+/** A fire that did not run: skipped by the concurrency policy, missed by the misfire policy. */
+export interface RunRecord {
+	jobId: string;
+	scheduledAt: number;
+	trigger: RunTrigger;
+	status: RunStatus;
+	node: string;
+	error?: string;
+}
+
+/** A run still marked running. */
+export interface InflightRun {
+	id: string;
+	jobId: string;
+	scheduledAt: number;
+	attempt: number;
+	trigger: RunTrigger;
+	node: string | null;
+}
+
+/** Job ids per IN (...) list. */
+const CHUNK = 1000;
+
+export class RunLedger {
+	constructor(
+		private readonly db: Sequelize,
+		private readonly models: JobsModels,
+		private readonly clock: Clock,
+	) {}
+
+	/**
+	 * Record the start of runs, in one transaction. Answers, for each, its row or null when (job,
+	 * scheduledAt, attempt) already has a run (the unique key: a fire runs once).
+	 */
+	async startRuns(starts: readonly RunStart[]): Promise<(RunRow | null)[]> {
+		const rows: RunRow[] = starts.map((p) => ({
+			id: randomUUID(),
+			jobId: p.jobId,
+			scheduledAt: p.scheduledAt,
+			attempt: p.attempt,
+			trigger: p.trigger,
+			status: "running",
+			startedAt: null,
+			finishedAt: null,
+			exitCode: null,
+			signal: null,
+			output: "",
+			node: p.node,
+			error: null,
+		}));
+		const ids = rows.map((r) => r.id);
+		const runs = this.models.runs;
+		const present = await this.db.transaction(async (transaction) => {
+			await runs.bulkCreate(rows as never[], { ignoreDuplicates: true, transaction });
+			const found = (await runs.findAll({ attributes: ["id"], where: { id: ids }, raw: true, transaction })) as unknown as { id: string }[];
+			return new Set(found.map((r) => r.id));
+		});
+		return rows.map((r) => (present.has(r.id) ? r : null));
+	}
+
+	/** Record a fire that did not run; null when the fire already has a run. */
+	async recordRun(p: RunRecord): Promise<RunRow | null> {
+		const row: RunRow = {
+			id: randomUUID(),
+			jobId: p.jobId,
+			scheduledAt: p.scheduledAt,
+			attempt: 1,
+			trigger: p.trigger,
+			status: p.status,
+			startedAt: null,
+			finishedAt: this.clock.now(),
+			exitCode: null,
+			signal: null,
+			output: "",
+			node: p.node,
+			error: p.error ?? null,
+		};
+		try {
+			await this.models.runs.create(row as never);
+		} catch (err) {
+			if (isUniqueViolation(err)) return null;
+			throw err;
+		}
+		return row;
+	}
+
+	/**
+	 * Record the end of runs and move their jobs' status, in one transaction. Idempotent: a run
+	 * already final is left alone. Answers, for each, whether it was written now, and the jobs
+	 * that finished.
+	 */
+	async finishRuns(results: readonly RunResult[]): Promise<{ written: boolean[]; finishedJobs: string[] }> {
+		const written: boolean[] = [];
+		const finishedJobs: string[] = [];
+		// Raw statements: two per run, in one transaction (model.update costs several times more).
+		const db = this.db;
+		await db.transaction(async (transaction) => {
+			written.length = 0;
+			finishedJobs.length = 0;
+			const lastByJob = new Map<string, RunResult>();
+			for (const r of results) {
+				const [, meta] = (await db.query(
+					// SIGNAL is a reserved word in MySQL/MariaDB: quoted (SQLite takes backticks too).
+					`UPDATE ${this.models.runs.tableName} SET status = ?, exitCode = ?, \`signal\` = ?, output = ?, startedAt = ?, finishedAt = ?, error = ? WHERE id = ? AND status = 'running'`,
+					{
+						replacements: [r.status, r.exitCode, r.signal, r.output, r.startedAt, r.finishedAt, r.error, r.runId],
+						transaction,
+						type: QueryTypes.UPDATE,
+					},
+				)) as unknown as [unknown, number];
+				const n = Number(meta ?? 0);
+				written.push(n > 0);
+				const prev = lastByJob.get(r.jobId);
+				if (n > 0 && (!prev || prev.finishedAt <= r.finishedAt)) lastByJob.set(r.jobId, r);
+			}
+			for (const [jobId, r] of lastByJob) {
+				const lastRun = JSON.stringify({
+					id: r.runId,
+					status: r.status,
+					scheduledAt: iso(r.scheduledAt),
+					finishedAt: iso(r.finishedAt),
+					exitCode: r.exitCode,
+				});
+				const status = r.willRetry || r.status === "skipped" ? null : jobStatusAfterRun({ recurring: r.recurring, status: "scheduled" }, r.status, false);
+				// A deleted job keeps its status (finished); a pending retry leaves it as it is.
+				await db.query(
+					`UPDATE ${this.models.jobs.tableName} SET lastRun = ?, updatedAt = ?, status = CASE WHEN deletedAt IS NULL AND ? IS NOT NULL THEN ? ELSE status END WHERE id = ?`,
+					{
+						replacements: [lastRun, this.clock.now(), status, status, jobId],
+						transaction,
+						type: QueryTypes.UPDATE,
+					},
+				);
+				if (status === "finished") finishedJobs.push(jobId);
+			}
+		});
+		return { written, finishedJobs };
+	}
+
+	/** Runs still marked running for these jobs (to find runs cut off by a dead worker). */
+	async inflight(jobIds: readonly string[]): Promise<InflightRun[]> {
+		const runs = this.models.runs;
+		let rows: RunRow[];
+		if (jobIds.length > CHUNK) {
+			// A large set (a dead worker's share): one query for every running run (few, by the
+			// status index), filtered here, instead of one query per thousand jobs.
+			const wanted = new Set(jobIds);
+			const all = (await runs.findAll({ where: { status: "running" }, raw: true })) as unknown as RunRow[];
+			rows = all.filter((r) => wanted.has(r.jobId));
+		} else {
+			rows = (await runs.findAll({ where: { status: "running", jobId: [...jobIds] }, raw: true })) as unknown as RunRow[];
+		}
+		return rows.map((r) => ({ id: r.id, jobId: r.jobId, scheduledAt: Number(r.scheduledAt), attempt: r.attempt, trigger: r.trigger, node: r.node }));
+	}
+
+	/** Mark a run cut off by a dead worker failed; false when it is no longer running. */
+	async abandonRun(runId: string, error: string): Promise<boolean> {
+		const [n] = await this.models.runs.update({ status: "failed", finishedAt: this.clock.now(), error }, { where: { id: runId, status: "running" } });
+		return n > 0;
+	}
+
+	/**
+	 * The catch-up baseline of these jobs (at most CHUNK): the later of the newest handled fire (run,
+	 * skipped or missed; manual runs aside), derived from the runs, and the one a schedule change set
+	 * (lastScheduledAt, which this raises in place).
+	 */
+	async applyCatchUpBaselines(rows: JobRow[]): Promise<void> {
+		if (rows.length === 0) return;
+		const latest = (await this.models.runs.findAll({
+			attributes: ["jobId", [fn("MAX", col("scheduledAt")), "latest"]],
+			where: { jobId: rows.map((r) => r.id), trigger: { [Op.ne]: "manual" } },
+			group: ["jobId"],
+			raw: true,
+		})) as unknown as { jobId: string; latest: number | string }[];
+		const byJob = new Map(latest.map((l) => [l.jobId, Number(l.latest)]));
+		for (const row of rows) {
+			const handled = byJob.get(row.id);
+			if (handled !== undefined) row.lastScheduledAt = Math.max(Number(row.lastScheduledAt ?? 0), handled);
+		}
+	}
+
+	/** A job's runs, newest fire first. */
+	async runsOf(jobId: string, page: { limit: number; offset: number }): Promise<RunRow[]> {
+		const rows = await this.models.runs.findAll({
+			where: { jobId },
+			order: [
+				["scheduledAt", "DESC"],
+				["attempt", "DESC"],
+			],
+			limit: page.limit,
+			offset: page.offset,
+			raw: true,
+		});
+		return rows as unknown as RunRow[];
+	}
+}
