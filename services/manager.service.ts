@@ -10,7 +10,7 @@ import type { Clock } from "../lib/core/clock";
 import type { Config } from "../lib/config";
 import { METRICS, registerMetric } from "../lib/adapters/moleculer/metrics";
 import type { AssignmentMove, Candidacy, Coordination, WorkerRegistration } from "../lib/core/coordination";
-import { CoordinationMixin } from "../mixins/coordination.mixin";
+import { ZookeeperMixin } from "../mixins/zookeeper.mixin";
 import { ErrorsMixin } from "../lib/adapters/moleculer/errors";
 
 /** Job ids per broker call (10,000 ids of 36 characters: about 400 KB of JSON). */
@@ -62,7 +62,7 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 	const { config, clock } = deps;
 	return {
 		name: "manager",
-		mixins: [CoordinationMixin(deps.coordination), ErrorsMixin()],
+		mixins: [ZookeeperMixin(deps.coordination), ErrorsMixin()],
 
 		actions: {
 			/** The live workers with their job counts and clock offsets (GET /workers). */

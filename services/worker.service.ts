@@ -24,7 +24,7 @@ import { heldFireAfterReload, misfireDecision, overlapDecision, prefireDecision,
 import { fireTimesBetween, loadTimeZone, nextFireTimes, parseSchedule, type ParsedSchedule, type TimeZone } from "../lib/core/schedule";
 import type { Run, RunResult, RunStatus, RunTrigger } from "../lib/core/types";
 import type { WorkerJob } from "../lib/core/views";
-import { CoordinationMixin } from "../mixins/coordination.mixin";
+import { ZookeeperMixin } from "../mixins/zookeeper.mixin";
 import { ErrorsMixin } from "../lib/adapters/moleculer/errors";
 
 export interface WorkerDeps {
@@ -163,7 +163,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 
 	return {
 		name: "worker",
-		mixins: [CoordinationMixin(deps.coordination), ErrorsMixin()],
+		mixins: [ZookeeperMixin(deps.coordination), ErrorsMixin()],
 
 		actions: {
 			/** Run a job now (POST /jobs/{id}/run). Answers the run as started. */
