@@ -14,6 +14,7 @@ import { type Clock } from "../lib/core/clock";
 import { systemClock } from "../lib/adapters/system/clock";
 import type { Config } from "../lib/config";
 import type { Coordination } from "../lib/core/coordination";
+import type { CoordinationFactory } from "../lib/adapters/coordination-support";
 import { MemoryCoordination, MemoryCoordinationHub } from "../lib/adapters/memory/coordination";
 import { type ObjectStore } from "../lib/adapters/object-store";
 import { createObjectStore } from "../lib/adapters/object-store";
@@ -25,22 +26,30 @@ export interface NodeDeps {
 	objectStore?: ObjectStore;
 }
 
-export function coordinationFactory(config: Config, hub: MemoryCoordinationHub): () => Coordination {
+/**
+ * How a service (through mixins/zookeeper.mixin.ts) builds its coordination session, given the
+ * service's logger: on ZooKeeper in a cluster, on the in-process hub on the embedded default. The
+ * session reports its warnings (suspended, expired, lost) and failing listeners to that logger.
+ */
+export function coordinationFactory(config: Config, hub: MemoryCoordinationHub): CoordinationFactory {
 	if (config.zookeeper) {
 		const connectionString = config.zookeeper;
 		// Loaded only in a cluster: the embedded default never touches the ZooKeeper client.
 		// eslint-disable-next-line @typescript-eslint/no-require-imports
 		const { ZookeeperCoordination } = require("../lib/adapters/zookeeper/coordination") as typeof import("../lib/adapters/zookeeper/coordination");
-		return () => new ZookeeperCoordination({ connectionString, root: config.zkRoot, sessionTimeoutMs: config.zkSessionTimeoutMs });
+		return (logger) => new ZookeeperCoordination({ connectionString, root: config.zkRoot, sessionTimeoutMs: config.zkSessionTimeoutMs, logger });
 	}
-	return () => new MemoryCoordination(hub);
+	return (logger) => new MemoryCoordination(hub, logger);
 }
 
 export function createNode(config: Config, deps: NodeDeps = {}): ServiceBroker {
 	const clock = deps.clock ?? systemClock();
 	const hub = deps.hub ?? new MemoryCoordinationHub();
 	const objectStore = deps.objectStore ?? createObjectStore({ dataDir: config.dataDir, s3: config.s3 });
-	const coordination = coordinationFactory(config, hub);
+	// ZookeeperMixin calls the factory with the service's logger. The worker's and the manager's deps
+	// still declare it `() => Coordination` (a narrower type a CoordinationFactory is not assignable
+	// to); drop this assertion when they declare a CoordinationFactory.
+	const coordination = coordinationFactory(config, hub) as () => Coordination;
 	const broker = new ServiceBroker(brokerOptions(config));
 	// Each factory types `this` with its own service shape; the broker takes the base schema type.
 	const add = (schema: unknown) => broker.createService(schema as ServiceSchema);
