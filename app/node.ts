@@ -13,7 +13,8 @@ import createWorkerService from "../services/worker.service";
 import { type Clock } from "../lib/core/clock";
 import { systemClock } from "../lib/adapters/system/clock";
 import type { Config } from "../lib/config";
-import type { Coordination } from "../lib/core/coordination";
+import type { CoordinationFactory } from "../lib/adapters/coordination-support";
+import type * as ZookeeperModule from "../lib/adapters/zookeeper/coordination";
 import { MemoryCoordination, MemoryCoordinationHub } from "../lib/adapters/memory/coordination";
 import { type ObjectStore } from "../lib/adapters/object-store";
 import { createObjectStore } from "../lib/adapters/object-store";
@@ -25,15 +26,20 @@ export interface NodeDeps {
 	objectStore?: ObjectStore;
 }
 
-export function coordinationFactory(config: Config, hub: MemoryCoordinationHub): () => Coordination {
+/**
+ * How a service (through mixins/zookeeper.mixin.ts) builds its coordination session, given the
+ * service's logger: on ZooKeeper in a cluster, on the in-process hub on the embedded default. The
+ * session reports its warnings (suspended, expired, lost) and failing listeners to that logger.
+ */
+export function coordinationFactory(config: Config, hub: MemoryCoordinationHub): CoordinationFactory {
 	if (config.zookeeper) {
 		const connectionString = config.zookeeper;
 		// Loaded only in a cluster: the embedded default never touches the ZooKeeper client.
 		// eslint-disable-next-line @typescript-eslint/no-require-imports
-		const { ZookeeperCoordination } = require("../lib/adapters/zookeeper/coordination") as typeof import("../lib/adapters/zookeeper/coordination");
-		return () => new ZookeeperCoordination({ connectionString, root: config.zkRoot, sessionTimeoutMs: config.zkSessionTimeoutMs });
+		const { ZookeeperCoordination } = require("../lib/adapters/zookeeper/coordination") as typeof ZookeeperModule;
+		return (logger) => new ZookeeperCoordination({ connectionString, root: config.zkRoot, sessionTimeoutMs: config.zkSessionTimeoutMs, logger });
 	}
-	return () => new MemoryCoordination(hub);
+	return (logger) => new MemoryCoordination(hub, logger);
 }
 
 /**

@@ -8,20 +8,18 @@ import type { Context, Service, ServiceBroker, ServiceSchema, ServiceSettingSche
 import type { Clock } from "../lib/core/clock";
 import type { Config } from "../lib/config";
 import { METRICS, registerMetric } from "../lib/adapters/moleculer/metrics";
-import type { Coordination } from "../lib/core/coordination";
 import { ManagerEngine } from "../lib/engine/manager/manager-engine";
 import type { JobsClient, ManagerMetrics } from "../lib/engine/manager/ports";
-import { CoordinationMixin } from "../mixins/coordination.mixin";
+import { ZookeeperMixin, type CoordinationFactory, type ZookeeperMixinMethods } from "../mixins/zookeeper.mixin";
 import { ErrorsMixin } from "../lib/adapters/moleculer/errors";
 
 export interface ManagerDeps {
 	config: Config;
 	clock: Clock;
-	coordination: () => Coordination;
+	coordination: CoordinationFactory;
 }
 
-interface ManagerThis extends Service {
-	coordination: Coordination;
+interface ManagerThis extends Service, ZookeeperMixinMethods {
 	engine: ManagerEngine;
 }
 
@@ -60,7 +58,7 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 	const { config, clock } = deps;
 	return {
 		name: "manager",
-		mixins: [CoordinationMixin(deps.coordination), ErrorsMixin()],
+		mixins: [ZookeeperMixin(deps.coordination), ErrorsMixin()],
 
 		actions: {
 			/** The live workers with their job counts and clock offsets (GET /workers). */
@@ -113,7 +111,7 @@ export default function createManagerService(deps: ManagerDeps): ServiceSchema<S
 		},
 
 		created(this: ManagerThis) {
-			// this.coordination: created by CoordinationMixin's `created`, which runs before this one.
+			// this.coordination: created by ZookeeperMixin's `created`, which runs before this one.
 			this.engine = new ManagerEngine({
 				selfId: this.broker.nodeID,
 				clock,

@@ -15,22 +15,20 @@ import type { ObjectStore } from "../lib/adapters/object-store";
 import { JobProcessRunner } from "../lib/adapters/process/job-runner";
 import type { Config } from "../lib/config";
 import type { Clock } from "../lib/core/clock";
-import type { Coordination } from "../lib/core/coordination";
 import { WorkerEngine } from "../lib/engine/worker/engine";
-import { CoordinationMixin } from "../mixins/coordination.mixin";
+import { ZookeeperMixin, type CoordinationFactory, type ZookeeperMixinMethods } from "../mixins/zookeeper.mixin";
 
 export interface WorkerDeps {
 	config: Config;
 	clock: Clock;
-	coordination: () => Coordination;
+	coordination: CoordinationFactory;
 	objectStore: ObjectStore;
 }
 
 /** How long a stopping worker lets its running processes finish. */
 const STOP_GRACE_MS = 10_000;
 
-interface WorkerThis extends Service {
-	coordination: Coordination;
+interface WorkerThis extends Service, ZookeeperMixinMethods {
 	engine: WorkerEngine;
 }
 
@@ -38,7 +36,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 	const { config, clock } = deps;
 	return {
 		name: "worker",
-		mixins: [CoordinationMixin(deps.coordination), ErrorsMixin()],
+		mixins: [ZookeeperMixin(deps.coordination), ErrorsMixin()],
 
 		actions: {
 			/** Run a job now (POST /jobs/{id}/run). Answers the run as started. */

@@ -1,8 +1,8 @@
 /**
  * The coordination interface: worker registration, manager leadership, job assignment and per-fire
- * claims. The single-node default implements it in process (lib/coordination-memory.ts); the cluster
- * implements it on ZooKeeper (mixins/zookeeper.mixin.ts). Each service holds its own Coordination
- * (one ZooKeeper session each).
+ * claims. The single-node default implements it in process (lib/adapters/memory/coordination.ts); the
+ * cluster implements it on ZooKeeper (lib/adapters/zookeeper/coordination.ts). Each service holds its
+ * own Coordination (one ZooKeeper session each), given by mixins/zookeeper.mixin.ts.
  */
 
 export type ConnectionState = "connected" | "suspended" | "expired" | "closed";
@@ -54,7 +54,7 @@ export interface StateChange {
 }
 
 /**
- * Every async operation rejects with a 503 MoleculerRetryableError (lib/errors.ts unavailable()) while
+ * Every async operation rejects with a 503 UnavailableError (lib/core/errors.ts unavailable()) while
  * the state is not "connected".
  */
 export interface Coordination {
@@ -70,8 +70,10 @@ export interface Coordination {
 	 * implementation re-creates the registration after a session expiry.
 	 */
 	registerWorker(info: WorkerRegistration): Promise<void>;
-	/** Update the data of this session's registration (heartbeat, clock offset). Throws if this
-	 * Coordination did not register that id. */
+	/**
+	 * Update the data of this session's registration (heartbeat, clock offset). Throws NotFoundError
+	 * if this Coordination did not register that id.
+	 */
 	updateWorker(info: WorkerRegistration): Promise<void>;
 	unregisterWorker(id: string): Promise<void>;
 	listWorkers(): Promise<WorkerRegistration[]>;

@@ -1,5 +1,5 @@
 /**
- * Every znode path the coordination uses, built and parsed in one pure module.
+ * Every znode path the coordination uses, built in one pure module (with the parsers of node names).
  *
  * Layout under the root (default `/cronjob`):
  *
@@ -14,14 +14,13 @@
  *
  * Ids are encoded into one path segment: [A-Za-z0-9_.:-] stay as they are, every other character
  * (including '/', '%', spaces, non-ASCII) becomes %XX of its UTF-8 bytes; segments "." and ".." (which
- * ZooKeeper refuses) have their dots encoded. Parse functions return null on paths that are not ours
- * or not canonically encoded.
+ * ZooKeeper refuses) have their dots encoded. The parse functions (node names, ids) return null on
+ * names that are not ours or not canonically encoded.
  */
 
 export const DEFAULT_ROOT = "/cronjob";
 
 const SAFE = /^[A-Za-z0-9_.:-]$/;
-const SEQ_DIGITS = 10;
 const GUID = /^[A-Za-z0-9]{1,64}$/;
 
 /** Encode an id (worker, job) into a single safe znode name. Throws on an empty id. */
@@ -89,11 +88,6 @@ export interface ClaimNodeName {
 	seq: number;
 }
 
-export interface ParsedClaim extends ClaimNodeName {
-	jobId: string;
-	scheduledAt: number;
-}
-
 /** Parse an election node name `n_<guid>_<seq10>`. */
 export function parseElectionName(name: string): ElectionNodeName | null {
 	const m = /^n_([A-Za-z0-9]{1,64})_(\d{10})$/.exec(name);
@@ -137,12 +131,6 @@ export class ZkPaths {
 		return `${this.workers}/${encodeId(workerId)}`;
 	}
 
-	/** Worker id of `<root>/workers/<id>`, or null. */
-	parseWorker(path: string): string | null {
-		const seg = this.childOf(this.workers, path);
-		return seg === null ? null : decodeId(seg);
-	}
-
 	/** The path prefix to create an election node with (ZooKeeper appends the sequence). */
 	electionPrefix(guid: string): string {
 		return `${this.election}/n_${validGuid(guid)}_`;
@@ -152,34 +140,12 @@ export class ZkPaths {
 		return `${this.election}/${name}`;
 	}
 
-	parseElection(path: string): ElectionNodeName | null {
-		const seg = this.childOf(this.election, path);
-		return seg === null ? null : parseElectionName(seg);
-	}
-
 	assignmentWorker(workerId: string): string {
 		return `${this.assignments}/${encodeId(workerId)}`;
 	}
 
 	assignment(workerId: string, jobId: string): string {
 		return `${this.assignmentWorker(workerId)}/${encodeId(jobId)}`;
-	}
-
-	/** Worker id of `<root>/assignments/<worker>`, or null. */
-	parseAssignmentWorker(path: string): string | null {
-		const seg = this.childOf(this.assignments, path);
-		return seg === null ? null : decodeId(seg);
-	}
-
-	/** { workerId, jobId } of `<root>/assignments/<worker>/<job>`, or null. */
-	parseAssignment(path: string): { workerId: string; jobId: string } | null {
-		const rest = this.below(this.assignments, path);
-		if (rest === null) return null;
-		const parts = rest.split("/");
-		if (parts.length !== 2) return null;
-		const workerId = decodeId(parts[0]);
-		const jobId = decodeId(parts[1]);
-		return workerId !== null && jobId !== null ? { workerId, jobId } : null;
 	}
 
 	claimJob(jobId: string): string {
@@ -194,33 +160,4 @@ export class ZkPaths {
 	claimPrefix(jobId: string, scheduledAt: number, guid: string): string {
 		return `${this.claim(jobId, scheduledAt)}/lock-${validGuid(guid)}-`;
 	}
-
-	/** Parse `<root>/claims/<job>/<scheduledAt>/lock-<guid>-<seq>`, or null. */
-	parseClaim(path: string): ParsedClaim | null {
-		const rest = this.below(this.claims, path);
-		if (rest === null) return null;
-		const parts = rest.split("/");
-		if (parts.length !== 3) return null;
-		const jobId = decodeId(parts[0]);
-		if (jobId === null || !/^(0|[1-9]\d*)$/.test(parts[1])) return null;
-		const scheduledAt = Number(parts[1]);
-		if (!Number.isSafeInteger(scheduledAt)) return null;
-		const name = parseClaimName(parts[2]);
-		return name ? { jobId, scheduledAt, ...name } : null;
-	}
-
-	/** The single segment of `path` directly under `parent`, or null. */
-	private childOf(parent: string, path: string): string | null {
-		const rest = this.below(parent, path);
-		return rest === null || rest.includes("/") ? null : rest;
-	}
-
-	/** What follows `parent + "/"` in path (non-empty), or null. */
-	private below(parent: string, path: string): string | null {
-		if (typeof path !== "string" || !path.startsWith(parent + "/")) return null;
-		const rest = path.slice(parent.length + 1);
-		return rest.length === 0 || rest.endsWith("/") || rest.includes("//") ? null : rest;
-	}
 }
-
-export const SEQUENCE_DIGITS = SEQ_DIGITS;

@@ -174,6 +174,44 @@ maybe("ZooKeeper session expiry in the services", () => {
 });
 
 /**
+ * The session's warnings ("suspended", "expired", "lost") reach the logger of the service that owns
+ * the session, through the real wiring (createNode): the coordination is built with the service's
+ * logger. The broker's Console logger prints warnings with console.warn, which is captured here.
+ */
+maybe("ZooKeeper session warnings in the service's log", () => {
+	const logRoot = `/cronjob-expiry-log-${randomBytes(5).toString("hex")}`;
+	const lines: string[] = [];
+	let node: TestNode;
+	let warn: jest.SpyInstance;
+
+	beforeAll(async () => {
+		warn = jest.spyOn(console, "warn").mockImplementation((...args: unknown[]) => {
+			// eslint-disable-next-line no-control-regex
+			lines.push(
+				args
+					.map((a) => String(a))
+					.join(" ")
+					.replace(/\u001b\[[0-9;]*m/g, ""),
+			);
+		});
+		node = await startNode({ ZOOKEEPER: ZK!, ZOOKEEPER_ROOT: logRoot, ZOOKEEPER_SESSION_TIMEOUT_MS: "2000", SERVICES: "jobs,manager,worker" });
+	});
+
+	afterAll(async () => {
+		await node?.stop();
+		warn?.mockRestore();
+		if (ZK) await removeRoot(logRoot);
+	});
+
+	test("an expiry is logged by the worker's and the manager's logger", async () => {
+		await Promise.all([expire(coordinationOf(node, "worker")), expire(coordinationOf(node, "manager"))]);
+		const logged = (service: string) => lines.some((l) => new RegExp(`\\b${service}: .*ZooKeeper session expired`).test(l));
+		await waitFor(() => logged("WORKER") && logged("MANAGER"), 5000, "the expiry in the services' logs").catch(() => undefined);
+		expect({ worker: logged("WORKER"), manager: logged("MANAGER") }).toEqual({ worker: true, manager: true });
+	});
+});
+
+/**
  * The same worker logic on the in-process coordination, where a connection loss can be held for
  * several fires: while suspended no claim can be taken, so the worker must not fire (a fire would be
  * lost unrecorded); on reconnect the fires that fell due follow the misfire policy (run_once: the

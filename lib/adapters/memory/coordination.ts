@@ -12,9 +12,10 @@
  *   re-enters the election and emits {state: "connected", newSession: true};
  * - `hub.disconnect(session)` / `hub.reconnect(session)` simulate a connection loss that does not
  *   expire the session ("suspended": leadership is revoked, the ephemeral state stays, like Curator);
- * - watchers and leadership handlers fire asynchronously, never inside the mutating call.
+ * - watchers and leadership handlers fire asynchronously, never inside the mutating call; a failing one
+ *   is reported through the session's logger (lib/adapters/coordination-support.ts), like ZooKeeper's.
  */
-import { unavailable } from "../../core/errors";
+import { notFound, unavailable } from "../../core/errors";
 import type {
 	AssignmentMove,
 	Candidacy,
@@ -25,6 +26,7 @@ import type {
 	StateChange,
 	WorkerRegistration,
 } from "../../core/coordination";
+import { ConnectionStates, deliver, Leadership, silentLogger, type CoordinationLogger } from "../coordination-support";
 
 interface WorkerNode {
 	owner: MemoryCoordination;
@@ -64,9 +66,12 @@ export class MemoryCoordinationHub {
 	private readonly assignmentsDirty = new Set<string>();
 	private flushScheduled = false;
 
-	/** Open a new session (a Coordination for one service). Call connect() before use. */
-	session(): MemoryCoordination {
-		return new MemoryCoordination(this);
+	/**
+	 * Open a new session (a Coordination for one service), reporting failing listeners and handlers
+	 * through `logger`. Call connect() before use.
+	 */
+	session(logger?: CoordinationLogger): MemoryCoordination {
+		return new MemoryCoordination(this, logger);
 	}
 
 	/**
@@ -173,17 +178,18 @@ export class MemoryCoordinationHub {
 class MemoryCandidacy implements Candidacy {
 	node: ElectionNode | null = null;
 	resigned = false;
-	private leader = false;
-	private chain: Promise<void> = Promise.resolve();
+	private readonly leadership: Leadership;
 
 	constructor(
 		private readonly session: MemoryCoordination,
 		readonly candidateId: string,
-		private readonly handlers: LeadershipHandlers,
-	) {}
+		handlers: LeadershipHandlers,
+	) {
+		this.leadership = new Leadership(handlers, session.log);
+	}
 
 	isLeader(): boolean {
-		return this.leader;
+		return this.leadership.isLeader();
 	}
 
 	async resign(): Promise<void> {
@@ -199,7 +205,7 @@ class MemoryCandidacy implements Candidacy {
 			if (i >= 0) hub.election.splice(i, 1);
 			hub.reconcileElection();
 		}
-		await this.chain;
+		await this.leadership.settled();
 	}
 
 	/** @internal Enter (or re-enter) the election with a new sequential node. */
@@ -217,27 +223,18 @@ class MemoryCandidacy implements Candidacy {
 		this._setLeader(false);
 	}
 
-	/** @internal */
+	/** @internal Asynchronous and in order: elected/revoked never overlap for one candidacy. */
 	_setLeader(leader: boolean): void {
-		if (this.leader === leader) return;
-		this.leader = leader;
-		const fn = leader ? this.handlers.elected : this.handlers.revoked;
-		// Asynchronous and in order: elected/revoked never overlap for one candidacy.
-		this.chain = this.chain
-			.then(() => new Promise<void>((resolve) => setImmediate(resolve)))
-			.then(() => fn.call(this.handlers))
-			.catch((err: unknown) => {
-				// A failing handler must not break the election; report it like an unhandled error.
-				process.emitWarning(`leadership handler failed: ${err instanceof Error ? err.message : String(err)}`);
-			});
+		this.leadership.set(leader);
 	}
 }
 
 /** One session on a MemoryCoordinationHub. */
 export class MemoryCoordination implements Coordination {
 	readonly kind = "memory" as const;
-	private current: ConnectionState = "closed";
-	private readonly stateListeners = new Set<(change: StateChange) => void>();
+	/** @internal Where failing listeners and leadership handlers are reported. */
+	readonly log: CoordinationLogger;
+	private readonly states: ConnectionStates;
 	private readonly workerListeners = new Set<(workers: WorkerRegistration[]) => void>();
 	private readonly assignmentListeners = new Map<string, Set<(jobIds: string[]) => void>>();
 	/** Registrations made through this session, re-created after an expiry. */
@@ -245,20 +242,26 @@ export class MemoryCoordination implements Coordination {
 	private readonly candidacies = new Set<MemoryCandidacy>();
 	private reconnectPending = false;
 
-	constructor(readonly hub: MemoryCoordinationHub) {}
+	constructor(
+		readonly hub: MemoryCoordinationHub,
+		logger: CoordinationLogger = silentLogger,
+	) {
+		this.log = logger;
+		this.states = new ConnectionStates(logger);
+	}
 
 	state(): ConnectionState {
-		return this.current;
+		return this.states.current;
 	}
 
 	async connect(): Promise<void> {
-		if (this.current === "connected" || this.current === "suspended") return;
+		if (this.states.current === "connected" || this.states.current === "suspended") return;
 		this.hub.sessions.add(this);
 		this.establish(false);
 	}
 
 	async close(): Promise<void> {
-		if (this.current === "closed" && !this.hub.sessions.has(this)) return;
+		if (this.states.current === "closed" && !this.hub.sessions.has(this)) return;
 		this.reconnectPending = false;
 		for (const c of [...this.candidacies]) {
 			c.resigned = true;
@@ -274,10 +277,7 @@ export class MemoryCoordination implements Coordination {
 	}
 
 	onStateChange(listener: (change: StateChange) => void): () => void {
-		this.stateListeners.add(listener);
-		return () => {
-			this.stateListeners.delete(listener);
-		};
+		return this.states.listen(listener);
 	}
 
 	async registerWorker(info: WorkerRegistration): Promise<void> {
@@ -289,7 +289,7 @@ export class MemoryCoordination implements Coordination {
 
 	async updateWorker(info: WorkerRegistration): Promise<void> {
 		this.requireConnected();
-		if (!this.registrations.has(info.id)) throw new Error(`worker ${info.id} is not registered by this session`);
+		if (!this.registrations.has(info.id)) throw notFound("Worker registration", info.id);
 		this.registrations.set(info.id, copyInfo(info));
 		this.hub.workers.set(info.id, { owner: this, info: copyInfo(info) });
 		this.hub.markWorkersDirty();
@@ -309,7 +309,9 @@ export class MemoryCoordination implements Coordination {
 	watchWorkers(listener: (workers: WorkerRegistration[]) => void): () => void {
 		this.workerListeners.add(listener);
 		setImmediate(() => {
-			if (this.workerListeners.has(listener) && this.current === "connected") listener(this.hub.listWorkers());
+			if (this.workerListeners.has(listener) && this.states.current === "connected") {
+				deliver(this.log, "coordination workers listener", () => listener(this.hub.listWorkers()));
+			}
 		});
 		return () => {
 			this.workerListeners.delete(listener);
@@ -371,8 +373,8 @@ export class MemoryCoordination implements Coordination {
 		if (!set) this.assignmentListeners.set(workerId, (set = new Set()));
 		set.add(listener);
 		setImmediate(() => {
-			if (this.assignmentListeners.get(workerId)?.has(listener) && this.current === "connected") {
-				listener(this.hub.assignmentsOf(workerId));
+			if (this.assignmentListeners.get(workerId)?.has(listener) && this.states.current === "connected") {
+				deliver(this.log, "coordination assignment listener", () => listener(this.hub.assignmentsOf(workerId)));
 			}
 		});
 		return () => {
@@ -416,7 +418,7 @@ export class MemoryCoordination implements Coordination {
 	_deliverWorkers(): void {
 		if (this.workerListeners.size === 0) return;
 		const list = this.hub.listWorkers();
-		for (const l of [...this.workerListeners]) safe(() => l(list.map(copyInfo)));
+		for (const l of [...this.workerListeners]) deliver(this.log, "coordination workers listener", () => l(list.map(copyInfo)));
 	}
 
 	/** @internal */
@@ -424,7 +426,7 @@ export class MemoryCoordination implements Coordination {
 		const set = this.assignmentListeners.get(workerId);
 		if (!set || set.size === 0) return;
 		const jobs = this.hub.assignmentsOf(workerId);
-		for (const l of [...set]) safe(() => l([...jobs]));
+		for (const l of [...set]) deliver(this.log, "coordination assignment listener", () => l([...jobs]));
 	}
 
 	/** @internal */
@@ -434,14 +436,14 @@ export class MemoryCoordination implements Coordination {
 
 	/** @internal */
 	_expire(reconnect: boolean): void {
-		if (this.current === "closed" || this.current === "expired") return;
+		if (this.states.current === "closed" || this.states.current === "expired") return;
 		for (const c of this.candidacies) c._setLeader(false);
 		this.hub.removeEphemerals(this);
 		this.setState("expired", false);
 		if (!reconnect) return;
 		this.reconnectPending = true;
 		setImmediate(() => {
-			if (!this.reconnectPending || this.current !== "expired") return;
+			if (!this.reconnectPending || this.states.current !== "expired") return;
 			this.reconnectPending = false;
 			this.establish(true);
 		});
@@ -449,14 +451,14 @@ export class MemoryCoordination implements Coordination {
 
 	/** @internal */
 	_suspend(): void {
-		if (this.current !== "connected") return;
+		if (this.states.current !== "connected") return;
 		this.setState("suspended", false);
 		for (const c of this.candidacies) c._setLeader(false);
 	}
 
 	/** @internal */
 	_resume(): void {
-		if (this.current !== "suspended") return;
+		if (this.states.current !== "suspended") return;
 		this.setState("connected", false);
 		this.hub.reconcileElection();
 		this.redeliverAll();
@@ -464,7 +466,7 @@ export class MemoryCoordination implements Coordination {
 
 	/** Start a (new) session: re-create registrations, (re-)enter the election, notify. */
 	private establish(newSession: boolean): void {
-		this.current = "connected";
+		this.states.current = "connected";
 		for (const info of this.registrations.values()) this.hub.workers.set(info.id, { owner: this, info: copyInfo(info) });
 		if (this.registrations.size > 0) this.hub.markWorkersDirty();
 		for (const c of this.candidacies) c._enter();
@@ -474,31 +476,17 @@ export class MemoryCoordination implements Coordination {
 
 	private redeliverAll(): void {
 		setImmediate(() => {
-			if (this.current !== "connected") return;
+			if (this.states.current !== "connected") return;
 			this._deliverWorkers();
 			for (const workerId of this.assignmentListeners.keys()) this._deliverAssignments(workerId);
 		});
 	}
 
 	private setState(state: ConnectionState, newSession: boolean, force = false): void {
-		if (this.current === state && !force) return;
-		this.current = state;
-		const change: StateChange = { state, newSession };
-		const listeners = [...this.stateListeners];
-		setImmediate(() => {
-			for (const l of listeners) safe(() => l(change));
-		});
+		this.states.set(state, newSession, force);
 	}
 
 	private requireConnected(): void {
-		if (this.current !== "connected") throw unavailable("coordination", `session is ${this.current}`);
-	}
-}
-
-function safe(fn: () => void): void {
-	try {
-		fn();
-	} catch (err) {
-		process.emitWarning(`coordination listener failed: ${err instanceof Error ? err.message : String(err)}`);
+		if (this.states.current !== "connected") throw unavailable("coordination", `session is ${this.states.current}`);
 	}
 }

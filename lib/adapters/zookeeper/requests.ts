@@ -1,0 +1,140 @@
+/**
+ * ZooKeeper requests as the parts of the ZooKeeper coordination make them: one request with a
+ * deadline, the common reads, deletes and existence watches, the exception codes, and closing a
+ * client. Every request rejects with the ZooKeeper exception (check codes with zkCode / isCode);
+ * fail() turns the connection-level ones into 503 for callers.
+ */
+import { randomBytes } from "node:crypto";
+import * as zookeeper from "node-zookeeper-client";
+import type { Client, Stat } from "node-zookeeper-client";
+import { unavailable } from "../../core/errors";
+
+const { Exception, State } = zookeeper;
+
+export type Watcher = (e: zookeeper.Event) => void;
+
+type ZkError = Error & { getCode?: () => number; code?: number };
+
+export function zkCode(err: unknown): number | null {
+	const e = err as ZkError | null;
+	if (e && typeof e.getCode === "function") return e.getCode();
+	return null;
+}
+
+export function isCode(err: unknown, code: number): boolean {
+	return zkCode(err) === code;
+}
+
+/** Map connection-level failures to 503 for callers; anything else is thrown as it is. */
+export function fail(err: unknown): never {
+	const code = zkCode(err);
+	if (code === Exception.CONNECTION_LOSS || code === Exception.SESSION_EXPIRED || code === Exception.OPERATION_TIMEOUT) {
+		throw unavailable("coordination", err);
+	}
+	throw err;
+}
+
+/** The guid of a "protected" sequential node (Curator's protection mode). */
+export function guid(): string {
+	return randomBytes(8).toString("hex");
+}
+
+export function basename(path: string): string {
+	return path.slice(path.lastIndexOf("/") + 1);
+}
+
+export function delay(ms: number): Promise<void> {
+	return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export class Requests {
+	/** `timeoutMs`: the deadline of one request. */
+	constructor(readonly timeoutMs: number) {}
+
+	/** One request with a deadline (503 when it passes). */
+	call<T>(client: Client, what: string, fn: (cb: (err: Error | zookeeper.Exception | null, res: T) => void) => void): Promise<T> {
+		return new Promise<T>((resolve, reject) => {
+			let done = false;
+			const timer = setTimeout(() => {
+				if (done) return;
+				done = true;
+				reject(unavailable("coordination", `${what}: no answer within ${this.timeoutMs} ms`));
+			}, this.timeoutMs);
+			try {
+				fn((err, res) => {
+					if (done) return;
+					done = true;
+					clearTimeout(timer);
+					if (err) reject(err);
+					else resolve(res);
+				});
+			} catch (err) {
+				done = true;
+				clearTimeout(timer);
+				reject(err);
+			}
+		});
+	}
+
+	getChildren(client: Client, path: string, watcher?: Watcher): Promise<string[]> {
+		return this.call<string[]>(client, `getChildren ${path}`, (cb) => (watcher ? client.getChildren(path, watcher, cb) : client.getChildren(path, cb)));
+	}
+
+	getData(client: Client, path: string, watcher?: Watcher): Promise<{ data: Buffer | null; stat: Stat }> {
+		return new Promise((resolve, reject) => {
+			this.call<[Buffer | null, Stat]>(client, `getData ${path}`, (cb) => {
+				const done = (err: Error | zookeeper.Exception | null, data: Buffer, stat: Stat) => cb(err, [data, stat]);
+				if (watcher) client.getData(path, watcher, done);
+				else client.getData(path, done);
+			}).then(([data, stat]) => resolve({ data, stat }), reject);
+		});
+	}
+
+	/** Delete a node (any version); false when it did not exist. */
+	async remove(client: Client, path: string): Promise<boolean> {
+		try {
+			await this.call<void>(client, `remove ${path}`, (cb) => client.remove(path, -1, (err) => cb(err, undefined)));
+			return true;
+		} catch (err) {
+			if (isCode(err, Exception.NO_NODE)) return false;
+			throw err;
+		}
+	}
+
+	/** Watch a node's existence (created, deleted, changed); true when it exists now. */
+	watchNode(client: Client, path: string, watcher: Watcher): Promise<boolean> {
+		return this.call<Stat | null>(client, `exists ${path}`, (cb) => client.exists(path, watcher, cb)).then((stat) => !!stat);
+	}
+
+	mkdirp(client: Client, path: string): Promise<string> {
+		return this.call<string>(client, `mkdirp ${path}`, (cb) => client.mkdirp(path, cb));
+	}
+}
+
+/** Close a client, waiting (up to `timeoutMs`) for the server to end the session when connected. */
+export function closeClient(client: Client, timeoutMs: number): Promise<void> {
+	return new Promise((resolve) => {
+		client.removeAllListeners("state");
+		const state = client.getState();
+		if (state !== State.SYNC_CONNECTED && state !== State.CONNECTED_READ_ONLY) {
+			try {
+				client.close();
+			} catch {
+				/* ignore */
+			}
+			resolve();
+			return;
+		}
+		const timer = setTimeout(done, timeoutMs);
+		function done() {
+			clearTimeout(timer);
+			client.removeListener("state", onState);
+			resolve();
+		}
+		function onState(s: zookeeper.State) {
+			if (s === State.DISCONNECTED || s === State.EXPIRED) done();
+		}
+		client.on("state", onState);
+		client.close();
+	});
+}
