@@ -4,6 +4,8 @@
  * is an operator's console inside the cluster, so it acts as an admin.
  */
 import type { ServiceBroker } from "moleculer";
+import type { Job } from "../lib/core/types";
+import type { WorkerView } from "../lib/engine/manager/manager-engine";
 
 const OPERATOR = { user: { id: "repl", name: "repl", admin: true } };
 
@@ -13,6 +15,11 @@ export interface ReplCommand {
 	alias?: string[];
 	options?: { option: string; description: string }[];
 	action(broker: ServiceBroker, args: Record<string, unknown>): Promise<void>;
+}
+
+/** A command's argument as text: the REPL's parser gives words as strings, and may give a numeric one as a number. */
+function argText(v: unknown): string {
+	return typeof v === "string" ? v : String(v);
 }
 
 function print(text: string) {
@@ -26,11 +33,11 @@ export function replCommands(out: (text: string) => void = print): ReplCommand[]
 			description: "List jobs (newest first): id, status, schedule, worker, next run",
 			options: [{ option: "-s, --status <status>", description: "scheduled, finished or error" }],
 			async action(broker, args) {
-				const jobs = (await broker.call(
+				const jobs = await broker.call<Job[], { limit: number; status?: string }>(
 					"jobs.listJobs",
-					{ limit: 1000, ...(args.status ? { status: String(args.status) } : {}) },
+					{ limit: 1000, ...(args.status ? { status: argText(args.status) } : {}) },
 					{ meta: OPERATOR },
-				)) as Record<string, unknown>[];
+				);
 				out(
 					jobs.map((j) => [j.id, j.status, JSON.stringify(j.schedule), j.timezone, j.worker ?? "-", j.nextRunAt ?? "-"].join("\t")).join("\n") || "(no jobs)",
 				);
@@ -40,7 +47,7 @@ export function replCommands(out: (text: string) => void = print): ReplCommand[]
 			command: "cron-workers",
 			description: "List live workers with their job counts and clock offsets",
 			async action(broker) {
-				const workers = (await broker.call("manager.workers", {})) as Record<string, unknown>[];
+				const workers = await broker.call<WorkerView[], Record<string, never>>("manager.workers", {});
 				out(
 					workers.map((w) => [w.id, `jobs=${w.jobs}`, `clockOffsetMs=${w.clockOffsetMs}`, w.clockOk ? "clock ok" : "CLOCK OFF"].join("\t")).join("\n") ||
 						"(no workers)",
@@ -51,7 +58,7 @@ export function replCommands(out: (text: string) => void = print): ReplCommand[]
 			command: "cron-leader",
 			description: "Show the leading manager",
 			async action(broker) {
-				const res = (await broker.call("manager.leader", {})) as { leader: string | null };
+				const res = await broker.call<{ leader: string | null }, Record<string, never>>("manager.leader", {});
 				out(`leader: ${res.leader ?? "(none)"}`);
 			},
 		},
@@ -59,14 +66,14 @@ export function replCommands(out: (text: string) => void = print): ReplCommand[]
 			command: "cron-crontab <worker>",
 			description: "Show a worker's crontab in crontab(5) syntax",
 			async action(broker, args) {
-				out((await broker.call("worker.crontab", {}, { nodeID: String(args.worker) })) as string);
+				out(await broker.call<string, Record<string, never>>("worker.crontab", {}, { nodeID: argText(args.worker) }));
 			},
 		},
 		{
 			command: "cron-run <jobId>",
 			description: "Run a job now",
 			async action(broker, args) {
-				const run = await broker.call("jobs.triggerJob", { id: String(args.jobId) }, { meta: OPERATOR });
+				const run = await broker.call("jobs.triggerJob", { id: argText(args.jobId) }, { meta: OPERATOR });
 				out(JSON.stringify(run, null, 2));
 			},
 		},

@@ -275,7 +275,7 @@ export class BenchCluster {
 
 	async workerStatus(name: string, timeout = 10_000): Promise<WorkerStatus> {
 		if (!this.client) throw new Error("setup() first");
-		return (await this.client.call("worker.status", {}, { nodeID: name, timeout })) as WorkerStatus;
+		return await this.client.call<WorkerStatus, Record<string, never>>("worker.status", {}, { nodeID: name, timeout });
 	}
 
 	/** Rows of the `jobs` table as the jobs service writes them (the columns of JOB_SCHEMA, lib/core/job-schema.ts), in multi-row INSERTs. */

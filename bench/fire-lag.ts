@@ -8,13 +8,20 @@
  * executions per second, beside the raw rate of child_process.spawn("/bin/sh", ["-c", "true"])
  * measured in the same run. Prints JSON.
  */
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { arg, pct, spawnRate } from "./common";
 import { loadConfig } from "../lib/config";
 import { createNode } from "../app/node";
+
+/** The fields of a run (jobs.jobRuns) that the measure reads. */
+interface RunOut {
+	scheduledAt: string;
+	startedAt: string | null;
+	status: string;
+	error: string | null;
+}
 
 async function measure(jobs: number, seconds: number) {
 	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "cronjob-bench-"));
@@ -35,24 +42,27 @@ async function measure(jobs: number, seconds: number) {
 	// Created suspended (nothing fires while they are made), then all released at once: one update
 	// of the table and one jobs.changed, after which the manager assigns them in one go.
 	for (let i = 0; i < jobs; i++) {
-		const job = (await broker.call("jobs.createJob", { type: "command", schedule: "* * * * * *", executable: "true", suspended: true }, { meta })) as {
-			id: string;
-		};
+		const job = await broker.call<{ id: string }, Record<string, unknown>>(
+			"jobs.createJob",
+			{ type: "command", schedule: "* * * * * *", executable: "true", suspended: true },
+			{ meta },
+		);
 		ids.push(job.id);
 	}
 	const jobsService = broker.getLocalService("jobs") as unknown as { adapter: { model: { update(values: object, opts: object): Promise<unknown> } } };
 	await jobsService.adapter.model.update({ suspended: false }, { where: { id: ids } });
-	broker.broadcast("jobs.changed", { id: "bench", op: "updated" });
+	// Not awaited: the wait below is for the worker's crontab, not for the event's handlers.
+	void broker.broadcast("jobs.changed", { id: "bench", op: "updated" });
 	// Wait until every job is on the worker's crontab, then measure whole seconds.
 	const deadline = Date.now() + 30_000;
-	while (((await broker.call("worker.status")) as { jobs: number }).jobs < jobs && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+	while ((await broker.call<{ jobs: number }>("worker.status")).jobs < jobs && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
 	const from = Math.ceil(Date.now() / 1000) * 1000 + 1000;
 	const to = from + seconds * 1000;
 	await new Promise((r) => setTimeout(r, to - Date.now()));
 	// Stop firing: stop the worker (it lets its running processes finish, up to 10 s, and writes their
 	// results); runs it had not started by then stay "running" and count as not executed.
 	const t0 = Date.now();
-	await broker.destroyService(broker.getLocalService("worker") as never);
+	await broker.destroyService(broker.getLocalService("worker"));
 	const drainMs = Date.now() - t0;
 	const lags: number[] = [];
 	const statuses: Record<string, number> = {};
@@ -61,12 +71,7 @@ async function measure(jobs: number, seconds: number) {
 	let notSucceeded = 0;
 	let expected = 0;
 	for (const id of ids) {
-		const runs = (await broker.call("jobs.jobRuns", { id, limit: 1000 }, { meta })) as {
-			scheduledAt: string;
-			startedAt: string | null;
-			status: string;
-			error: string | null;
-		}[];
+		const runs = await broker.call<RunOut[], { id: string; limit: number }>("jobs.jobRuns", { id, limit: 1000 }, { meta });
 		for (const r of runs) {
 			const at = Date.parse(r.scheduledAt);
 			if (at < from || at >= to) continue;

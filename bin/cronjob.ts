@@ -3,6 +3,7 @@
  * Starts one node: `npm start` runs every service in one process on the embedded default; the
  * environment (see README) turns it into a cluster node. `--repl` opens the Moleculer REPL.
  */
+import type { ServiceBroker } from "moleculer";
 import { loadConfig } from "../lib/config";
 import { createNode } from "../app/node";
 
@@ -14,7 +15,8 @@ async function main() {
 	const config = loadConfig(env);
 	const broker = createNode(config);
 	await broker.start();
-	if (repl) broker.repl();
+	// moleculer's typings leave repl() out (it falls under ServiceBroker's `any` index signature).
+	if (repl) (broker as ServiceBroker & { repl(): unknown }).repl();
 	else
 		broker.logger.info(
 			`distributed-cronjob node ${config.nodeId} runs ${config.services.join(", ")}` + (config.services.includes("api") ? ` on port ${config.port}` : ""),

@@ -44,7 +44,8 @@ export function errorBody(err: unknown): { status: number; body: Record<string, 
 	if (type === "entity.too.large" || code === 413) {
 		name = "PayloadTooLarge";
 		type = "PAYLOAD_TOO_LARGE";
-		data = { field: (data as { field?: string } | null)?.field ?? "body", ...((data as object) ?? {}) };
+		const field = typeof data === "object" && data !== null && "field" in data ? data.field : undefined;
+		data = { field: field ?? "body", ...data };
 	} else if (type === "entity.parse.failed") {
 		name = "InvalidJSON";
 		type = "INVALID_JSON";
@@ -125,7 +126,7 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 					const warnings: string[] = [];
 					const ask = async (name: string, action: string) => {
 						try {
-							const res = (await ctx.call(action, {}, { timeout: 2000, retries: 0 })) as Record<string, { ok: boolean }>;
+							const res = await ctx.call<Record<string, { ok: boolean }>, Record<string, never>>(action, {}, { timeout: 2000, retries: 0 });
 							for (const [k, v] of Object.entries(res)) {
 								// Two services report the same backend (coordination): keep the failing one.
 								if (k in backends && (backends[k] as { ok: boolean }).ok === false && v.ok) continue;
@@ -154,11 +155,12 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 		methods: {
 			/** Bearer token -> ctx.meta.user; 401 otherwise. */
 			async authenticate(this: ApiThis, ctx: Context, _route: unknown, req: Req): Promise<AuthUser> {
-				const header = req.headers.authorization;
+				const headers: Record<string, string | string[] | undefined> = req.headers;
+				const header = headers.authorization;
 				const value = Array.isArray(header) ? header[0] : header;
 				const m = value ? /^Bearer\s+(\S+)\s*$/i.exec(value) : null;
 				if (!m) throw toMoleculerError(unauthorized());
-				const user = (await ctx.call("users.authenticate", { token: m[1] })) as AuthUser | null;
+				const user = await ctx.call<AuthUser | null, { token: string }>("users.authenticate", { token: m[1] });
 				if (!user) throw toMoleculerError(unauthorized("Invalid bearer token"));
 				return user;
 			},

@@ -8,7 +8,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
-import type { Context, ServiceSchema, ServiceSettingSchema } from "moleculer";
+import type { BrokerNode, Context, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import type { Clock } from "../lib/core/clock";
 import type { Config } from "../lib/config";
 import { serverTime, syncModel } from "../lib/adapters/sql/db";
@@ -67,6 +67,14 @@ async function probe(fn: () => Promise<unknown>): Promise<{ ok: boolean; error?:
 	} catch (err) {
 		return { ok: false, error: (err as Error).message };
 	}
+}
+
+/**
+ * A query parameter as text: a string as it is; anything else the query parser made of it (an array
+ * for a repeated name, an object for brackets) as String() renders it, for the checks that follow.
+ */
+function paramText(v: unknown): string {
+	return typeof v === "string" ? v : String(v);
 }
 
 export default function createJobsService(deps: JobsDeps): ServiceSchema<ServiceSettingSchema, JobsThis> {
@@ -170,7 +178,9 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				async handler(this: JobsThis, ctx: Ctx<{ id: string }>) {
 					const job = await this.findOwned(ctx, ctx.params.id);
 					if (job.deletedAt !== null) throw conflict("The job was deleted", "id");
-					const opts = job.worker && this.broker.registry.nodes.get(job.worker)?.available ? { nodeID: job.worker } : {};
+					// The registry's node catalog (typed `any` by moleculer): its nodes by id.
+					const nodes = this.broker.registry.nodes as { get(id: string): BrokerNode | undefined };
+					const opts = job.worker && nodes.get(job.worker)?.available ? { nodeID: job.worker } : {};
 					try {
 						const run = await ctx.call("worker.runNow", { jobId: job.id }, opts);
 						ctx.meta.$statusCode = 202;
@@ -215,10 +225,10 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					this.requireUser(ctx);
 					const { schedule, timezone, from, count } = ctx.params;
 					if (typeof schedule !== "string") throw invalidField("schedule", "schedule is required");
-					const tz = timezone === undefined ? "UTC" : String(timezone);
+					const tz = timezone === undefined ? "UTC" : paramText(timezone);
 					let fromMs = clock.now();
 					if (from !== undefined) {
-						fromMs = Date.parse(String(from));
+						fromMs = Date.parse(paramText(from));
 						if (!Number.isFinite(fromMs)) throw invalidField("from", "from must be an ISO 8601 instant");
 					}
 					const n = count === undefined ? 10 : Number(count);

@@ -202,7 +202,11 @@ export function isRetryable(err: unknown): boolean {
 
 function reasonOf(cause: unknown): string {
 	if (cause instanceof Error) return cause.message;
-	return cause ? String(cause as string) : "unavailable";
+	if (!cause) return "unavailable";
+	if (typeof cause === "string") return cause;
+	if (typeof cause === "number" || typeof cause === "bigint" || typeof cause === "boolean" || typeof cause === "symbol") return String(cause);
+	// An object thrown that is no Error: its toString, as String() would render it.
+	return (cause as { toString(): string }).toString();
 }
 
 // Short constructors for the call sites.

@@ -84,7 +84,7 @@ function asBody(body: unknown): Record<string, unknown> {
 	if (typeof body !== "object" || body === null || Array.isArray(body)) {
 		throw new FieldError("body", `the request body must be a JSON object, got ${jsonType(body)}`);
 	}
-	const proto = Object.getPrototypeOf(body);
+	const proto: unknown = Object.getPrototypeOf(body);
 	if (proto !== Object.prototype && proto !== null) throw new FieldError("body", "the request body must be a plain JSON object");
 	const rec = body as Record<string, unknown>;
 	for (const key of Object.keys(rec)) {

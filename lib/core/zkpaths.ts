@@ -55,6 +55,7 @@ export function normalizeRoot(root: string = DEFAULT_ROOT): string {
 	if (trimmed === "/") throw new Error("coordination root must not be /");
 	const segments = trimmed.slice(1).split("/");
 	for (const s of segments) {
+		// eslint-disable-next-line no-control-regex -- ZooKeeper refuses control characters in node names: matching them is the point.
 		if (s === "" || s === "." || s === ".." || (s === "zookeeper" && segments.length === 1) || /[\u0000-\u001f\u007f]/.test(s)) {
 			throw new Error(`invalid coordination root "${root}"`);
 		}

@@ -32,7 +32,7 @@ export function registerMetric(
 	opts: { type: string; name: string; description: string; unit?: string; labelNames?: string[]; buckets?: number[] },
 ): void {
 	if (!broker.isMetricsEnabled() || broker.metrics.getMetric(opts.name)) return;
-	broker.metrics.register(opts as Parameters<ServiceBroker["metrics"]["register"]>[0]);
+	broker.metrics.register(opts);
 }
 
 /** The worker engine's metrics on the broker's registry (no-ops while metrics are off). */

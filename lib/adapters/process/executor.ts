@@ -28,13 +28,12 @@
  *   Cancelled before the release, the held wrapper is killed and the job's code never runs
  *   (`released: false`); if the pipe closes (its supervisor died), the wrapper exits without running it.
  */
-import { ChildProcess, execFile, spawn } from "node:child_process";
-import * as fs from "node:fs";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
 import * as fsp from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { Readable } from "node:stream";
-import { Clock, TimerHandle } from "../../core/clock";
+import { type Clock, type TimerHandle } from "../../core/clock";
 import { systemClock } from "../system/clock";
 
 export interface ResolvedUser {
@@ -246,7 +245,7 @@ function errorText(err: unknown): string {
 function abortReasonText(signal: AbortSignal): string {
 	const r: unknown = signal.reason;
 	if (r === undefined) return "cancelled";
-	const text = r instanceof Error ? r.message : String(r);
+	const text = errorText(r);
 	return text ? `cancelled: ${text}` : "cancelled";
 }
 
@@ -306,8 +305,8 @@ function wrapperArgs(spec: ExecSpec, held: boolean): string[] {
 	return ["-c", HOLD_EXEC, spec.file, ...spec.args];
 }
 
-/** A missing or non-executable file fails like spawn would (ENOENT, EACCES), before the wrapper runs. */
-async function checkExecutable(file: string): Promise<unknown | null> {
+/** A missing or non-executable file fails like spawn would (ENOENT, EACCES), before the wrapper runs: the error, or null. */
+async function checkExecutable(file: string): Promise<unknown> {
 	try {
 		const st = await fsp.stat(file);
 		if (!st.isFile() || (st.mode & 0o111) === 0) return Object.assign(new Error(`spawn ${file} EACCES`), { code: "EACCES" });

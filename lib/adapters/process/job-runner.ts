@@ -6,7 +6,6 @@
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
-import * as path from "node:path";
 import type { Clock } from "../../core/clock";
 import { RunSetupError } from "../../core/errors";
 import type { Run } from "../../core/types";
@@ -26,7 +25,8 @@ export interface JobRunnerOptions {
 	maxOutputBytes: number;
 	/** Helper processes that spawn the jobs (0: spawn from this process). */
 	runners: number;
-	log(msg: string): void;
+	/** Handed on to the runner pool on its own (not called as a method). */
+	log: (msg: string) => void;
 }
 
 export class JobProcessRunner implements ProcessRunner {

@@ -34,6 +34,14 @@ export function fail(err: unknown): never {
 	throw err;
 }
 
+/**
+ * A rejection reason as an Error. ZooKeeper's exceptions already are Errors (util.inherits), which their
+ * typings leave out; anything else thrown is wrapped.
+ */
+function asError(err: unknown): Error {
+	return err instanceof Error ? err : new Error(String(err));
+}
+
 /** The guid of a "protected" sequential node (Curator's protection mode). */
 export function guid(): string {
 	return randomBytes(8).toString("hex");
@@ -65,13 +73,13 @@ export class Requests {
 					if (done) return;
 					done = true;
 					clearTimeout(timer);
-					if (err) reject(err);
+					if (err) reject(asError(err));
 					else resolve(res);
 				});
 			} catch (err) {
 				done = true;
 				clearTimeout(timer);
-				reject(err);
+				reject(asError(err));
 			}
 		});
 	}
