@@ -2,6 +2,8 @@
  * The REST API end to end on the single-node default: real broker, real HTTP, SQLite, in-process
  * coordination, real processes. Every route, every status and error code, auth and ownership.
  */
+import * as fs from "node:fs";
+import * as os from "node:os";
 import { startNode, type TestNode } from "../support/node";
 import { waitFor } from "../support/wait";
 
@@ -222,7 +224,7 @@ describe("execution", () => {
 			"manual run",
 		);
 		expect(runs[0]).toMatchObject({ status: "succeeded", exitCode: 0, trigger: "manual", node: node.config.nodeId });
-		const expectedUser = process.getuid?.() === 0 ? "nobody" : require("node:os").userInfo().username;
+		const expectedUser = process.getuid?.() === 0 ? "nobody" : os.userInfo().username;
 		expect(runs[0].output).toBe(`hi ${id} 1\n${expectedUser}\nerr\n`);
 		expect(new Date(runs[0].startedAt).getTime()).toBeGreaterThanOrEqual(new Date(runs[0].scheduledAt).getTime());
 		expect((await node.request("GET", `/jobs/${id}`, { token: alice.token })).body.lastRun).toMatchObject({ status: "succeeded", exitCode: 0 });
@@ -230,15 +232,15 @@ describe("execution", () => {
 
 	it("fires on schedule at the exact second; error after a failure, scheduled after a success", async () => {
 		const flag = `${node.dataDir}/fail-flag`;
-		require("node:fs").writeFileSync(flag, "");
-		require("node:fs").chmodSync(node.dataDir, 0o777);
+		fs.writeFileSync(flag, "");
+		fs.chmodSync(node.dataDir, 0o777);
 		const created = await node.request("POST", "/jobs", { token: alice.token, body: job({ executable: `test ! -e ${flag}`, schedule: "* * * * * *" }) });
 		const id = created.body.id;
 		await waitFor(async () => (await node.request("GET", `/jobs/${id}`, { token: alice.token })).body.status === "error", 10_000, "status error");
 		const failed = (await runsOf(id, alice.token)).find((r) => r.status === "failed");
 		expect(failed.exitCode).toBe(1);
 		expect(new Date(failed.scheduledAt).getUTCMilliseconds()).toBe(0);
-		require("node:fs").unlinkSync(flag);
+		fs.unlinkSync(flag);
 		await waitFor(async () => (await node.request("GET", `/jobs/${id}`, { token: alice.token })).body.status === "scheduled", 10_000, "status scheduled");
 		const runs = await runsOf(id, alice.token);
 		const scheduledAts = runs.map((r) => r.scheduledAt);
@@ -418,7 +420,7 @@ describe("jobs.inflight (runs still running, to find runs cut off by a dead work
 			[id, others[0]],
 			[...others.slice(0, 700), id, ...others.slice(700)],
 		]) {
-			const found = (await node.broker.call("jobs.inflight", { jobIds })) as { id: string; jobId: string }[];
+			const found = await node.broker.call<{ id: string; jobId: string }[], { jobIds: string[] }>("jobs.inflight", { jobIds });
 			expect(found.map((r) => [r.id, r.jobId])).toEqual([[run.body.id, id]]);
 		}
 		expect(await node.broker.call("jobs.inflight", { jobIds: others })).toEqual([]);

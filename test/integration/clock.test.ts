@@ -78,11 +78,11 @@ test("a worker 5 s ahead is reported, gets no jobs, logs the skew; /health stays
 	const after = (await a.request("GET", "/workers")).body as any[];
 	expect(after.find((w) => w.id === a.config.nodeId).jobs).toBe(ids.length);
 	expect(after.find((w) => w.id === b.config.nodeId).jobs).toBe(0);
-	const bStatus = (await b.broker.call("worker.status", {}, { nodeID: b.config.nodeId })) as {
-		jobs: number;
-		assigned: number;
-		registration: { clockOffsetMs: number };
-	};
+	const bStatus = await b.broker.call<{ jobs: number; assigned: number; registration: { clockOffsetMs: number } }, Record<string, never>>(
+		"worker.status",
+		{},
+		{ nodeID: b.config.nodeId },
+	);
 	expect(bStatus.jobs).toBe(0);
 	expect(bStatus.assigned).toBe(0);
 	expect(Math.abs(bStatus.registration.clockOffsetMs - SKEW_MS)).toBeLessThan(500);
@@ -97,7 +97,11 @@ test("a worker 5 s ahead is reported, gets no jobs, logs the skew; /health stays
 	expect(health.body.backends.coordination.ok).toBe(true);
 	expect(health.body.backends.objectStore.ok).toBe(true);
 	// B's own view of its clock.
-	const bHealth = (await b.broker.call("worker.health", {}, { nodeID: b.config.nodeId })) as { workerClock: { ok: boolean; offsetMs: number } };
+	const bHealth = await b.broker.call<{ workerClock: { ok: boolean; offsetMs: number } }, Record<string, never>>(
+		"worker.health",
+		{},
+		{ nodeID: b.config.nodeId },
+	);
 	expect(bHealth.workerClock.ok).toBe(false);
 
 	// The logs: B says its clock is off; the leading manager names B as excluded.

@@ -24,7 +24,6 @@ import { waitFor } from "../support/wait";
 const { DATABASE_URL, ZOOKEEPER, TRANSPORTER } = process.env;
 const BACKENDS = !!(DATABASE_URL && ZOOKEEPER && TRANSPORTER);
 if (!BACKENDS) {
-	// eslint-disable-next-line no-console
 	console.warn('cluster.test.ts SKIPPED: DATABASE_URL, ZOOKEEPER and TRANSPORTER must be set (scripts/services.sh start; eval "$(scripts/services.sh env)")');
 }
 
@@ -165,7 +164,7 @@ async function waitUntil<T>(cond: () => T | Promise<T>, timeoutMs: number, what:
 			`${d.name} exited (code ${d.proc.child.exitCode}, signal ${d.proc.child.signalCode}) while waiting for ${what}; its log:\n${d.proc.log().slice(-6000)}`,
 		);
 	}
-	return value as NonNullable<T>;
+	return value;
 }
 
 async function api(method: string, p: string, body?: unknown): Promise<{ status: number; body: any }> {
@@ -246,7 +245,6 @@ maybe("cluster as processes (MariaDB, ZooKeeper, NATS)", () => {
 			const logDir = path.join(tmp, "logs");
 			fs.mkdirSync(logDir, { recursive: true });
 			incarnations.forEach((inc, i) => fs.writeFileSync(path.join(logDir, `${i}-${inc.name}.log`), inc.proc.log()));
-			// eslint-disable-next-line no-console
 			console.log(`cluster.test.ts: full process logs kept in ${logDir}`);
 		}
 		const errors: unknown[] = [];
@@ -267,7 +265,6 @@ maybe("cluster as processes (MariaDB, ZooKeeper, NATS)", () => {
 						`===== ${inc.name} (pid ${inc.proc.child.pid}, started ${new Date(inc.startedAt).toISOString()}) =====\n${inc.proc.log().split("\n").slice(-60).join("\n")}`,
 				)
 				.join("\n");
-			// eslint-disable-next-line no-console
 			console.log(`cluster.test.ts failed; process logs (tails):\n${dump}`);
 			throw err;
 		}
@@ -521,7 +518,6 @@ async function scenario(): Promise<void> {
 	}
 
 	const figures = { workerFailoverMs, failoverSeenMs, managerTakeoverMs: takeovers, victim: VICTIM, victimJobs: victimJobs.length, firstLeader, jobs: report };
-	// eslint-disable-next-line no-console
 	console.log(`cluster.test.ts figures: ${JSON.stringify(figures)}`);
 	expect(workerFailoverMs).toBeLessThan(10_000);
 	for (const t of takeovers) expect(t).toBeLessThan(10_000);

@@ -3,11 +3,11 @@
  * real ZooKeeper (start it with `scripts/services.sh start`; ZOOKEEPER env, default 127.0.0.1:2181).
  * Every ZooKeeper run uses its own root (/cronjob-test-<random>) and removes it afterwards.
  */
-import { connectZk, removeZkTree } from "../support/zk-tree";
+import { removeZkTree } from "../support/zk-tree";
 import { randomBytes } from "node:crypto";
 import * as zookeeper from "node-zookeeper-client";
 import type { AssignmentMove, Candidacy, Coordination, ConnectionState, StateChange, WorkerRegistration } from "../../lib/core/coordination";
-import { MemoryCoordination, MemoryCoordinationHub } from "../../lib/adapters/memory/coordination";
+import { type MemoryCoordination, MemoryCoordinationHub } from "../../lib/adapters/memory/coordination";
 import { ZookeeperCoordination } from "../../lib/adapters/zookeeper/coordination";
 import { waitFor } from "../support/wait";
 
@@ -25,8 +25,6 @@ interface Harness {
 function worker(id: string, extra: Partial<WorkerRegistration> = {}): WorkerRegistration {
 	return { id, host: "localhost", pid: process.pid, startedAt: new Date(0).toISOString(), capacity: 4, clockOffsetMs: null, ...extra };
 }
-
-const connectRaw = (opts: Record<string, unknown> = {}) => connectZk(ZK, opts);
 
 const removeRoot = (root: string) => removeZkTree(ZK, root);
 
@@ -208,7 +206,6 @@ describe.each(harnesses)("Coordination contract: %s", (kind, make) => {
 		await first.c.close();
 		await waitFor(() => cands[1].candidacy.isLeader(), 5000, "takeover");
 		const takeoverMs = Date.now() - t0;
-		// eslint-disable-next-line no-console
 		console.log(`[${kind}] election takeover after leader close: ${takeoverMs} ms`);
 		await waitFor(() => first.events.includes("revoked"), 5000, "revoked on close");
 		expect(cands[2].candidacy.isLeader()).toBe(false);
@@ -336,7 +333,6 @@ describe.each(harnesses)("Coordination contract: %s", (kind, make) => {
 		await waitFor(() => cand.events.includes("revoked"), 10_000, "revoked");
 		await waitFor(() => states.some((s) => s.state === "connected" && s.newSession), 10_000, "new session");
 		const recoveryMs = Date.now() - t0;
-		// eslint-disable-next-line no-console
 		console.log(`[${kind}] session expiry -> new session ready: ${recoveryMs} ms`);
 		const iExpired = states.findIndex((s) => s.state === "expired");
 		const iNew = states.findIndex((s) => s.state === "connected" && s.newSession);
@@ -413,7 +409,6 @@ describe("ZooKeeper only", () => {
 		t = Date.now();
 		await leader.applyMoves(rebalance);
 		const moveMs = Date.now() - t;
-		t = Date.now();
 		const single = await open();
 		const seen: string[][] = [];
 		single.watchAssignments("w9", (j) => seen.push(j));
@@ -422,7 +417,6 @@ describe("ZooKeeper only", () => {
 		await leader.applyMoves([{ jobId: "one", from: null, to: "w9" }]);
 		await waitFor(() => seen.at(-1)?.join() === "one", 1000, "single move seen within a second");
 		const latencyMs = Date.now() - t;
-		// eslint-disable-next-line no-console
 		console.log(
 			`ZooKeeper applyMoves: 100k creates ${applyMs} ms (${Math.round(N / (applyMs / 1000))}/s), ` +
 				`watchers saw all ${watchMs} ms, allAssignments ${readMs} ms, ${rebalance.length} moves ${moveMs} ms, single-move watch latency ${latencyMs} ms`,

@@ -519,7 +519,6 @@ describe("upload limits (a node in its own process, CRONJOB_MAX_UPLOAD_BYTES=102
 		// Still serving uploads.
 		const ok = await api("POST", "/jobs", { body: { type: "script", schedule: SCHEDULE, executable: b64(script("echo fine")) } });
 		expect(ok.status).toBe(201);
-		// eslint-disable-next-line no-console
 		console.log(
 			`RSS growth refusing 50 MiB (first) ${first.growthMb.toFixed(1)} MB, 50 MiB ${again.growthMb.toFixed(1)} MB, 200 MiB ${big.growthMb.toFixed(1)} MB`,
 		);

@@ -24,7 +24,6 @@ import { waitFor } from "../support/wait";
 const DATABASE_URL = process.env.DATABASE_URL?.trim() || null;
 const describeDb = DATABASE_URL ? describe : describe.skip;
 if (!DATABASE_URL) {
-	// eslint-disable-next-line no-console
 	console.warn('test/integration/mysql.test.ts: DATABASE_URL is unset; skipping the MySQL/MariaDB tests (eval "$(scripts/services.sh env)" sets it)');
 }
 
@@ -233,7 +232,7 @@ describeDb(`MySQL/MariaDB (DATABASE_URL${DATABASE_URL ? "" : " is unset: skipped
 			dirs.push(dataDir);
 			n = await startNode({ DATABASE_URL: mdb.url(database), CRONJOB_DATA_DIR: dataDir });
 			const node = n;
-			const status = () => node.broker.call("worker.status", {}) as Promise<{ pendingResults: number; pendingFires: number }>;
+			const status = () => node.broker.call<{ pendingResults: number; pendingFires: number }, Record<string, never>>("worker.status", {});
 
 			// Every second, each run 2 s long: two or three runs are always in flight.
 			const job = await node.request("POST", "/jobs", {

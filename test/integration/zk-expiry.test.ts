@@ -5,7 +5,7 @@
  * for real (a second client with the same session id and password closes the session). Then: the
  * worker is registered again, the manager leads again, the jobs keep firing, no fire runs twice.
  */
-import { connectZk, removeZkTree } from "../support/zk-tree";
+import { removeZkTree } from "../support/zk-tree";
 import { randomBytes } from "node:crypto";
 import * as zookeeper from "node-zookeeper-client";
 import type { Coordination, StateChange } from "../../lib/core/coordination";
@@ -19,12 +19,9 @@ const ZK = process.env.ZOOKEEPER;
 const root = `/cronjob-expiry-${randomBytes(5).toString("hex")}`;
 
 if (!ZK) {
-	// eslint-disable-next-line no-console
 	console.warn('zk-expiry.test.ts SKIPPED: ZOOKEEPER is not set (run scripts/services.sh start; eval "$(scripts/services.sh env)")');
 }
 const maybe = ZK ? describe : describe.skip;
-
-const connectRaw = () => connectZk(ZK!);
 
 const removeRoot = (root: string) => removeZkTree(ZK!, root);
 
@@ -115,7 +112,7 @@ maybe("ZooKeeper session expiry in the services", () => {
 		worker.onStateChange((s) => states.worker.push(s));
 		manager.onStateChange((s) => states.manager.push(s));
 		const before = { worker: worker.sessionId(), manager: manager.sessionId() };
-		const leaderChanges0 = ((await node.broker.call("manager.status", {})) as { stats: { leaderChanges: number } }).stats.leaderChanges;
+		const leaderChanges0 = (await node.broker.call<{ stats: { leaderChanges: number } }, Record<string, never>>("manager.status", {})).stats.leaderChanges;
 
 		const expiredAt = Date.now();
 		await Promise.all([expire(worker), expire(manager)]);
@@ -138,12 +135,14 @@ maybe("ZooKeeper session expiry in the services", () => {
 
 		// The manager leads again (and counted the new term).
 		await waitFor(
-			async () => ((await node.broker.call("manager.leader", {})) as { isLeader: boolean; leader: string }).isLeader,
+			async () => (await node.broker.call<{ isLeader: boolean; leader: string }, Record<string, never>>("manager.leader", {})).isLeader,
 			10_000,
 			"manager leads again",
 		);
-		expect(((await node.broker.call("manager.leader", {})) as { leader: string }).leader).toBe(node.config.nodeId);
-		expect(((await node.broker.call("manager.status", {})) as { stats: { leaderChanges: number } }).stats.leaderChanges).toBeGreaterThan(leaderChanges0);
+		expect((await node.broker.call<{ leader: string }, Record<string, never>>("manager.leader", {})).leader).toBe(node.config.nodeId);
+		expect((await node.broker.call<{ stats: { leaderChanges: number } }, Record<string, never>>("manager.status", {})).stats.leaderChanges).toBeGreaterThan(
+			leaderChanges0,
+		);
 
 		// The jobs keep firing after the expiry: fires scheduled well after it run and succeed.
 		const resumedAt = Date.now();
@@ -154,7 +153,7 @@ maybe("ZooKeeper session expiry in the services", () => {
 				`job ${id} fires after the expiry`,
 			);
 		}
-		const status = (await node.broker.call("worker.status", {})) as { jobs: number; assigned: number; coordination: string };
+		const status = await node.broker.call<{ jobs: number; assigned: number; coordination: string }, Record<string, never>>("worker.status", {});
 		expect(status).toMatchObject({ jobs: 3, assigned: 3, coordination: "connected" });
 
 		// No (job, scheduledAt) ran twice, and no per-second fire around the expiry was lost unrecorded.
@@ -186,11 +185,11 @@ maybe("ZooKeeper session warnings in the service's log", () => {
 
 	beforeAll(async () => {
 		warn = jest.spyOn(console, "warn").mockImplementation((...args: unknown[]) => {
-			// eslint-disable-next-line no-control-regex
 			lines.push(
 				args
 					.map((a) => String(a))
 					.join(" ")
+					// eslint-disable-next-line no-control-regex -- strips the ANSI colour codes (ESC [ ... m) of the Console logger.
 					.replace(/\u001b\[[0-9;]*m/g, ""),
 			);
 		});

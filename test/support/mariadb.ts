@@ -122,7 +122,7 @@ export async function startPrivateMariaDb(databases: string[]): Promise<PrivateM
 		url: (database) => `mysql://${USER}:${PASSWORD}@127.0.0.1:${port}/${database}`,
 		sql,
 		pid: () => {
-			const c = child as ChildProcess | null;
+			const c = child;
 			return c && c.exitCode === null && c.signalCode === null ? (c.pid ?? null) : null;
 		},
 		start,

@@ -4,7 +4,7 @@
  */
 import { freePort } from "./proc";
 import * as fs from "node:fs";
-import * as net from "node:net";
+import type * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 

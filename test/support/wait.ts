@@ -5,7 +5,7 @@ export async function waitFor<T>(cond: () => T | Promise<T>, timeoutMs = 10_000,
 	for (;;) {
 		try {
 			const v = await cond();
-			if (v) return v as NonNullable<T>;
+			if (v) return v;
 		} catch (err) {
 			last = err;
 		}

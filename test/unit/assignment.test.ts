@@ -121,7 +121,6 @@ describe("planAssignment", () => {
 		const leave = planAssignment(assigned, all, ["w1", "w2"]);
 		const leaveMs = Number(process.hrtime.bigint() - t) / 1e6;
 		expect(leave.length).toBe(33_333);
-		// eslint-disable-next-line no-console
 		console.log(`planAssignment 100k jobs: fresh/3 workers ${fresh.toFixed(1)} ms, join 4th ${joinMs.toFixed(1)} ms, leave to 2 ${leaveMs.toFixed(1)} ms`);
 		expect(fresh + joinMs + leaveMs).toBeLessThan(5000);
 	});

@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { systemClock } from "../../lib/adapters/system/clock";
-import { DEFAULT_PATH, effectiveRunUser, ExecResult, ExecSpec, resolveUser, runProcess, TailBuffer } from "../../lib/adapters/process/executor";
+import { DEFAULT_PATH, effectiveRunUser, type ExecResult, type ExecSpec, resolveUser, runProcess, TailBuffer } from "../../lib/adapters/process/executor";
 
 const isRoot = process.getuid?.() === 0;
 const itRoot = isRoot ? it : it.skip;

@@ -40,7 +40,7 @@ it("runs processes on the runners and answers their results", async () => {
 
 it("cancels a run through its AbortSignal", async () => {
 	const controller = new AbortController();
-	const p = pool.run({ ...spec("sleep 30"), killGraceMs: 500, signal: controller.signal } as never);
+	const p = pool.run({ ...spec("sleep 30"), killGraceMs: 500, signal: controller.signal });
 	setTimeout(() => controller.abort("replaced"), 200);
 	const r = await p;
 	expect(r.status).toBe("failed");
@@ -66,7 +66,7 @@ it("fails the runs of a runner that dies, and starts another", async () => {
 
 it("prefire: a held run is released at its instant by the runner; startedAt is the release", async () => {
 	const releaseAt = Date.now() + 400;
-	const r = await pool.run(spec("date +%s%3N", { releaseAt }) as never);
+	const r = await pool.run(spec("date +%s%3N", { releaseAt }));
 	expect(r).toMatchObject({ status: "succeeded", released: true });
 	expect(r.startedAt).toBeGreaterThanOrEqual(releaseAt);
 	expect(Number(r.output.trim())).toBeGreaterThanOrEqual(releaseAt);
@@ -77,7 +77,7 @@ it("prefire: when the runner dies before the release, the held job never runs", 
 	const flag = path.join(os.tmpdir(), `held-${process.pid}-${Date.now()}.ran`);
 	try {
 		const releaseAt = Date.now() + 1000;
-		const p = small.run(spec(`touch ${flag}`, { releaseAt }) as never);
+		const p = small.run(spec(`touch ${flag}`, { releaseAt }));
 		const runner = (small as unknown as { runners: { child: { pid: number } }[] }).runners[0];
 		await new Promise((r) => setTimeout(r, 300));
 		process.kill(runner.child.pid, "SIGKILL");

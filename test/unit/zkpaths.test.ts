@@ -45,7 +45,7 @@ describe("normalizeRoot", () => {
 		["/a/b", "/a/b"],
 		["/cronjob-test-abc123", "/cronjob-test-abc123"],
 	])("%j -> %j", (input, out) => {
-		expect(normalizeRoot(input as string | undefined)).toBe(out);
+		expect(normalizeRoot(input)).toBe(out);
 	});
 
 	test.each(["", "cronjob", "/", "//x", "/a//b", "/a/./b", "/a/..", "/zookeeper"])("refuses %j", (input) => {

@@ -4,7 +4,7 @@
  * the path a fire takes; the anchor T0 is the top of an hour (2030-01-01T00:00:00Z), and times are
  * offsets from it.
  */
-import { MemoryCoordinationHub, type MemoryCoordination } from "../../../lib/adapters/memory/coordination";
+import { MemoryCoordinationHub } from "../../../lib/adapters/memory/coordination";
 import { RunSetupError } from "../../../lib/core/errors";
 import type { MisfirePolicy } from "../../../lib/core/types";
 import type { WorkerJob } from "../../../lib/core/views";
@@ -159,7 +159,7 @@ describe("prefire", () => {
 		await h.assign(workerJob("a", { schedule: "0 * * * * *", executable: "v1" }, T0));
 		await h.clock.advanceTo(s(59) + 200);
 		expect(h.path("a", s(60))).toEqual(["due", "claiming", "recording", "held"]);
-		h.clock.advance(0);
+		await h.clock.advance(0);
 		h.jobs.edit("a", change);
 		await h.engine.jobChanged("a");
 		await h.clock.advanceTo(s(61));
@@ -211,12 +211,12 @@ describe("claims", () => {
 		const h = await harness({ start: T0 + 10 });
 		await h.start();
 		await h.assign(workerJob("y", { schedule: "0 0 1 1 *" }, T0 + 1)); // yearly: T0 is a fire time, before the job existed
-		h.hub.disconnect(h.coordination as MemoryCoordination);
+		h.hub.disconnect(h.coordination);
 		expect(await h.engine.dispatcher.fire(h.jobs.jobs.get("y")!, T0, "schedule", 1)).toBeNull();
 		expect(h.outcomes("y")).toEqual(["given-back"]);
 		await h.clock.advance(5000);
 		expect(h.ledger("y")).toEqual([]);
-		h.hub.reconnect(h.coordination as MemoryCoordination);
+		h.hub.reconnect(h.coordination);
 		await h.clock.advance(1000);
 		expect(h.ledger("y")).toEqual([{ at: 0, attempt: 1, trigger: "schedule", status: "succeeded" }]);
 	});
@@ -508,9 +508,9 @@ describe("missed fires: every cause through every misfire policy", () => {
 		await h.start();
 		await h.assign(workerJob("a", { misfire }, T0));
 		await h.clock.advanceTo(s(1) + 500);
-		h.hub.disconnect(h.coordination as MemoryCoordination);
+		h.hub.disconnect(h.coordination);
 		await h.clock.advanceTo(s(5) + 500); // 2, 3, 4 and 5 s fall due
-		h.hub.reconnect(h.coordination as MemoryCoordination);
+		h.hub.reconnect(h.coordination);
 		await h.clock.advance(400);
 		const outage = h.jobs.rowsOf("a").filter((r) => r.scheduledAt >= s(2) && r.scheduledAt <= s(5));
 		expect(outage.filter((r) => r.status === "succeeded").length).toBe(ran);
@@ -531,9 +531,9 @@ describe("the engine's clock", () => {
 		h.jobs.failing.add("finishRuns");
 		await h.clock.advanceTo(s(61) + 500);
 		h.jobs.failing.delete("finishRuns");
-		h.hub.disconnect(h.coordination as MemoryCoordination);
+		h.hub.disconnect(h.coordination);
 		await h.clock.advance(3000);
-		h.hub.reconnect(h.coordination as MemoryCoordination);
+		h.hub.reconnect(h.coordination);
 		await h.clock.advance(3000);
 		const stopped = h.engine.stop();
 		await h.clock.advance(20_000);
