@@ -11,11 +11,12 @@ import { removeZkTree } from "../test/support/zk-tree";
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
-import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { ServiceBroker } from "moleculer";
 import mysql from "mysql2/promise";
+import type { WorkerStatus } from "../lib/engine/worker/engine";
+import { freePort } from "../test/support/proc";
 
 export const BIN = path.resolve(__dirname, "../bin/cronjob.js");
 
@@ -24,17 +25,6 @@ export function sleep(ms: number): Promise<void> {
 }
 
 export { waitFor, removeZkTree };
-
-async function freePort(): Promise<number> {
-	return new Promise((resolve, reject) => {
-		const srv = net.createServer();
-		srv.listen(0, "127.0.0.1", () => {
-			const port = (srv.address() as net.AddressInfo).port;
-			srv.close(() => resolve(port));
-		});
-		srv.on("error", reject);
-	});
-}
 
 /** VmRSS and VmHWM (peak) of a process in MB, from /proc/<pid>/status. */
 export function memoryMb(pid: number): { rssMb: number; peakRssMb: number } | null {
@@ -57,17 +47,7 @@ export interface Proc {
 	exited: Promise<void>;
 }
 
-export interface WorkerStatus {
-	node: string;
-	jobs: number;
-	assigned: number;
-	running: number;
-	processes: number;
-	queued: number;
-	pendingResults: number;
-	coordination: string;
-	stats: { fired: number; succeeded: number; failed: number; skipped: number; missed: number };
-}
+export type { WorkerStatus };
 
 export class BenchCluster {
 	readonly id = randomBytes(4).toString("hex");

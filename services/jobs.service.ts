@@ -14,7 +14,7 @@ import type { Config } from "../lib/config";
 import { serverTime, syncModel } from "../lib/adapters/sql/db";
 import { defineRunModel, jobModel } from "../lib/adapters/sql/models";
 import { JobTable } from "../lib/adapters/sql/job-table";
-import { RunLedger, type RunRecord, type RunStart } from "../lib/adapters/sql/run-ledger";
+import { RunLedger } from "../lib/adapters/sql/run-ledger";
 import { Executables } from "../lib/adapters/executables";
 import { type ObjectStore } from "../lib/adapters/object-store";
 import { ErrorsMixin } from "../lib/adapters/moleculer/errors";
@@ -22,7 +22,7 @@ import { FINISH_RUNS_PARAMS, RECORD_RUN_PARAMS, START_RUNS_PARAMS } from "../lib
 import { conflict, invalidField, notFound, unauthorized, unavailable } from "../lib/core/errors";
 import { SETTABLE_FIELDS } from "../lib/core/job-schema";
 import { nextFireTimes, validateTimezone, parseSchedule } from "../lib/core/schedule";
-import type { AuthUser, RunResult } from "../lib/core/types";
+import type { AuthUser, RunRecord, RunResult, RunStart } from "../lib/core/types";
 import { validateJobCreate, validateJobPatch } from "../lib/core/validation";
 import { iso, jobRowChanges, jobView, newJobRow, runView, workerJobView, type JobRow, type WorkerJob } from "../lib/core/views";
 import { DbMixin, type DbMixinHost } from "../mixins/db.mixin";

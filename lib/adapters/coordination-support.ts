@@ -7,7 +7,7 @@
  *   never overlapping);
  * - how a failing listener or handler is reported: logged as an error, and it goes no further.
  */
-import type { ConnectionState, Coordination, LeadershipHandlers, StateChange } from "../core/coordination";
+import type { Candidacy, ConnectionState, Coordination, LeadershipHandlers, StateChange } from "../core/coordination";
 
 export interface CoordinationLogger {
 	debug(...args: unknown[]): void;
@@ -95,4 +95,36 @@ export class Leadership {
 	settled(): Promise<void> {
 		return this.chain;
 	}
+}
+
+/**
+ * What both adapters' candidacies share: the leadership handler chain and resigning once. A subclass
+ * says how it leaves the election (`leave`, run by the first resign() only).
+ */
+export abstract class CandidacyBase implements Candidacy {
+	/** Resigned (or its coordination closed): it never enters the election again. */
+	resigned = false;
+	protected readonly leadership: Leadership;
+
+	constructor(
+		readonly candidateId: string,
+		handlers: LeadershipHandlers,
+		log: CoordinationLogger,
+	) {
+		this.leadership = new Leadership(handlers, log);
+	}
+
+	isLeader(): boolean {
+		return this.leadership.isLeader();
+	}
+
+	async resign(): Promise<void> {
+		if (this.resigned) return;
+		this.resigned = true;
+		await this.leave();
+		await this.leadership.settled();
+	}
+
+	/** Leave the election: drop its node, lose leadership. */
+	protected abstract leave(): Promise<void>;
 }

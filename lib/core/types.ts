@@ -71,3 +71,32 @@ export interface RunResult {
 	/** A retry follows: the job's status waits for it. */
 	willRetry?: boolean;
 }
+
+/** The start of a run, as the run ledger records it (unique key: job, scheduledAt, attempt). */
+export interface RunStart {
+	jobId: string;
+	scheduledAt: number;
+	attempt: number;
+	trigger: RunTrigger;
+	node: string;
+}
+
+/** A fire that did not run: skipped by the concurrency policy, missed by the misfire policy. */
+export interface RunRecord {
+	jobId: string;
+	scheduledAt: number;
+	trigger: RunTrigger;
+	status: Extract<RunStatus, "skipped" | "missed">;
+	node: string;
+	error?: string;
+}
+
+/** A run the ledger still has as running. */
+export interface InflightRun {
+	id: string;
+	jobId: string;
+	scheduledAt: number;
+	attempt: number;
+	trigger: RunTrigger;
+	node: string | null;
+}

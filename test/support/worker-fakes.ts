@@ -5,8 +5,8 @@
  */
 import type { TimerHandle } from "../../lib/core/clock";
 import { UnavailableError } from "../../lib/core/errors";
-import type { Run, RunStatus, RunTrigger } from "../../lib/core/types";
-import type { WorkerJob } from "../../lib/core/views";
+import type { Run } from "../../lib/core/types";
+import type { RunRow, WorkerJob } from "../../lib/core/views";
 import type {
 	FinishRequest,
 	InflightRun,
@@ -20,18 +20,8 @@ import type {
 } from "../../lib/engine/worker/ports";
 import type { FakeClock } from "./fake-clock";
 
-export interface LedgerRow {
-	id: string;
-	jobId: string;
-	scheduledAt: number;
-	attempt: number;
-	trigger: RunTrigger;
-	status: RunStatus;
-	node: string | null;
-	error: string | null;
-	output: string;
-	exitCode: number | null;
-}
+/** A row of the fake run ledger: the run table's columns the engine's cases look at. */
+export type LedgerRow = Pick<RunRow, "id" | "jobId" | "scheduledAt" | "attempt" | "trigger" | "status" | "node" | "error" | "output" | "exitCode">;
 
 export function workerJob(id: string, over: Partial<WorkerJob> = {}, createdAt = 0): WorkerJob {
 	return {

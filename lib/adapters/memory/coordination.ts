@@ -26,7 +26,7 @@ import type {
 	StateChange,
 	WorkerRegistration,
 } from "../../core/coordination";
-import { ConnectionStates, deliver, Leadership, silentLogger, type CoordinationLogger } from "../coordination-support";
+import { CandidacyBase, ConnectionStates, deliver, silentLogger, type CoordinationLogger } from "../coordination-support";
 
 interface WorkerNode {
 	owner: MemoryCoordination;
@@ -175,26 +175,18 @@ export class MemoryCoordinationHub {
 	}
 }
 
-class MemoryCandidacy implements Candidacy {
+class MemoryCandidacy extends CandidacyBase {
 	node: ElectionNode | null = null;
-	resigned = false;
-	private readonly leadership: Leadership;
 
 	constructor(
 		private readonly session: MemoryCoordination,
-		readonly candidateId: string,
+		candidateId: string,
 		handlers: LeadershipHandlers,
 	) {
-		this.leadership = new Leadership(handlers, session.log);
+		super(candidateId, handlers, session.log);
 	}
 
-	isLeader(): boolean {
-		return this.leadership.isLeader();
-	}
-
-	async resign(): Promise<void> {
-		if (this.resigned) return;
-		this.resigned = true;
+	protected async leave(): Promise<void> {
 		this.session._forgetCandidacy(this);
 		const node = this.node;
 		this.node = null;
@@ -205,7 +197,6 @@ class MemoryCandidacy implements Candidacy {
 			if (i >= 0) hub.election.splice(i, 1);
 			hub.reconcileElection();
 		}
-		await this.leadership.settled();
 	}
 
 	/** @internal Enter (or re-enter) the election with a new sequential node. */

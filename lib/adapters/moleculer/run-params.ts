@@ -1,6 +1,6 @@
 /**
  * The params (fastest-validator schemas) of the jobs service's run actions, as the worker calls
- * them: jobs.startRuns (RunStart), jobs.recordRun (RunRecord; both in lib/adapters/sql/run-ledger.ts)
+ * them: jobs.startRuns (RunStart), jobs.recordRun (RunRecord; both in lib/core/types.ts)
  * and jobs.finishRuns (RunResult, lib/core/types.ts).
  */
 const TRIGGER = { type: "enum", values: ["schedule", "manual", "retry", "catchup"] };

@@ -34,6 +34,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import type { Readable } from "node:stream";
 import { type Clock, type TimerHandle } from "../../core/clock";
+import { failedBeforeStart, type ProcessResult } from "../../engine/worker/ports";
 import { systemClock } from "../system/clock";
 
 export interface ResolvedUser {
@@ -65,22 +66,10 @@ export interface ExecSpec {
 	releaseAt?: number | null;
 }
 
-export type ExecStatus = "succeeded" | "failed" | "timed_out";
+export type ExecStatus = ProcessResult["status"];
 
-export interface ExecResult {
-	status: ExecStatus;
-	exitCode: number | null;
-	/** The signal that ended the main process, e.g. "SIGTERM". */
-	signal: string | null;
-	output: string;
-	/** When the process started (the 'spawn' event); when it never started, the time of the attempt. */
-	startedAt: number;
-	finishedAt: number;
-	/** Why the run failed other than by its exit code: start failure, timeout, cancellation. */
-	error: string | null;
-	/** Prefired runs only: whether the job's code was released (false: it never ran). */
-	released?: boolean;
-}
+/** What runProcess answers: the worker engine's ProcessResult. */
+export type ExecResult = ProcessResult;
 
 export const DEFAULT_KILL_GRACE_MS = 5000;
 export const DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024;
@@ -352,19 +341,7 @@ async function groupHasLiveMembers(pgid: number): Promise<boolean> {
  * (which is also the process group id) when the process has started; not at all if it never did.
  */
 export async function runProcess(spec: ExecSpec, onStart?: (startedAt: number, pid: number) => void, clock: Clock = systemClock()): Promise<ExecResult> {
-	const notStarted = (error: string): ExecResult => {
-		const t = clock.now();
-		return {
-			status: "failed",
-			exitCode: null,
-			signal: null,
-			output: "",
-			startedAt: t,
-			finishedAt: t,
-			error,
-			...(spec.releaseAt != null ? { released: false } : {}),
-		};
-	};
+	const notStarted = (error: string): ExecResult => failedBeforeStart(clock.now(), error, spec.releaseAt != null ? false : undefined);
 	if (spec.signal?.aborted) return notStarted(`${abortReasonText(spec.signal)} (before start)`);
 
 	const created: { dir: string | null } = { dir: null };

@@ -11,6 +11,7 @@ import { fork, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Clock } from "../../core/clock";
+import { failedBeforeStart } from "../../engine/worker/ports";
 import { systemClock } from "../system/clock";
 import type { ExecResult, ExecSpec } from "./executor";
 
@@ -76,16 +77,7 @@ export class RunnerPool {
 			for (const [id, p] of this.pending) {
 				if (p.runner !== runner) continue;
 				this.pending.delete(id);
-				const t = this.clock.now();
-				p.resolve({
-					status: "failed",
-					exitCode: null,
-					signal: null,
-					output: "",
-					startedAt: p.startedAt,
-					finishedAt: t,
-					error: `the runner process exited (${signal ?? code}) during the run`,
-				});
+				p.resolve({ ...failedBeforeStart(p.startedAt, `the runner process exited (${signal ?? code}) during the run`), finishedAt: this.clock.now() });
 			}
 			if (!this.closed) {
 				this.log(`runner ${child.pid} exited (${signal ?? code}); starting another`);
@@ -103,16 +95,7 @@ export class RunnerPool {
 		const plain = rest.releaseAt == null ? rest : { ...rest, releaseAt: rest.releaseAt + this.shift() };
 		const live = this.runners.filter((r) => r.alive && r.child.connected);
 		const now = this.clock.now();
-		if (this.closed || live.length === 0)
-			return Promise.resolve({
-				status: "failed",
-				exitCode: null,
-				signal: null,
-				output: "",
-				startedAt: now,
-				finishedAt: now,
-				error: "no runner process is available",
-			});
+		if (this.closed || live.length === 0) return Promise.resolve(failedBeforeStart(now, "no runner process is available"));
 		const runner = live.reduce((a, b) => (b.inflight < a.inflight ? b : a));
 		const id = ++this.seq;
 		return new Promise<ExecResult>((resolve) => {

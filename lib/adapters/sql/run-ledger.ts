@@ -8,38 +8,10 @@ import { randomUUID } from "node:crypto";
 import { Op, QueryTypes, col, fn, type Sequelize } from "sequelize";
 import type { Clock } from "../../core/clock";
 import { jobStatusAfterRun } from "../../core/policies";
-import type { RunResult, RunStatus, RunTrigger } from "../../core/types";
+import type { InflightRun, RunRecord, RunResult, RunStart } from "../../core/types";
 import { iso, type JobRow, type RunRow } from "../../core/views";
 import { isUniqueViolation } from "./db";
 import type { JobsModels } from "./models";
-
-export interface RunStart {
-	jobId: string;
-	scheduledAt: number;
-	attempt: number;
-	trigger: RunTrigger;
-	node: string;
-}
-
-/** A fire that did not run: skipped by the concurrency policy, missed by the misfire policy. */
-export interface RunRecord {
-	jobId: string;
-	scheduledAt: number;
-	trigger: RunTrigger;
-	status: RunStatus;
-	node: string;
-	error?: string;
-}
-
-/** A run still marked running. */
-export interface InflightRun {
-	id: string;
-	jobId: string;
-	scheduledAt: number;
-	attempt: number;
-	trigger: RunTrigger;
-	node: string | null;
-}
 
 /** Job ids per IN (...) list. */
 const CHUNK = 1000;

@@ -11,7 +11,7 @@ import * as zookeeper from "node-zookeeper-client";
 import type { Client } from "node-zookeeper-client";
 import type { Candidacy, LeadershipHandlers } from "../../core/coordination";
 import { bySequence, parseElectionName } from "../../core/zkpaths";
-import { Leadership } from "../coordination-support";
+import { CandidacyBase } from "../coordination-support";
 import { basename, fail, guid, isCode, zkCode } from "./requests";
 import type { SessionParticipant, ZkSession } from "./session";
 
@@ -98,33 +98,25 @@ export class Election implements SessionParticipant {
 	}
 }
 
-class ZkCandidacy implements Candidacy {
+class ZkCandidacy extends CandidacyBase {
 	private readonly guid = guid();
 	private nodePath: string | null = null;
 	private gen = -1;
-	private resigned = false;
 	private checking = false;
 	private again = false;
-	private readonly leadership: Leadership;
 	/** Stable function so the client deduplicates the watch. */
 	private readonly onPredecessor = () => this.schedule();
 
 	constructor(
 		private readonly election: Election,
 		private readonly session: ZkSession,
-		readonly candidateId: string,
+		candidateId: string,
 		handlers: LeadershipHandlers,
 	) {
-		this.leadership = new Leadership(handlers, session.log);
+		super(candidateId, handlers, session.log);
 	}
 
-	isLeader(): boolean {
-		return this.leadership.isLeader();
-	}
-
-	async resign(): Promise<void> {
-		if (this.resigned) return;
-		this.resigned = true;
+	protected async leave(): Promise<void> {
 		this.election.forget(this);
 		this.setLeader(false);
 		const path = this.nodePath;
@@ -137,7 +129,6 @@ class ZkCandidacy implements Candidacy {
 				this.session.log.warn(`could not delete election node ${path} (it goes with the session)`, err);
 			}
 		}
-		await this.leadership.settled();
 	}
 
 	/** @internal Create our election node in the (new) session. */

@@ -17,7 +17,7 @@ import type { Run, RunTrigger } from "../../core/types";
 import type { WorkerJob } from "../../core/views";
 import type { Limiter } from "../limiter";
 import { Fire, HeldJobChanged, type FireObserver } from "./fire";
-import type { Logger, ProcessResult, ProcessRunner, WorkerMetrics } from "./ports";
+import { failedBeforeStart, type Logger, type ProcessResult, type ProcessRunner, type WorkerMetrics } from "./ports";
 import type { RunRecorder } from "./recorder";
 import type { Recovery } from "./recovery";
 import type { FireStages, StageTimes } from "./stages";
@@ -199,24 +199,13 @@ export class Dispatcher {
 			prepared = await this.deps.runner.prepare(fire.job, run, fire.attempt, { signal: fire.controller.signal, releaseAt });
 		} catch (err) {
 			slot?.();
-			const t = clock.now();
-			return { status: "failed", exitCode: null, signal: null, output: "", startedAt: t, finishedAt: t, error: (err as Error).message };
+			return failedBeforeStart(clock.now(), (err as Error).message);
 		}
 		const free = slot ?? (await this.deps.slots.acquire());
 		try {
 			if (this.deps.state.stopping && !fire.controller.signal.aborted) {
 				// Queued behind a backlog when the worker stops: it never started (see runToEnd).
-				const t = clock.now();
-				return {
-					status: "failed",
-					exitCode: null,
-					signal: null,
-					output: "",
-					startedAt: t,
-					finishedAt: t,
-					error: "the worker stopped before the run started",
-					released: false,
-				};
+				return failedBeforeStart(clock.now(), "the worker stopped before the run started", false);
 			}
 			const result = await prepared.start();
 			// cronjob_fire_lag_seconds: start minus scheduled instant (first attempts of processes that

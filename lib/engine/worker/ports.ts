@@ -3,7 +3,7 @@
  * (services/worker.service.ts) passes the real ones (the broker, the process adapter, a file); the
  * engine's tests pass fakes that record their calls.
  */
-import type { Run, RunResult, RunStatus, RunTrigger } from "../../core/types";
+import type { InflightRun, Run, RunRecord, RunResult, RunStart, RunStatus } from "../../core/types";
 import type { WorkerJob } from "../../core/views";
 
 export interface Logger {
@@ -13,37 +13,16 @@ export interface Logger {
 	error(...args: unknown[]): void;
 }
 
-/** The start of a run, as the run ledger records it (unique key: job, scheduledAt, attempt). */
-export interface StartRequest {
-	jobId: string;
-	scheduledAt: number;
-	attempt: number;
-	trigger: RunTrigger;
-	node: string;
-}
+/** The start of a run, as the run ledger records it. */
+export type StartRequest = RunStart;
 
 /** The end of a run, as the run ledger records it. */
 export type FinishRequest = RunResult & { willRetry: boolean };
 
 /** A fire that did not run (skipped by the concurrency policy, missed by the misfire policy). */
-export interface NotRunRequest {
-	jobId: string;
-	scheduledAt: number;
-	trigger: RunTrigger;
-	status: Extract<RunStatus, "skipped" | "missed">;
-	node: string;
-	error?: string;
-}
+export type NotRunRequest = RunRecord;
 
-/** A run the ledger still has as running. */
-export interface InflightRun {
-	id: string;
-	jobId: string;
-	scheduledAt: number;
-	attempt: number;
-	trigger: RunTrigger;
-	node: string | null;
-}
+export type { InflightRun };
 
 /**
  * The jobs service, typed (each method is one action of services/jobs.service.ts). Every method
@@ -65,17 +44,25 @@ export interface JobsClient {
 	dbTime(): Promise<number>;
 }
 
-/** How a run's process ended (lib/adapters/process/executor.ts ExecResult has this shape). */
+/** How a run's process ended (the process adapter, lib/adapters/process/executor.ts, answers it). */
 export interface ProcessResult {
 	status: "succeeded" | "failed" | "timed_out";
 	exitCode: number | null;
+	/** The signal that ended the main process, e.g. "SIGTERM". */
 	signal: string | null;
 	output: string;
+	/** When the job's code started (a held process: its release); when it never started, the time of the attempt. */
 	startedAt: number;
 	finishedAt: number;
+	/** Why the run failed other than by its exit code: start failure, timeout, cancellation. */
 	error: string | null;
 	/** Prefired runs only: whether the job's code was released (false: it never ran). */
 	released?: boolean;
+}
+
+/** The result of a run whose process never started (at `at`, for `error`). */
+export function failedBeforeStart(at: number, error: string, released?: false): ProcessResult {
+	return { status: "failed", exitCode: null, signal: null, output: "", startedAt: at, finishedAt: at, error, ...(released === false ? { released } : {}) };
 }
 
 /** A run's process, prepared (user resolved, executable fetched) but not started. */
