@@ -4,6 +4,7 @@
  */
 import * as os from "node:os";
 import * as path from "node:path";
+import { ConfigError } from "./core/errors";
 
 export const ALL_SERVICES = ["api", "users", "jobs", "manager", "worker"] as const;
 export type ServiceName = (typeof ALL_SERVICES)[number];
@@ -60,7 +61,7 @@ function int(env: NodeJS.ProcessEnv, name: string, def: number): number {
 	const raw = env[name];
 	if (raw === undefined || raw === "") return def;
 	const n = Number(raw);
-	if (!Number.isFinite(n)) throw new Error(`${name} must be a number, got ${JSON.stringify(raw)}`);
+	if (!Number.isFinite(n)) throw new ConfigError(name, `${name} must be a number, got ${JSON.stringify(raw)}`);
 	return n;
 }
 
@@ -78,7 +79,8 @@ export function parseServices(raw: string | null): ServiceName[] {
 		.filter(Boolean);
 	const out = new Set<ServiceName>();
 	for (const n of names) {
-		if (!(ALL_SERVICES as readonly string[]).includes(n)) throw new Error(`SERVICES: unknown service ${JSON.stringify(n)} (known: ${ALL_SERVICES.join(", ")})`);
+		if (!(ALL_SERVICES as readonly string[]).includes(n))
+			throw new ConfigError("SERVICES", `SERVICES: unknown service ${JSON.stringify(n)} (known: ${ALL_SERVICES.join(", ")})`);
 		out.add(n as ServiceName);
 		if (n === "jobs") out.add("users");
 	}

@@ -17,6 +17,7 @@
  * ZooKeeper refuses) have their dots encoded. The parse functions (node names, ids) return null on
  * names that are not ours or not canonically encoded.
  */
+import { ConfigError } from "./errors";
 
 export const DEFAULT_ROOT = "/cronjob";
 
@@ -50,14 +51,14 @@ export function decodeId(segment: string): string | null {
 
 /** Validate and normalise a root path: absolute, no trailing slash, no empty/./.. segments. */
 export function normalizeRoot(root: string = DEFAULT_ROOT): string {
-	if (typeof root !== "string" || !root.startsWith("/")) throw new Error(`invalid coordination root "${root}": must start with /`);
+	if (typeof root !== "string" || !root.startsWith("/")) throw new ConfigError("ZOOKEEPER_ROOT", `invalid coordination root "${root}": must start with /`);
 	const trimmed = root.length > 1 && root.endsWith("/") ? root.slice(0, -1) : root;
-	if (trimmed === "/") throw new Error("coordination root must not be /");
+	if (trimmed === "/") throw new ConfigError("ZOOKEEPER_ROOT", "coordination root must not be /");
 	const segments = trimmed.slice(1).split("/");
 	for (const s of segments) {
 		// eslint-disable-next-line no-control-regex -- ZooKeeper refuses control characters in node names: matching them is the point.
 		if (s === "" || s === "." || s === ".." || (s === "zookeeper" && segments.length === 1) || /[\u0000-\u001f\u007f]/.test(s)) {
-			throw new Error(`invalid coordination root "${root}"`);
+			throw new ConfigError("ZOOKEEPER_ROOT", `invalid coordination root "${root}"`);
 		}
 	}
 	return trimmed;

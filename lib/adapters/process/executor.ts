@@ -36,6 +36,7 @@ import type { Readable } from "node:stream";
 import { type Clock, type TimerHandle } from "../../core/clock";
 import { failedBeforeStart, type ProcessResult } from "../../engine/worker/ports";
 import { systemClock } from "../system/clock";
+import { RunSetupError } from "../../core/errors";
 
 export interface ResolvedUser {
 	name: string;
@@ -88,14 +89,14 @@ const DRAIN_EXTRA_MS = 1000;
 /** Looks a user up with `getent passwd NAME` (no shell). Rejects invalid names before running anything. */
 export function resolveUser(name: string): Promise<ResolvedUser> {
 	if (typeof name !== "string" || !USER_NAME_PATTERN.test(name)) {
-		return Promise.reject(new Error(`invalid user name ${JSON.stringify(name)}: must match ${USER_NAME_PATTERN}`));
+		return Promise.reject(new RunSetupError(`invalid user name ${JSON.stringify(name)}: must match ${USER_NAME_PATTERN}`));
 	}
 	return new Promise((resolve, reject) => {
 		execFile("getent", ["passwd", name], { timeout: 10_000, encoding: "utf8" }, (err, stdout) => {
 			if (err) {
 				// getent exits 2 when the key is not in the database.
-				if ((err as { code?: unknown }).code === 2) reject(new Error(`unknown user "${name}"`));
-				else reject(new Error(`cannot look up user "${name}": ${err.message}`));
+				if ((err as { code?: unknown }).code === 2) reject(new RunSetupError(`unknown user "${name}"`));
+				else reject(new RunSetupError(`cannot look up user "${name}": ${err.message}`));
 				return;
 			}
 			const line = stdout.split("\n").find((l) => l.startsWith(`${name}:`));
@@ -103,7 +104,7 @@ export function resolveUser(name: string): Promise<ResolvedUser> {
 			const uid = Number(f?.[2]);
 			const gid = Number(f?.[3]);
 			if (!f || f.length < 7 || !Number.isInteger(uid) || !Number.isInteger(gid) || f[2] === "" || f[3] === "") {
-				reject(new Error(`unknown user "${name}": unexpected getent output`));
+				reject(new RunSetupError(`unknown user "${name}": unexpected getent output`));
 				return;
 			}
 			resolve({ name: f[0], uid, gid, home: f[5] || "/" });
@@ -125,7 +126,7 @@ export function effectiveRunUser(opts: {
 }): string | null {
 	if (opts.processIsRoot) return opts.runAs ?? opts.defaultUser;
 	if (opts.runAs === null || opts.runAs === opts.currentUser) return null;
-	throw new Error(`the job must run as "${opts.runAs}" but this worker runs as "${opts.currentUser}" without root privileges and cannot switch users`);
+	throw new RunSetupError(`the job must run as "${opts.runAs}" but this worker runs as "${opts.currentUser}" without root privileges and cannot switch users`);
 }
 
 /* ------------------------------------------------------------------------------------------ */

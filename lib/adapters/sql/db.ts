@@ -8,6 +8,7 @@ import * as path from "node:path";
 import SqlAdapter from "moleculer-db-adapter-sequelize";
 import { Sequelize, type Model, type ModelStatic, type Options } from "sequelize";
 import type { Config } from "../../config";
+import { ConfigError } from "../../core/errors";
 
 interface SqliteConnection {
 	configure(option: "busyTimeout", value: number): void;
@@ -18,7 +19,7 @@ export function createSequelize(config: Config, owner: string, logger?: (msg: st
 	const common: Options = { logging: false, benchmark: false };
 	if (config.databaseUrl) {
 		const url = config.databaseUrl;
-		if (!/^(mysql|mariadb):\/\//.test(url)) throw new Error("DATABASE_URL must be mysql://user:pass@host:port/db");
+		if (!/^(mysql|mariadb):\/\//.test(url)) throw new ConfigError("DATABASE_URL", "DATABASE_URL must be mysql://user:pass@host:port/db");
 		return new Sequelize(url.replace(/^mariadb:/, "mysql:"), {
 			...common,
 			dialect: "mysql",

@@ -32,6 +32,7 @@ import { Claims } from "./claim";
 import { fail } from "./requests";
 import { WorkerRegistrations, ZkSession } from "./session";
 import { readWorkers, Watches } from "./watches";
+import { ConfigError } from "../../core/errors";
 
 const { Event } = zookeeper;
 
@@ -66,7 +67,7 @@ export class ZookeeperCoordination implements Coordination {
 
 	constructor(opts: ZookeeperCoordinationOptions) {
 		if (!opts || typeof opts.connectionString !== "string" || opts.connectionString.length === 0) {
-			throw new Error("ZookeeperCoordination needs a connectionString (host:port[,host:port][/chroot])");
+			throw new ConfigError("ZOOKEEPER", "ZookeeperCoordination needs a connectionString (host:port[,host:port][/chroot])");
 		}
 		this.paths = new ZkPaths(opts.root);
 		const sessionTimeoutMs = opts.sessionTimeoutMs ?? 2000;

@@ -168,7 +168,7 @@ export class ZkSession {
 		await new Promise<void>((resolve, reject) => {
 			const timer = setTimeout(() => {
 				client.removeListener("state", onState);
-				reject(new Error(`no ZooKeeper session within ${timeoutMs} ms (${this.connectionString})`));
+				reject(unavailable("coordination", `no ZooKeeper session within ${timeoutMs} ms (${this.connectionString})`));
 			}, timeoutMs);
 			const onState = (s: zookeeper.State) => {
 				if (s === State.SYNC_CONNECTED) {
@@ -357,6 +357,6 @@ export class WorkerRegistrations implements SessionParticipant {
 				if (!isCode(err, Exception.NO_NODE)) throw err;
 			}
 		}
-		throw new Error(`could not register worker ${info.id}`);
+		throw unavailable("coordination", `could not register worker ${info.id}`);
 	}
 }
