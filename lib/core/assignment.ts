@@ -116,26 +116,6 @@ export function planAssignment(current: Map<string, string[]>, jobIds: string[],
 	return moves;
 }
 
-/** Apply moves to an assignment map (a copy), e.g. to check a plan. Empty workers are dropped. */
-export function applyMovesToMap(current: Map<string, string[]>, moves: AssignmentMove[]): Map<string, string[]> {
-	const sets = new Map<string, Set<string>>();
-	for (const [w, jobs] of current) sets.set(w, new Set(jobs));
-	for (const m of moves) {
-		if (m.from !== null) sets.get(m.from)?.delete(m.jobId);
-		if (m.to !== null) {
-			let s = sets.get(m.to);
-			if (!s) sets.set(m.to, (s = new Set()));
-			s.add(m.jobId);
-		}
-	}
-	const out = new Map<string, string[]>();
-	for (const w of [...sets.keys()].sort(cmp)) {
-		const jobs = [...sets.get(w)!].sort(cmp);
-		if (jobs.length > 0) out.set(w, jobs);
-	}
-	return out;
-}
-
 /**
  * Orders a plan's writes for the workers' sake: what a live worker must start running goes first,
  * the tidying of dead workers' records after. A move off a dead worker becomes a plain assignment

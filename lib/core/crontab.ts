@@ -24,16 +24,8 @@ export class Crontab {
 		return this.live.size;
 	}
 
-	has(jobId: string): boolean {
-		return this.live.has(jobId);
-	}
-
 	nextAt(jobId: string): number | null {
 		return this.live.get(jobId)?.at ?? null;
-	}
-
-	jobIds(): string[] {
-		return [...this.live.keys()];
 	}
 
 	/** Set (or replace) the next fire time of a job, to be handed over `leadMs` ahead of it. */

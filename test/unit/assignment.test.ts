@@ -1,4 +1,5 @@
-import { applyMovesToMap, planAssignment, splitForFailover, workersAfter } from "../../lib/core/assignment";
+import { planAssignment, splitForFailover, workersAfter } from "../../lib/core/assignment";
+import { applyMovesToMap } from "../support/assignment";
 
 type Assign = Record<string, string[]>;
 
