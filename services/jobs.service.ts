@@ -273,7 +273,11 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				params: { moves: { type: "array", items: { type: "object", props: { jobId: "string", to: { type: "string", nullable: true } } } } },
 				async handler(this: JobsThis, ctx: Ctx<{ moves: { jobId: string; to: string | null }[] }>) {
 					const byWorker = new Map<string | null, string[]>();
-					for (const m of ctx.params.moves) byWorker.set(m.to, [...(byWorker.get(m.to) ?? []), m.jobId]);
+					for (const m of ctx.params.moves) {
+						const ids = byWorker.get(m.to);
+						if (ids) ids.push(m.jobId);
+						else byWorker.set(m.to, [m.jobId]);
+					}
 					for (const [worker, ids] of byWorker) {
 						for (let i = 0; i < ids.length; i += CHUNK) {
 							await this.guard(() => this.table.update(ids.slice(i, i + CHUNK), { worker }));

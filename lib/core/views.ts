@@ -77,24 +77,39 @@ const DERIVED_WORKER: { [K in Extract<DerivedField, WorkerField>]: (row: JobRow)
 	deleted: (row) => row.deletedAt !== null,
 };
 
-/** A stored field's value as a view answers it (by the field's encoding). */
-function read(name: FieldName, row: JobRow, view: "api" | "worker"): unknown {
+/** How a view reads a stored field from the row (by the field's encoding). */
+function reader(name: FieldName, view: "api" | "worker"): (row: JobRow) => unknown {
 	const spec = fieldSpec(name);
-	const raw = (row as Record<string, unknown>)[name];
+	const get = (row: JobRow) => (row as Record<string, unknown>)[name];
 	switch (spec.encoding) {
 		case "flag":
-			return !!raw;
+			return (row) => !!get(row);
 		case "number":
-			return raw === null ? null : Number(raw);
-		case "json":
-			return parseJson(raw as string | null, spec.fallback?.() ?? null);
+			return (row) => (get(row) === null ? null : Number(get(row)));
+		case "json": {
+			const fallback = spec.fallback;
+			return (row) => parseJson(get(row) as string | null, fallback?.() ?? null);
+		}
 		case "time":
-			if (view === "api") return iso(raw as number | null);
-			return raw === null ? null : Number(raw);
+			if (view === "api") return (row) => iso(get(row) as number | null);
+			return (row) => (get(row) === null ? null : Number(get(row)));
 		default:
-			return raw;
+			return get;
 	}
 }
+
+/**
+ * Each view's fields with how to compute them, worked out once from the schema (a worker loads tens
+ * of thousands of jobs at a time: the schema is not walked per row).
+ */
+const API_READERS: [string, (row: JobRow, now: number) => unknown][] = API_FIELDS.map((k) => [
+	k,
+	k in DERIVED_API ? DERIVED_API[k as keyof typeof DERIVED_API] : reader(k, "api"),
+]);
+const WORKER_READERS: [string, (row: JobRow) => unknown][] = WORKER_FIELDS.map((k) => [
+	k,
+	k in DERIVED_WORKER ? DERIVED_WORKER[k as keyof typeof DERIVED_WORKER] : reader(k, "worker"),
+]);
 
 /** A settable field's value as its column holds it. */
 function write(name: SettableField, value: unknown): unknown {
@@ -103,13 +118,13 @@ function write(name: SettableField, value: unknown): unknown {
 
 export function jobView(row: JobRow, now: number): Job {
 	const out: Record<string, unknown> = {};
-	for (const k of API_FIELDS) out[k] = k in DERIVED_API ? DERIVED_API[k as keyof typeof DERIVED_API](row, now) : read(k, row, "api");
+	for (const [k, value] of API_READERS) out[k] = value(row, now);
 	return out as Job;
 }
 
 export function workerJobView(row: JobRow): WorkerJob {
 	const out: Record<string, unknown> = {};
-	for (const k of WORKER_FIELDS) out[k] = k in DERIVED_WORKER ? DERIVED_WORKER[k as keyof typeof DERIVED_WORKER](row) : read(k, row, "worker");
+	for (const [k, value] of WORKER_READERS) out[k] = value(row);
 	return out as WorkerJob;
 }
 
