@@ -17,6 +17,8 @@ export interface WorkerRegistration {
 	capacity: number;
 	/** This worker's clock minus the database server's clock, in ms (null until measured). */
 	clockOffsetMs: number | null;
+	/** The offset's error bound in ms: half the round trip of the sample it came from (null until measured). */
+	clockErrorMs: number | null;
 }
 
 export interface Candidacy {

@@ -173,3 +173,40 @@ export function heldFireAfterReload(
 	if (!fresh || !fresh.schedulable || !fresh.firesAt) return "cancel";
 	return fresh.updatedAt === held.updatedAt ? "keep" : "rebuild";
 }
+
+/** One exchange with the database server's clock: our clock before and after, its clock between. */
+export interface ClockSample {
+	sentAt: number;
+	serverTime: number;
+	receivedAt: number;
+}
+
+export interface ClockOffset {
+	/** Our clock minus the server's, ms. */
+	offsetMs: number;
+	/** How far the true offset can be from offsetMs: half the round trip of the sample it came from. */
+	errorMs: number;
+}
+
+/**
+ * The clock offset from several samples, as NTP takes it: the sample with the smallest round trip
+ * (the least delayed by load), its offset with half the round trip compensated (the server read its
+ * clock somewhere within the round trip; the middle is the best guess), and half that round trip as
+ * the error bound. Null without samples.
+ */
+export function clockOffsetFrom(samples: readonly ClockSample[]): ClockOffset | null {
+	let best: ClockSample | null = null;
+	for (const s of samples) if (!best || s.receivedAt - s.sentAt < best.receivedAt - best.sentAt) best = s;
+	if (!best) return null;
+	const rtt = Math.max(0, best.receivedAt - best.sentAt);
+	return { offsetMs: Math.round((best.sentAt + best.receivedAt) / 2 - best.serverTime), errorMs: Math.ceil(rtt / 2) };
+}
+
+/**
+ * Whether a worker's clock is out of bounds: only when even the most favourable reading of the
+ * measurement (the offset minus its error bound) exceeds the bound, so that a slow round trip on a
+ * loaded machine never excludes a healthy worker. An unknown offset is taken for fine.
+ */
+export function clockSkewed(offsetMs: number | null, errorMs: number | null, boundMs: number): boolean {
+	return offsetMs !== null && Math.abs(offsetMs) - (errorMs ?? 0) > boundMs;
+}

@@ -23,7 +23,7 @@ interface Harness {
 }
 
 function worker(id: string, extra: Partial<WorkerRegistration> = {}): WorkerRegistration {
-	return { id, host: "localhost", pid: process.pid, startedAt: new Date(0).toISOString(), capacity: 4, clockOffsetMs: null, ...extra };
+	return { id, host: "localhost", pid: process.pid, startedAt: new Date(0).toISOString(), capacity: 4, clockOffsetMs: null, clockErrorMs: null, ...extra };
 }
 
 const removeRoot = (root: string) => removeZkTree(ZK, root);

@@ -174,9 +174,12 @@ export class FakeJobs implements JobsClient {
 		return true;
 	}
 
+	/** How dbTime answers: by default at once, with the fake clock's time. */
+	dbTimeAnswer: (() => Promise<number>) | null = null;
+
 	async dbTime(): Promise<number> {
 		this.enter("dbTime", null);
-		return this.clock.now();
+		return this.dbTimeAnswer ? this.dbTimeAnswer() : this.clock.now();
 	}
 }
 

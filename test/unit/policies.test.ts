@@ -1,4 +1,6 @@
 import {
+	clockOffsetFrom,
+	clockSkewed,
 	heldFireAfterReload,
 	jobStatusAfterRun,
 	misfireDecision,
@@ -215,5 +217,39 @@ describe("heldFireAfterReload", () => {
 	];
 	it.each(cases)("%s -> %s", (_name, fresh, expected) => {
 		expect(heldFireAfterReload(held, fresh)).toBe(expected);
+	});
+});
+
+describe("clockOffsetFrom (NTP's choice of sample)", () => {
+	test.each<[string, { sentAt: number; serverTime: number; receivedAt: number }[], { offsetMs: number; errorMs: number } | null]>([
+		["no sample", [], null],
+		["one sample: the middle of the round trip, half of it the error", [{ sentAt: 1000, serverTime: 1040, receivedAt: 1100 }], { offsetMs: 10, errorMs: 50 }],
+		[
+			"the smallest round trip wins",
+			[
+				{ sentAt: 0, serverTime: 900, receivedAt: 2000 },
+				{ sentAt: 5000, serverTime: 5010, receivedAt: 5020 },
+				{ sentAt: 9000, serverTime: 9000, receivedAt: 9500 },
+			],
+			{ offsetMs: 0, errorMs: 10 },
+		],
+		["a clock 5 s ahead of the server", [{ sentAt: 10_000, serverTime: 5005, receivedAt: 10_010 }], { offsetMs: 5000, errorMs: 5 }],
+	])("%s", (_name, samples, expected) => {
+		expect(clockOffsetFrom(samples)).toEqual(expected);
+	});
+});
+
+describe("clockSkewed (excluded only when surely off)", () => {
+	test.each<[number | null, number | null, boolean]>([
+		[null, null, false],
+		[999, 0, false],
+		[1001, 0, true],
+		[-1001, 0, true],
+		[1500, 500, false],
+		[1500, 499, true],
+		[-1500, 600, false],
+		[2000, null, true],
+	])("offset %p ± %p (bound 1000) -> %p", (offset, error, skewed) => {
+		expect(clockSkewed(offset, error, 1000)).toBe(skewed);
 	});
 });

@@ -19,6 +19,7 @@ const registration = (id: string): WorkerRegistration => ({
 	startedAt: new Date(0).toISOString(),
 	capacity: 1,
 	clockOffsetMs: null,
+	clockErrorMs: null,
 });
 
 describe("ZookeeperMixin", () => {

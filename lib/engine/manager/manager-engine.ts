@@ -14,6 +14,7 @@
 import { planAssignment, splitForFailover, workersAfter } from "../../core/assignment";
 import type { Clock, TimerHandle } from "../../core/clock";
 import type { AssignmentMove, Candidacy, ConnectionState, Coordination, WorkerRegistration } from "../../core/coordination";
+import { clockSkewed } from "../../core/policies";
 import type { JobsClient, Logger, ManagerEngineDeps, ManagerMetrics, ManagerTuning, WorkerOfJob } from "./ports";
 
 /** Job ids per jobs.schedulable call (10,000 ids of 36 characters: about 400 KB of JSON). */
@@ -147,7 +148,7 @@ export class ManagerEngine {
 
 	/** The ids of the workers whose clock is off the database's by more than the bound. */
 	skewed(workers: WorkerRegistration[]): string[] {
-		return workers.filter((w) => w.clockOffsetMs !== null && Math.abs(w.clockOffsetMs) > this.clockSkewBoundMs).map((w) => w.id);
+		return workers.filter((w) => clockSkewed(w.clockOffsetMs, w.clockErrorMs, this.clockSkewBoundMs)).map((w) => w.id);
 	}
 
 	/** The live workers with their job counts and clock verdicts, by id. */
@@ -323,7 +324,7 @@ export class ManagerEngine {
 		if (skewKey === this.lastSkewed) return;
 		this.lastSkewed = skewKey;
 		if (excluded.length > 0) {
-			const offsets = workers.filter((w) => excluded.includes(w.id)).map((w) => `${w.id} (${w.clockOffsetMs} ms)`);
+			const offsets = workers.filter((w) => excluded.includes(w.id)).map((w) => `${w.id} (${w.clockOffsetMs} ms) ±${w.clockErrorMs ?? "?"} ms`);
 			this.logger.error(`Worker clock(s) off the database's by more than ${this.clockSkewBoundMs} ms get no jobs: ${offsets.join(", ")}`);
 		} else this.logger.info("Every worker clock is within the bound again");
 	}

@@ -37,7 +37,7 @@ export interface WorkerEngineOptions {
 	/** How long stop() lets running processes finish before it writes what is pending. */
 	stopGraceMs: number;
 	/** What the registration says of this worker besides its id and clock offset. */
-	registration: Omit<WorkerRegistration, "id" | "clockOffsetMs" | "startedAt">;
+	registration: Omit<WorkerRegistration, "id" | "clockOffsetMs" | "clockErrorMs" | "startedAt">;
 }
 
 export interface WorkerEngineDeps {
@@ -120,7 +120,7 @@ export class WorkerEngine {
 		});
 		this.registration = new Registration(
 			{ clock, coordination, jobs, logger, clockSkewBoundMs: opts.clockSkewBoundMs, heartbeatMs: opts.heartbeatMs },
-			{ ...opts.registration, id: opts.nodeId, startedAt: new Date(clock.now()).toISOString(), clockOffsetMs: null },
+			{ ...opts.registration, id: opts.nodeId, startedAt: new Date(clock.now()).toISOString(), clockOffsetMs: null, clockErrorMs: null },
 		);
 	}
 
@@ -226,12 +226,15 @@ export class WorkerEngine {
 		};
 	}
 
-	health(): { coordination: { ok: boolean; state: ConnectionState }; workerClock: { ok: boolean; offsetMs: number | null; boundMs: number } } {
+	health(): {
+		coordination: { ok: boolean; state: ConnectionState };
+		workerClock: { ok: boolean; offsetMs: number | null; errorMs: number | null; boundMs: number };
+	} {
 		const state = this.deps.coordination.state();
-		const offset = this.registration.info.clockOffsetMs;
+		const { clockOffsetMs, clockErrorMs } = this.registration.info;
 		return {
 			coordination: { ok: state === "connected", state },
-			workerClock: { ok: !this.registration.skewed(), offsetMs: offset, boundMs: this.opts.clockSkewBoundMs },
+			workerClock: { ok: !this.registration.skewed(), offsetMs: clockOffsetMs, errorMs: clockErrorMs, boundMs: this.opts.clockSkewBoundMs },
 		};
 	}
 }

@@ -1,11 +1,18 @@
 /**
  * The worker's registration in the coordination service (an ephemeral node: it vanishes with the
  * session) and its clock offset against the database server's clock, measured at registration and
- * on every heartbeat. A worker whose offset exceeds the bound gets no jobs (the manager excludes it).
+ * on every heartbeat as NTP does (several samples, the one with the smallest round trip, half the
+ * round trip compensated and reported as the error bound: lib/core/policies.ts clockOffsetFrom). A
+ * worker whose offset exceeds the bound by more than its error bound gets no jobs (the manager
+ * excludes it).
  */
 import type { Clock, TimerHandle } from "../../core/clock";
 import type { Coordination, WorkerRegistration } from "../../core/coordination";
+import { clockOffsetFrom, clockSkewed, type ClockOffset, type ClockSample } from "../../core/policies";
 import type { JobsClient, Logger } from "./ports";
+
+/** Samples per measurement. */
+export const CLOCK_SAMPLES = 5;
 
 export interface RegistrationDeps {
 	clock: Clock;
@@ -25,25 +32,33 @@ export class Registration {
 		public info: WorkerRegistration,
 	) {}
 
-	/** This worker's clock minus the database's (ms), or null when it cannot be measured now. */
-	async measureClockOffset(): Promise<number | null> {
+	/** This worker's clock minus the database's, with its error bound; null when it cannot be measured now. */
+	async measureClockOffset(): Promise<ClockOffset | null> {
 		const { clock } = this.deps;
-		try {
-			const t0 = clock.now();
-			const db = await this.deps.jobs.dbTime();
-			const t1 = clock.now();
-			return Math.round((t0 + t1) / 2 - db);
-		} catch (err) {
-			this.deps.logger.warn("Cannot measure the clock offset against the database:", (err as Error).message);
-			return null;
+		const samples: ClockSample[] = [];
+		let failure: unknown = null;
+		for (let i = 0; i < CLOCK_SAMPLES; i++) {
+			try {
+				const sentAt = clock.now();
+				const serverTime = await this.deps.jobs.dbTime();
+				samples.push({ sentAt, serverTime, receivedAt: clock.now() });
+			} catch (err) {
+				failure = err;
+				break; // the database is unreachable: no use asking again now
+			}
 		}
+		const offset = clockOffsetFrom(samples);
+		if (!offset) this.deps.logger.warn("Cannot measure the clock offset against the database:", (failure as Error | null)?.message);
+		return offset;
 	}
 
 	async register(): Promise<void> {
-		const offset = await this.measureClockOffset();
-		this.info = { ...this.info, clockOffsetMs: offset };
-		if (this.skewed(offset)) {
-			this.deps.logger.error(`This worker's clock is ${offset} ms off the database's (bound ${this.deps.clockSkewBoundMs} ms): it gets no jobs until fixed`);
+		const measured = await this.measureClockOffset();
+		this.info = { ...this.info, clockOffsetMs: measured?.offsetMs ?? null, clockErrorMs: measured?.errorMs ?? null };
+		if (this.skewed()) {
+			this.deps.logger.error(
+				`This worker's clock is ${this.info.clockOffsetMs} ms off the database's (bound ${this.deps.clockSkewBoundMs} ms): it gets no jobs until fixed (measured within ±${this.info.clockErrorMs} ms)`,
+			);
 		}
 		await this.deps.coordination.registerWorker(this.info);
 	}
@@ -51,12 +66,13 @@ export class Registration {
 	/** Measure again every heartbeatMs; publish a changed offset. */
 	startHeartbeat(): void {
 		const beat = async () => {
-			const offset = await this.measureClockOffset();
+			const measured = await this.measureClockOffset();
 			// Unmeasurable now (database unreachable): keep the last known offset rather than publishing
 			// null, which the manager would take for "fine".
-			if (offset === null || offset === this.info.clockOffsetMs) return;
-			this.info = { ...this.info, clockOffsetMs: offset };
-			if (this.skewed(offset)) this.deps.logger.error(`Clock offset ${offset} ms exceeds the bound of ${this.deps.clockSkewBoundMs} ms`);
+			if (!measured || (measured.offsetMs === this.info.clockOffsetMs && measured.errorMs === this.info.clockErrorMs)) return;
+			this.info = { ...this.info, clockOffsetMs: measured.offsetMs, clockErrorMs: measured.errorMs };
+			if (this.skewed())
+				this.deps.logger.error(`Clock offset ${measured.offsetMs} ms (±${measured.errorMs} ms) exceeds the bound of ${this.deps.clockSkewBoundMs} ms`);
 			await this.deps.coordination.updateWorker(this.info).catch(() => undefined);
 		};
 		const next = () => {
@@ -72,8 +88,8 @@ export class Registration {
 		this.heartbeat = null;
 	}
 
-	/** Whether a measured offset is out of bounds (null: unknown, taken for fine). */
-	skewed(offset = this.info.clockOffsetMs): boolean {
-		return offset !== null && Math.abs(offset) > this.deps.clockSkewBoundMs;
+	/** Whether this worker's clock is out of bounds (clockSkewed: beyond the bound by more than its error). */
+	skewed(): boolean {
+		return clockSkewed(this.info.clockOffsetMs, this.info.clockErrorMs, this.deps.clockSkewBoundMs);
 	}
 }

@@ -79,10 +79,19 @@ class RecordingMetrics implements ManagerMetrics {
 interface WorkerSpec {
 	id: string;
 	clockOffsetMs?: number | null;
+	clockErrorMs?: number | null;
 }
 
 function registration(w: WorkerSpec): WorkerRegistration {
-	return { id: w.id, host: "test", pid: 1, startedAt: "2030-01-01T00:00:00.000Z", capacity: 10, clockOffsetMs: w.clockOffsetMs ?? 0 };
+	return {
+		id: w.id,
+		host: "test",
+		pid: 1,
+		startedAt: "2030-01-01T00:00:00.000Z",
+		capacity: 10,
+		clockOffsetMs: w.clockOffsetMs ?? 0,
+		clockErrorMs: w.clockErrorMs ?? 0,
+	};
 }
 
 interface Rig {
@@ -216,6 +225,20 @@ describe("ManagerEngine: a new leader assigns every job to the live workers", ()
 		expect(r.engine.status()).toMatchObject({ node: "manager-1", leader: true, coordination: "connected" });
 		const view = await r.engine.workers();
 		expect(view.map((w) => [w.id, w.jobs > 0 || jobs === 0, w.clockOk])).toEqual(workers.map((w) => [w.replace("!", ""), !w.endsWith("!"), !w.endsWith("!")]));
+	});
+});
+
+describe("ManagerEngine: a worker is excluded only when its offset minus its error bound exceeds the bound", () => {
+	test.each<[string, number, number, boolean]>([
+		["offset 1500 ms ± 600 ms: maybe within 1000 ms, eligible", 1500, 600, true],
+		["offset 1500 ms ± 400 ms: surely off, excluded", 1500, 400, false],
+		["offset -1500 ms ± 400 ms: surely off the other way, excluded", -1500, 400, false],
+		["offset 900 ms ± 0 ms: within, eligible", 900, 0, true],
+	])("%s", async (_name, clockOffsetMs, clockErrorMs, eligible) => {
+		const ids = jobIds(6);
+		const r = await rig({ jobs: ids, workers: [{ id: "w1" }, { id: "w2", clockOffsetMs, clockErrorMs }] });
+		expect((await r.engine.workers()).find((w) => w.id === "w2")).toMatchObject({ clockOffsetMs, clockErrorMs, clockOk: eligible });
+		expectBalanced(await r.assignment(), ids, eligible ? ["w1", "w2"] : ["w1"]);
 	});
 });
 

@@ -519,6 +519,75 @@ describe("missed fires: every cause through every misfire policy", () => {
 	});
 });
 
+describe("clock offset, measured as NTP does", () => {
+	/**
+	 * The database answers after `rtt` ms of the fake clock, reading its clock `readAt` of the way
+	 * through (0: as the request arrives, 1: just before the answer), `skewMs` behind ours.
+	 */
+	function slowDatabase(h: Harness, exchanges: { rtt: number; readAt: number }[], skewMs = 0) {
+		let k = 0;
+		h.jobs.dbTimeAnswer = async () => {
+			const { rtt, readAt } = exchanges[Math.min(k++, exchanges.length - 1)];
+			const sent = h.clock.now();
+			await new Promise<void>((r) => h.clock.setTimeout(r, rtt));
+			return sent + rtt * readAt - skewMs;
+		};
+	}
+
+	async function registered(h: Harness) {
+		const started = h.engine.start();
+		await h.clock.advance(20_000); // the samples, before the first heartbeat
+		await started;
+		return h.engine.registration.info;
+	}
+
+	test.each<[string, { rtt: number; readAt: number }[], number, { offset: number; error: number; skewed: boolean }]>([
+		[
+			"a healthy worker on a loaded machine (round trips of 2.4-3 s) is not excluded",
+			[3000, 2500, 2600, 2400, 2800].map((rtt) => ({ rtt, readAt: 0 })),
+			0,
+			{ offset: 1200, error: 1200, skewed: false },
+		],
+		[
+			"the sample with the smallest round trip is the one taken",
+			[
+				{ rtt: 900, readAt: 0 },
+				{ rtt: 20, readAt: 0.5 },
+				{ rtt: 700, readAt: 1 },
+			],
+			0,
+			{ offset: 0, error: 10, skewed: false },
+		],
+		[
+			"a worker 5 s off is excluded, whatever the round trips",
+			[200, 40, 300].map((rtt) => ({ rtt, readAt: 0.5 })),
+			5000,
+			{ offset: 5000, error: 20, skewed: true },
+		],
+		["an offset past the bound by less than its error bound is not excluded", [{ rtt: 1000, readAt: 0.5 }], 1400, { offset: 1400, error: 500, skewed: false }],
+	])("%s", async (_name, exchanges, skewMs, expected) => {
+		const h = await harness();
+		slowDatabase(h, exchanges, skewMs);
+		const info = await registered(h);
+		expect({ offset: info.clockOffsetMs, error: info.clockErrorMs, skewed: h.engine.registration.skewed() }).toEqual(expected);
+		expect(h.engine.health().workerClock).toMatchObject({ ok: !expected.skewed, offsetMs: expected.offset, errorMs: expected.error });
+		expect((await h.coordination.listWorkers())[0]).toMatchObject({ clockOffsetMs: expected.offset, clockErrorMs: expected.error });
+	});
+
+	test("the database unreachable: no offset (the manager takes it for fine), and the heartbeat keeps the last one", async () => {
+		const h = await harness();
+		h.jobs.failing.add("dbTime");
+		await h.start();
+		expect(h.engine.registration.info).toMatchObject({ clockOffsetMs: null, clockErrorMs: null });
+		h.jobs.failing.delete("dbTime");
+		await h.clock.advance(60_000); // a heartbeat
+		expect(h.engine.registration.info).toMatchObject({ clockOffsetMs: 0, clockErrorMs: 0 });
+		h.jobs.failing.add("dbTime");
+		await h.clock.advance(60_000);
+		expect(h.engine.registration.info).toMatchObject({ clockOffsetMs: 0, clockErrorMs: 0 });
+	});
+});
+
 describe("the engine's clock", () => {
 	test("no Date.now() and no global timer: every time read and timer goes through the injected clock", async () => {
 		const h = await harness();
