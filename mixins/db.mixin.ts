@@ -4,8 +4,11 @@
  * lib/adapters/sql/db.ts). It gives the host:
  * - `this.adapter.db` (the Sequelize instance) and `this.adapter.model` (opts.model, synced on
  *   connect, safe when several processes start at once);
- * - `guard(fn)` (DbMixinMethods): runs a database call, turning connection errors into
- *   unavailable("database") (503, retryable); with `serializeSqlite`, one call at a time on SQLite;
+ * - `guard(fn)` (DbMixinMethods): runs a database call (one statement or one transaction), turning
+ *   connection errors into unavailable("database") (503, retryable) and running it again when the
+ *   server refused it for a lock conflict (a deadlock or a lock wait timeout: nothing of it was
+ *   written), so that a conflict is never a lost write; with `serializeSqlite`, one call at a time
+ *   on SQLite;
  * - none of moleculer-db's generic CRUD actions: the host publishes its own (ownership,
  *   validation), and the tables are not reachable any other way;
  * - SQLite tuning after connecting (WAL) and a checkpoint when the service stops.
@@ -16,14 +19,30 @@ import type { Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import DbService from "moleculer-db";
 import type { Model, ModelStatic, Sequelize } from "sequelize";
 import type { Config } from "../lib/config";
+import type { Clock } from "../lib/core/clock";
 import { unavailable } from "../lib/core/errors";
 import { Limiter } from "../lib/engine/limiter";
-import { checkpoint, createAdapter, createSequelize, isConnectionError, NO_GENERIC_DB_ACTIONS, syncModel, tuneDatabase } from "../lib/adapters/sql/db";
+import {
+	checkpoint,
+	createAdapter,
+	createSequelize,
+	isConnectionError,
+	isLockConflict,
+	LOCK_CONFLICT_TRIES,
+	lockConflictBackoffMs,
+	NO_GENERIC_DB_ACTIONS,
+	syncModel,
+	tuneDatabase,
+} from "../lib/adapters/sql/db";
 import type { Dialect, ModelDefinition } from "../lib/adapters/sql/models";
 
 /** What the mixin adds to the host's methods. */
 export interface DbMixinMethods {
-	/** Run a database call: connection errors become unavailable("database"); everything else passes through. */
+	/**
+	 * Run a database call (one statement or one transaction, safe to run again): connection errors
+	 * become unavailable("database"), a lock conflict is tried again (LOCK_CONFLICT_TRIES); everything
+	 * else passes through.
+	 */
 	guard<T>(fn: () => Promise<T>): Promise<T>;
 }
 
@@ -45,6 +64,8 @@ export interface DbMixinOptions<H extends DbMixinHost> {
 	 * thread busy-waiting on a lock whose holder needs a thread to commit).
 	 */
 	serializeSqlite: boolean;
+	/** The pauses between tries after a lock conflict. */
+	clock: Clock;
 	/** Runs after connecting, tuning and syncing the model (more tables, seed rows). */
 	afterConnected?: (this: H) => Promise<void>;
 }
@@ -66,10 +87,16 @@ export function DbMixin<H extends DbMixinHost>(opts: DbMixinOptions<H>): Partial
 			async guard<T>(this: MixinThis, fn: () => Promise<T>): Promise<T> {
 				const release = this.sqliteLock ? await this.sqliteLock.acquire() : null;
 				try {
-					return await fn();
-				} catch (err) {
-					if (isConnectionError(err)) throw unavailable("database", err);
-					throw err;
+					for (let tries = 1; ; tries++) {
+						try {
+							return await fn();
+						} catch (err) {
+							if (isConnectionError(err)) throw unavailable("database", err);
+							if (!isLockConflict(err) || tries >= LOCK_CONFLICT_TRIES) throw err;
+							this.logger.debug(`Lock conflict (${(err as Error).message}); trying again (${tries + 1} of ${LOCK_CONFLICT_TRIES})`);
+							await new Promise<void>((r) => opts.clock.setTimeout(r, lockConflictBackoffMs(tries, Math.random)));
+						}
+					}
 				} finally {
 					release?.();
 				}

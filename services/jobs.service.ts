@@ -85,6 +85,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 		mixins: [
 			DbMixin<JobsThis>({
 				config,
+				clock,
 				owner: "jobs",
 				model: jobModel,
 				// Workers record runs in parallel batches: on SQLite one at a time (see DbMixinOptions).

@@ -56,6 +56,7 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 		mixins: [
 			DbMixin<UsersThis>({
 				config,
+				clock,
 				owner: "users",
 				model: () => ({
 					name: "user",

@@ -84,6 +84,27 @@ export function isConnectionError(err: unknown): boolean {
 	return ["ECONNREFUSED", "ECONNRESET", "PROTOCOL_CONNECTION_LOST", "ETIMEDOUT", "EPIPE", "ER_SERVER_SHUTDOWN", "SQLITE_BUSY"].includes(code);
 }
 
+/**
+ * True for a transaction the server refused for a lock conflict: a deadlock it broke by rolling our
+ * transaction back (ER_LOCK_DEADLOCK, 1213), or a lock wait that timed out (ER_LOCK_WAIT_TIMEOUT,
+ * 1205; Sequelize rolls the managed transaction back on it). Either way nothing of it was written
+ * and running it again is safe.
+ */
+export function isLockConflict(err: unknown): boolean {
+	const e = err as { original?: { code?: string; errno?: number }; parent?: { code?: string; errno?: number }; code?: string; errno?: number };
+	const cause = e?.original ?? e?.parent ?? e;
+	return cause?.code === "ER_LOCK_DEADLOCK" || cause?.code === "ER_LOCK_WAIT_TIMEOUT" || cause?.errno === 1213 || cause?.errno === 1205;
+}
+
+/** Tries of a statement or transaction the server refused for a lock conflict. */
+export const LOCK_CONFLICT_TRIES = 5;
+
+/** The pause before try n + 1 (ms): 20, 40, 80, 160, with jitter so that the parties do not meet again. */
+export function lockConflictBackoffMs(n: number, random: () => number): number {
+	const base = 20 * 2 ** (n - 1);
+	return Math.round(base / 2 + (base / 2) * random());
+}
+
 export function isUniqueViolation(err: unknown): boolean {
 	return (err as { name?: string })?.name === "SequelizeUniqueConstraintError";
 }

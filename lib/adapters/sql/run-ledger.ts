@@ -2,7 +2,25 @@
  * The run ledger: the `runs` table (one row per fire and attempt) and what a run's end writes to its
  * job (lastRun, status). The worker records through it (start, end, skipped or missed fires), the
  * manager's recovery finds and closes runs cut off by a dead worker, and the catch-up baseline of a
- * job is read from it. The caller wraps each call (connection errors, SQLite's one-at-a-time lock).
+ * job is read from it. The caller wraps each call (connection errors, SQLite's one-at-a-time lock,
+ * lock conflicts tried again: mixins/db.mixin.ts guard).
+ *
+ * Why the writers cannot deadlock on MySQL/MariaDB (InnoDB). Several processes write at once: every
+ * worker's run starts and ends, the manager's display writes (jobs.worker), the API's job writes.
+ * A deadlock needs two transactions that each hold a lock the other waits for, so every transaction
+ * here takes its row locks in ONE global order: runs before jobs, and within a table by primary key
+ * (ascending), the order in which InnoDB's own range and IN-list updates lock (the manager's
+ * `UPDATE jobs SET worker ... WHERE id IN (...)`, one statement per chunk):
+ * - startRuns inserts its rows sorted by the unique key (jobId, scheduledAt, attempt) and locks no
+ *   job; an insert that meets a duplicate (a fire that already ran) takes a shared lock on that key
+ *   only, in the same order;
+ * - finishRuns updates its runs by primary key, sorted, then its jobs by primary key, sorted: a
+ *   worker and the manager (or two workers sharing a job after a failover) meet in the same order
+ *   and one simply waits for the other;
+ * - recordRun and abandonRun are single-row statements.
+ * Should the server still report a deadlock or a lock wait timeout (another client of the same
+ * database, a plan that locks more than expected), the whole transaction was rolled back and the
+ * guard runs it again: a conflict delays a write, it never loses one.
  */
 import { randomUUID } from "node:crypto";
 import { Op, QueryTypes, col, fn, type Sequelize } from "sequelize";
@@ -12,6 +30,11 @@ import type { InflightRun, RunRecord, RunResult, RunStart } from "../../core/typ
 import { iso, type JobRow, type RunRow } from "../../core/views";
 import { isUniqueViolation } from "./db";
 import type { JobsModels } from "./models";
+
+/** Primary keys in the order InnoDB locks them (ascending bytes: our ids are ASCII). */
+function byKey(a: string, b: string): number {
+	return a < b ? -1 : a > b ? 1 : 0;
+}
 
 /** Job ids per IN (...) list. */
 const CHUNK = 1000;
@@ -45,8 +68,10 @@ export class RunLedger {
 		}));
 		const ids = rows.map((r) => r.id);
 		const runs = this.models.runs;
+		// In the unique key's order (see the file comment); the answer keeps the callers' order.
+		const inserts = [...rows].sort((a, b) => (a.jobId < b.jobId ? -1 : a.jobId > b.jobId ? 1 : a.scheduledAt - b.scheduledAt || a.attempt - b.attempt));
 		const present = await this.db.transaction(async (transaction) => {
-			await runs.bulkCreate(rows as never[], { ignoreDuplicates: true, transaction });
+			await runs.bulkCreate(inserts as never[], { ignoreDuplicates: true, transaction });
 			const found = (await runs.findAll({ attributes: ["id"], where: { id: ids }, raw: true, transaction })) as unknown as { id: string }[];
 			return new Set(found.map((r) => r.id));
 		});
@@ -90,10 +115,15 @@ export class RunLedger {
 		// Raw statements: two per run, in one transaction (model.update costs several times more).
 		const db = this.db;
 		await db.transaction(async (transaction) => {
+			// (Reset: a transaction tried again after a lock conflict starts over.)
 			written.length = 0;
+			written.length = results.length;
 			finishedJobs.length = 0;
 			const lastByJob = new Map<string, RunResult>();
-			for (const r of results) {
+			// Runs, then jobs, each by primary key (see the file comment); `written` keeps the callers' order.
+			const order = results.map((_, i) => i).sort((i, j) => byKey(results[i].runId, results[j].runId));
+			for (const i of order) {
+				const r = results[i];
 				const [, meta] = (await db.query(
 					// SIGNAL is a reserved word in MySQL/MariaDB: quoted (SQLite takes backticks too).
 					`UPDATE ${this.models.runs.tableName} SET status = ?, exitCode = ?, \`signal\` = ?, output = ?, startedAt = ?, finishedAt = ?, error = ? WHERE id = ? AND status = 'running'`,
@@ -104,11 +134,11 @@ export class RunLedger {
 					},
 				)) as unknown as [unknown, number];
 				const n = Number(meta ?? 0);
-				written.push(n > 0);
+				written[i] = n > 0;
 				const prev = lastByJob.get(r.jobId);
 				if (n > 0 && (!prev || prev.finishedAt <= r.finishedAt)) lastByJob.set(r.jobId, r);
 			}
-			for (const [jobId, r] of lastByJob) {
+			for (const [jobId, r] of [...lastByJob].sort((a, b) => byKey(a[0], b[0]))) {
 				const lastRun = JSON.stringify({
 					id: r.runId,
 					status: r.status,
