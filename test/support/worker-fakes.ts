@@ -5,6 +5,7 @@
  */
 import type { TimerHandle } from "../../lib/core/clock";
 import { UnavailableError } from "../../lib/core/errors";
+import { validateJobCreate } from "../../lib/core/validation";
 import type { Run } from "../../lib/core/types";
 import type { RunRow, WorkerJob } from "../../lib/core/views";
 import type {
@@ -23,30 +24,10 @@ import type { FakeClock } from "./fake-clock";
 /** A row of the fake run ledger: the run table's columns the engine's cases look at. */
 export type LedgerRow = Pick<RunRow, "id" | "jobId" | "scheduledAt" | "attempt" | "trigger" | "status" | "node" | "error" | "output" | "exitCode">;
 
+/** A job as the worker sees it: the API's defaults for a per-second command, then `over`. */
 export function workerJob(id: string, over: Partial<WorkerJob> = {}, createdAt = 0): WorkerJob {
-	return {
-		id,
-		type: "command",
-		executable: `run ${id}`,
-		digest: null,
-		size: null,
-		schedule: "* * * * * *",
-		timezone: "UTC",
-		runAs: null,
-		timeout: null,
-		recurring: true,
-		concurrency: "allow",
-		retries: 0,
-		misfire: "run_once",
-		env: {},
-		suspended: false,
-		status: "scheduled",
-		deleted: false,
-		lastScheduledAt: null,
-		createdAt,
-		updatedAt: createdAt,
-		...over,
-	};
+	const { name: _name, ...settings } = validateJobCreate({ type: "command", executable: `run ${id}`, schedule: "* * * * * *" }, { admin: true });
+	return { id, ...settings, digest: null, size: null, status: "scheduled", deleted: false, lastScheduledAt: null, createdAt, updatedAt: createdAt, ...over };
 }
 
 type Method = keyof JobsClient;
