@@ -176,8 +176,8 @@ export interface ProcessRecord {
 }
 
 /**
- * Processes on the fake clock. A job's env sets what its process does: DURATION_MS (default 100) and
- * EXIT (default 0). A prefired process is held until its release instant; cancelled before it, its
+ * Processes on the fake clock. A job's env sets what its process does: DURATION_MS (default 100),
+ * EXIT (default 0) and SPAWN_MS (how long spawning takes, default 0). A prefired process is held until its release instant; cancelled before it, its
  * code never runs (released: false).
  */
 export class FakeRunner implements ProcessRunner {
@@ -197,6 +197,7 @@ export class FakeRunner implements ProcessRunner {
 		const clock = this.clock;
 		const duration = Number(job.env.DURATION_MS ?? 100);
 		const exit = Number(job.env.EXIT ?? 0);
+		const spawnMs = Number(job.env.SPAWN_MS ?? 0);
 		const scheduledAt = Date.parse(run.scheduledAt);
 		return {
 			start: () =>
@@ -230,8 +231,10 @@ export class FakeRunner implements ProcessRunner {
 							duration,
 						);
 					};
-					const held = opts.releaseAt !== null && opts.releaseAt > clock.now();
-					timer = clock.setTimeout(begin, held ? opts.releaseAt! - clock.now() : 0);
+					// Spawned and ready after SPAWN_MS; a held process starts at its release, or when ready if later.
+					const readyAt = clock.now() + spawnMs;
+					const beginAt = opts.releaseAt !== null ? Math.max(opts.releaseAt, readyAt) : readyAt;
+					timer = clock.setTimeout(begin, beginAt - clock.now());
 					const onAbort = () => {
 						if (timer) clock.clearTimeout(timer);
 						if (running)

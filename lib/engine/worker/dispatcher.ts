@@ -18,6 +18,7 @@ import type { WorkerJob } from "../../core/views";
 import type { Limiter } from "../limiter";
 import { Fire, HeldJobChanged, type FireObserver } from "./fire";
 import { failedBeforeStart, type Logger, type ProcessResult, type ProcessRunner, type WorkerMetrics } from "./ports";
+import type { PrefireLead } from "./prefire-lead";
 import type { RunRecorder } from "./recorder";
 import type { Recovery } from "./recovery";
 import type { FireStages, StageTimes } from "./stages";
@@ -36,7 +37,8 @@ export interface DispatcherDeps {
 	metrics: WorkerMetrics;
 	logger: Logger;
 	nodeId: string;
-	prefireMs: number;
+	/** The prefire lead in use; told how each prefired fire went. */
+	lead: PrefireLead;
 	/** A fire whose claim failed on a dropped connection goes back to the crontab (fire-loop.ts). */
 	giveBack(job: WorkerJob, at: number): void;
 	/** Sees every change of stage (tests, debugging). */
@@ -51,12 +53,12 @@ export class Dispatcher {
 	 * does not run here. Rejects only for a manual run whose start cannot be recorded (the caller's 503).
 	 */
 	async fire(job: WorkerJob, scheduledAt: number, trigger: RunTrigger, attempt: number): Promise<Run | null> {
-		const { state, clock, slots, prefireMs } = this.deps;
+		const { state, clock, slots } = this.deps;
 		const fire = new Fire(job, scheduledAt, trigger, attempt, this.deps.observe ?? null);
 		// Handed over ahead of the instant: prefire (claim, record and spawn now, release at the
 		// instant) or wait for the instant.
 		const slotFree = slots.running < slots.limit && slots.queued === 0;
-		const mode = prefireDecision(job, { trigger, attempt, at: scheduledAt }, clock.now(), prefireMs, slotFree);
+		const mode = prefireDecision(job, { trigger, attempt, at: scheduledAt }, clock.now(), this.deps.lead.current(), slotFree);
 		// A prefired fire holds its process slot from now on (given to the process, or dropped below).
 		let slot = mode === "prefire" ? slots.tryAcquire() : null;
 		const dropSlot = () => {
@@ -170,6 +172,9 @@ export class Dispatcher {
 				return;
 			}
 			if (fire.trigger === "schedule" && result.exitCode !== null) this.deps.stages.add(fire.scheduledAt, times, result.startedAt);
+			// A prefired fire whose code started after its instant: the lead was too short.
+			const started = result.released !== false && (result.exitCode !== null || result.signal !== null);
+			if (releaseAt !== null && started) this.deps.lead.observe(times.entered, fire.scheduledAt, result.startedAt);
 			const willRetry = !fire.controller.signal.aborted && shouldRetry(result.status, fire.attempt, fire.job.retries);
 			fire.to({ stage: "finishing", runId: run.id, status: result.status });
 			await recorder.finish(fire.job, run, result, willRetry);

@@ -22,13 +22,14 @@ import { FireLoop } from "./fire-loop";
 import { NO_METRICS, type JobsClient, type Logger, type OutboxStore, type ProcessRunner, type WorkerMetrics } from "./ports";
 import { RunRecorder, type WorkerStats } from "./recorder";
 import { Recovery } from "./recovery";
+import { PrefireLead } from "./prefire-lead";
 import { Registration } from "./registration";
 import { FireStages, type StageSummary } from "./stages";
 import { WorkerState } from "./state";
 
 export interface WorkerEngineOptions {
 	nodeId: string;
-	/** Lead of a prefired fire (0 = none). */
+	/** Lead of a prefired fire (0 = none); it grows when fires start late (prefire-lead.ts), up to PREFIRE_MAX_FACTOR times. */
 	prefireMs: number;
 	/** Processes run at once; further runs wait for a slot. */
 	maxConcurrentRuns: number;
@@ -52,6 +53,9 @@ export interface WorkerEngineDeps {
 	observe?: FireObserver;
 }
 
+/** The prefire lead grows up to this many times the configured one. */
+export const PREFIRE_MAX_FACTOR = 4;
+
 export interface WorkerStatus {
 	node: string;
 	jobs: number;
@@ -62,6 +66,8 @@ export interface WorkerStatus {
 	pendingResults: number;
 	fireStagesMs: StageSummary | null;
 	pendingFires: number;
+	/** The prefire lead in use, ms (the configured one, or more when fires started late). */
+	prefireLeadMs: number;
 	coordination: ConnectionState;
 	registration: WorkerRegistration;
 	stats: WorkerStats;
@@ -77,6 +83,7 @@ export class WorkerEngine {
 	readonly registration: Registration;
 	private readonly slots: Limiter;
 	private readonly stages = new FireStages(1000);
+	private readonly lead: PrefireLead;
 	private readonly unwatch: (() => void)[] = [];
 
 	constructor(
@@ -88,9 +95,10 @@ export class WorkerEngine {
 		const state = this.state;
 		const fire = (job: WorkerJob, at: number, trigger: RunTrigger, attempt: number) => void this.dispatcher.fire(job, at, trigger, attempt);
 		this.slots = new Limiter(opts.maxConcurrentRuns);
+		const lead = (this.lead = new PrefireLead(opts.prefireMs, opts.prefireMs * PREFIRE_MAX_FACTOR));
 		this.recorder = new RunRecorder({ clock, jobs, outbox: deps.outbox, logger, metrics, nodeId: opts.nodeId });
 		this.recovery = new Recovery({ state, clock, jobs, coordination, recorder: this.recorder, logger, fire });
-		this.loop = new FireLoop({ state, clock, coordination, recovery: this.recovery, metrics, prefireMs: opts.prefireMs, fire });
+		this.loop = new FireLoop({ state, clock, coordination, recovery: this.recovery, metrics, lead: () => lead.current(), fire });
 		this.dispatcher = new Dispatcher({
 			state,
 			clock,
@@ -103,7 +111,7 @@ export class WorkerEngine {
 			metrics,
 			logger,
 			nodeId: opts.nodeId,
-			prefireMs: opts.prefireMs,
+			lead,
 			giveBack: (job, at) => this.loop.giveBack(job, at),
 			observe: deps.observe,
 		});
@@ -220,6 +228,7 @@ export class WorkerEngine {
 			pendingResults: this.recorder.pendingResults,
 			fireStagesMs: this.stages.summary(),
 			pendingFires: this.recovery.pendingFires,
+			prefireLeadMs: this.lead.current(),
 			coordination: this.deps.coordination.state(),
 			registration: this.registration.info,
 			stats: this.recorder.stats,

@@ -27,7 +27,8 @@ export interface FireLoopDeps {
 	coordination: Coordination;
 	recovery: Recovery;
 	metrics: WorkerMetrics;
-	prefireMs: number;
+	/** The prefire lead in use (prefire-lead.ts). */
+	lead(): number;
 	fire(job: WorkerJob, at: number, trigger: RunTrigger, attempt: number): void;
 }
 
@@ -47,7 +48,7 @@ export class FireLoop {
 		const { schedule, tz } = this.deps.state.scheduleOf(job);
 		const [next] = nextFireTimes(schedule, tz, after, 1);
 		if (next === undefined) this.crontab.delete(job.id);
-		else this.crontab.set(job.id, next, prefireLeadMs(job, this.deps.prefireMs));
+		else this.crontab.set(job.id, next, prefireLeadMs(job, this.deps.lead()));
 	}
 
 	/**
@@ -81,7 +82,7 @@ export class FireLoop {
 		const current = this.deps.state.mayFire(job.id);
 		const next = this.crontab.nextAt(job.id);
 		if (!current || (next !== null && next <= at)) return;
-		this.crontab.set(job.id, at, prefireLeadMs(current, this.deps.prefireMs));
+		this.crontab.set(job.id, at, prefireLeadMs(current, this.deps.lead()));
 		if (this.deps.state.handed.get(job.id) === at) this.deps.state.handed.delete(job.id);
 	}
 

@@ -10,6 +10,7 @@ import type { MisfirePolicy } from "../../../lib/core/types";
 import type { WorkerJob } from "../../../lib/core/views";
 import { WorkerEngine } from "../../../lib/engine/worker/engine";
 import { TRANSITIONS, type FireOutcome, type StageName } from "../../../lib/engine/worker/fire";
+import { PrefireLead } from "../../../lib/engine/worker/prefire-lead";
 import { decideMissedFires, type MissedCause } from "../../../lib/engine/worker/recovery";
 import { FakeClock } from "../../support/fake-clock";
 import { FakeJobs, FakeRunner, MemoryOutbox, recordingLogger, workerJob, type LogLine } from "../../support/worker-fakes";
@@ -186,6 +187,20 @@ describe("prefire", () => {
 		expect(h.engine.status().jobs).toBe(0);
 	});
 
+	test("the lead follows reality: when claim + record + spawn take longer than it, it grows and later fires start on time", async () => {
+		const h = await harness();
+		await h.start();
+		await h.assign(workerJob("slow", { env: { SPAWN_MS: "1500" } }, T0)); // spawning takes 1.5 s, the lead is 1 s
+		await h.clock.advanceTo(s(10) + 500);
+		const late = (p: { scheduledAt: number; startedAt: number }) => p.startedAt - p.scheduledAt;
+		const started = h.started("slow");
+		expect(late(started[0])).toBeGreaterThan(0);
+		// The first late fire's hand-over-to-start took 1.5 s: the lead covers it with a margin.
+		expect(h.engine.status().prefireLeadMs).toBe(2250);
+		// Fires handed over with the grown lead start at their instant.
+		expect(started.filter((p) => p.scheduledAt >= s(5)).map(late)).toEqual([0, 0, 0, 0, 0, 0]);
+	});
+
 	test("a worker without a free process slot does not prefire: the fire waits for its instant", async () => {
 		const h = await harness({ maxConcurrentRuns: 1 });
 		await h.start();
@@ -193,6 +208,30 @@ describe("prefire", () => {
 		void h.runNow("busy");
 		await h.clock.advanceTo(s(59) + 200);
 		expect(h.path("a", s(60))).toEqual(["due", "waiting"]);
+	});
+});
+
+describe("PrefireLead", () => {
+	test("grows to cover a late fire with a margin, at most to its bound; shrinks back after a long run on time, never below the base", () => {
+		const lead = new PrefireLead(1000, 4000);
+		lead.observe(0, 1000, 1000); // on time
+		expect(lead.current()).toBe(1000);
+		lead.observe(0, 1000, 1600); // 1.6 s from hand-over to start
+		expect(lead.current()).toBe(2400);
+		lead.observe(0, 1000, 1200); // late, but needs less than the lead already is
+		expect(lead.current()).toBe(2400);
+		lead.observe(0, 1000, 9000);
+		expect(lead.current()).toBe(4000);
+		for (let i = 0; i < 200; i++) lead.observe(0, 1000, 1000);
+		expect(lead.current()).toBe(3700);
+		for (let i = 0; i < 200 * 100; i++) lead.observe(0, 1000, 1000);
+		expect(lead.current()).toBe(1000);
+	});
+
+	test("prefire off (lead 0) stays off", () => {
+		const lead = new PrefireLead(0, 0);
+		lead.observe(0, 1000, 5000);
+		expect(lead.current()).toBe(0);
 	});
 });
 
