@@ -17,7 +17,7 @@ import type { CoordinationFactory } from "../lib/adapters/coordination-support";
 import type * as ZookeeperModule from "../lib/adapters/zookeeper/coordination";
 import { MemoryCoordination, MemoryCoordinationHub } from "../lib/adapters/memory/coordination";
 import { type ObjectStore } from "../lib/adapters/object-store";
-import { createObjectStore } from "../lib/adapters/object-store";
+import { createObjectStore } from "./object-store";
 
 export interface NodeDeps {
 	clock?: Clock;

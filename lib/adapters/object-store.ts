@@ -1,10 +1,8 @@
 /**
- * Chooses the object store: S3 when an S3 endpoint is configured, the local folder otherwise.
- * `Config` from lib/config.ts (dataDir, s3: S3Config | null) can be passed to createObjectStore as is.
+ * The object store's interface: executables kept by content digest, on the local object folder
+ * (local/object-store.ts) or S3 (s3/object-store.ts); app/object-store.ts chooses one.
  */
 import type { Readable } from "node:stream";
-import { LocalObjectStore } from "./local/object-store";
-import { S3ObjectStore, type S3ObjectStoreConfig } from "./s3/object-store";
 
 export interface StoredObject {
 	/** The URL answered to clients as `executable`: s3://bucket/key or file:///... */
@@ -32,22 +30,5 @@ export interface ObjectStore {
 	close?(): void;
 }
 
-export interface ObjectStoreConfig {
-	/** The node's data folder (local objects in `<dataDir>/objects`). */
-	dataDir: string;
-	/** Present with a non-empty endpoint → S3. */
-	s3?: S3ObjectStoreConfig | null;
-}
-
-export function createObjectStore(config: ObjectStoreConfig): ObjectStore {
-	if (config.s3 && config.s3.endpoint) return new S3ObjectStore(config.s3);
-	return new LocalObjectStore({ dataDir: config.dataDir });
-}
-
-/**
- * Same variables as lib/config.ts: S3_ENDPOINT, S3_BUCKET (default "cronjob"), AWS_REGION (default
- * "us-east-1"), AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, CRONJOB_DATA_DIR (default `defaultDataDir`).
- * `s3` is set only when S3_ENDPOINT is non-empty.
- */
 /** True for errors that mean "the object store is down, try later" (ours or anything marked transient). */
 export { isRetryable as isTransientStoreError } from "../core/errors";

@@ -12,7 +12,7 @@ import { ArtifactCache } from "../../lib/adapters/local/artifact-cache";
 import type { Clock } from "../../lib/core/clock";
 import { ArtifactIntegrityError, FieldError, ObjectNotFound, ObjectStoreUnavailable } from "../../lib/core/errors";
 import { isTransientStoreError, type ObjectStore } from "../../lib/adapters/object-store";
-import { createObjectStore } from "../../lib/adapters/object-store";
+import { createObjectStore } from "../../app/object-store";
 import { loadConfig } from "../../lib/config";
 import { LocalObjectStore } from "../../lib/adapters/local/object-store";
 import { S3ObjectStore } from "../../lib/adapters/s3/object-store";
