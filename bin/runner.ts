@@ -1,6 +1,6 @@
 /**
  * A runner: a small helper process of the worker that spawns and supervises job processes
- * (lib/runner-pool.ts). It takes requests over the IPC channel and answers each with the result.
+ * (lib/adapters/process/runner-pool.ts). It takes requests over the IPC channel and answers each with the result.
  */
 import { runProcess } from "../lib/adapters/process/executor";
 import type { RunnerReply, RunnerRequest } from "../lib/adapters/process/runner-pool";

@@ -1,5 +1,5 @@
 /**
- * The custom REPL commands (lib/repl.ts) on a started node: each command's action with a capturing
+ * The custom REPL commands (app/repl.ts) on a started node: each command's action with a capturing
  * `out`, checked against what the API shows.
  */
 import { replCommands, type ReplCommand } from "../../app/repl";

@@ -1,6 +1,6 @@
 /**
  * Jest global setup: job processes run from the compiled runner (dist/bin/runner.js, see
- * lib/runner-pool.ts), so a suite started with plain `npx jest` on a fresh checkout builds it first.
+ * lib/adapters/process/runner-pool.ts), so a suite started with plain `npx jest` on a fresh checkout builds it first.
  * `npm test` builds before jest anyway; this only covers running jest directly.
  */
 const { existsSync } = require("fs");

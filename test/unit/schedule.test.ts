@@ -351,7 +351,7 @@ describe("nextFireTimes: DST (Vixie cron rules)", () => {
 		expect(next(expr, tz, after, count)).toEqual(expected);
 	});
 
-	/* What croner 9.1.0 returns with its own `timezone` option, i.e. why lib/schedule corrects it. */
+	/* What croner 9.1.0 returns with its own `timezone` option, i.e. why lib/core/schedule.ts corrects it. */
 	test.each<[string, string, string, string, number, string[]]>([
 		["spring fixed is shifted by the gap (NY)", "30 2 * * *", NY, "2025-03-08T12:00:00Z", 1, ["2025-03-09T07:30:00Z"]],
 		["spring fixed is shifted by the gap (London)", "30 1 * * *", LON, "2025-03-29T12:00:00Z", 1, ["2025-03-30T01:30:00Z"]],
