@@ -17,6 +17,7 @@ import { ServiceBroker } from "moleculer";
 import mysql from "mysql2/promise";
 import type { WorkerStatus } from "../lib/engine/worker/engine";
 import { freePort } from "../test/support/proc";
+import { connectionOptions } from "../test/support/mariadb";
 
 export const BIN = path.resolve(__dirname, "../bin/cronjob.js");
 
@@ -86,15 +87,7 @@ export class BenchCluster {
 	}
 
 	private connOptions(database?: string): mysql.PoolOptions {
-		const u = new URL(process.env.DATABASE_URL as string);
-		return {
-			host: u.hostname,
-			port: u.port ? Number(u.port) : 3306,
-			user: decodeURIComponent(u.username),
-			password: decodeURIComponent(u.password),
-			database,
-			connectTimeout: 5000,
-		};
+		return connectionOptions(process.env.DATABASE_URL as string, database);
 	}
 
 	/** The private database (created now) and the client broker on the private namespace. */

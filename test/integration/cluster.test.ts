@@ -20,6 +20,7 @@ import * as path from "node:path";
 import mysql from "mysql2/promise";
 import { freePort, startProcess, type NodeProcess } from "../support/proc";
 import { waitFor } from "../support/wait";
+import { connectionOptions } from "../support/mariadb";
 
 const { DATABASE_URL, ZOOKEEPER, TRANSPORTER } = process.env;
 const BACKENDS = !!(DATABASE_URL && ZOOKEEPER && TRANSPORTER);
@@ -66,17 +67,7 @@ const expected = new Set<string>();
 let baseEnv: Record<string, string> = {};
 let apiBase = "";
 
-function dbConnOptions(database?: string): mysql.ConnectionOptions {
-	const u = new URL(DATABASE_URL as string);
-	return {
-		host: u.hostname,
-		port: u.port ? Number(u.port) : 3306,
-		user: decodeURIComponent(u.username),
-		password: decodeURIComponent(u.password),
-		database,
-		connectTimeout: 5000,
-	};
-}
+const dbConnOptions = (database?: string): mysql.ConnectionOptions => connectionOptions(DATABASE_URL as string, database);
 
 /** Run SQL as the URL's user, or as root over MariaDB's socket when that user may not. */
 async function adminSql(sql: string): Promise<void> {

@@ -9,8 +9,8 @@
  * dropped afterwards.
  */
 import mysql from "mysql2/promise";
-import type { RunResult, RunStart } from "../../lib/core/types";
-import type { Run } from "../../lib/core/types";
+import type { Run, RunResult, RunStart } from "../../lib/core/types";
+import { connectionOptions } from "../support/mariadb";
 import { startNode, type TestNode } from "../support/node";
 import { waitFor } from "../support/wait";
 
@@ -27,7 +27,7 @@ describeDb("run ledger lock conflicts (MySQL/MariaDB)", () => {
 
 	beforeAll(async () => {
 		const u = new URL(DATABASE_URL as string);
-		const conn = { host: u.hostname, port: Number(u.port || 3306), user: decodeURIComponent(u.username), password: decodeURIComponent(u.password) };
+		const conn = connectionOptions(u.toString());
 		admin = await mysql.createConnection(conn);
 		dbName = `cronjob_test_locks_${process.pid}_${Date.now().toString(36)}`;
 		await admin.query(`CREATE DATABASE \`${dbName}\``);

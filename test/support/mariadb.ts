@@ -133,3 +133,19 @@ export async function startPrivateMariaDb(databases: string[]): Promise<PrivateM
 		},
 	};
 }
+
+/** mysql2 connection options for the server of a DATABASE_URL (mysql://user:pass@host:port/db), on `database`. */
+export function connectionOptions(
+	databaseUrl: string,
+	database?: string,
+): { host: string; port: number; user: string; password: string; database?: string; connectTimeout: number } {
+	const u = new URL(databaseUrl);
+	return {
+		host: u.hostname,
+		port: u.port ? Number(u.port) : 3306,
+		user: decodeURIComponent(u.username),
+		password: decodeURIComponent(u.password),
+		database,
+		connectTimeout: 5000,
+	};
+}
