@@ -28,10 +28,10 @@ export class Crontab {
 		return this.live.get(jobId)?.at ?? null;
 	}
 
-	/** Set (or replace) the next fire time of a job, to be handed over `leadMs` ahead of it. */
-	set(jobId: string, at: number, leadMs = 0): void {
+	/** Set (or replace) the next fire time of a job, to be handed over `leadMs` ahead of it (not before `notBefore`). */
+	set(jobId: string, at: number, leadMs = 0, notBefore = -Infinity): void {
 		const version = ++this.seq;
-		const due = at - Math.max(0, leadMs);
+		const due = Math.max(at - Math.max(0, leadMs), notBefore);
 		this.live.set(jobId, { version, at, due });
 		this.push({ jobId, at, due, version });
 	}

@@ -12,6 +12,7 @@
  */
 import type { Clock } from "../../core/clock";
 import type { Claim, Coordination } from "../../core/coordination";
+import { isRetryable } from "../../core/errors";
 import { heldFireAfterReload, overlapDecision, prefireDecision, retryDelayMs, shouldRetry } from "../../core/policies";
 import type { Run, RunTrigger } from "../../core/types";
 import type { WorkerJob } from "../../core/views";
@@ -39,11 +40,14 @@ export interface DispatcherDeps {
 	nodeId: string;
 	/** The prefire lead in use; told how each prefired fire went. */
 	lead: PrefireLead;
-	/** A fire whose claim failed on a dropped connection goes back to the crontab (fire-loop.ts). */
-	giveBack(job: WorkerJob, at: number): void;
+	/** A fire whose claim failed on a dropped connection goes back to the crontab, tried again after `retryMs` (fire-loop.ts). */
+	giveBack(job: WorkerJob, at: number, retryMs?: number): void;
 	/** Sees every change of stage (tests, debugging). */
 	observe?: FireObserver;
 }
+
+/** A fire blocked by a stale claim of our own is tried again after this (the claim goes with its session). */
+export const STALE_CLAIM_RETRY_MS = 500;
 
 export class Dispatcher {
 	constructor(private readonly deps: DispatcherDeps) {}
@@ -93,9 +97,13 @@ export class Dispatcher {
 		} catch (err) {
 			dropSlot();
 			this.deps.logger.error(`Cannot claim job ${job.id} at ${new Date(scheduledAt).toISOString()}:`, (err as Error).message);
-			// The connection dropped between the timer and the claim: give the fire back to the
-			// crontab, where the loop's resume() finds it on reconnect (misfire policy), instead of losing it.
-			if ((trigger === "schedule" || trigger === "catchup") && !state.stopping && this.deps.coordination.state() !== "connected") {
+			// The connection dropped between the timer and the claim: give the fire back to the crontab,
+			// where the loop's resume() finds it on reconnect (misfire policy), instead of losing it. The
+			// claim's answer (connection loss) can come before the session's change of state: a
+			// transient failure counts as a drop even while the session still says "connected" (the
+			// fire is then tried again shortly: fire-loop.ts GIVE_BACK_RETRY_MS).
+			const dropped = this.deps.coordination.state() !== "connected" || isRetryable(err);
+			if ((trigger === "schedule" || trigger === "catchup") && !state.stopping && dropped) {
 				this.deps.giveBack(fire.job, scheduledAt);
 				return fire.end("given-back");
 			}
@@ -103,6 +111,13 @@ export class Dispatcher {
 		}
 		if (!claim) {
 			dropSlot();
+			// Held under our own name but not by a fire of ours: a claim made by our previous session,
+			// whose answer was lost with the connection (the server kept the node, and keeps it until
+			// that session expires there). Not another worker's: try again once it is gone.
+			if ((trigger === "schedule" || trigger === "catchup") && !state.stopping && (await this.staleOwnClaim(job.id, scheduledAt))) {
+				this.deps.giveBack(fire.job, scheduledAt, STALE_CLAIM_RETRY_MS);
+				return fire.end("given-back");
+			}
 			return fire.end("claim-lost"); // another worker holds this fire
 		}
 
@@ -184,6 +199,16 @@ export class Dispatcher {
 			if (willRetry && !state.stopping) this.retryLater(fire);
 		} finally {
 			await claim.release().catch(() => undefined);
+		}
+	}
+
+	/** Whether (job, at) is claimed under this worker's name without a fire of ours holding it. */
+	private async staleOwnClaim(jobId: string, at: number): Promise<boolean> {
+		if ([...this.deps.state.activeOf(jobId)].some((f) => f.scheduledAt === at)) return false;
+		try {
+			return (await this.deps.coordination.claimOwner(jobId, at)) === this.deps.nodeId;
+		} catch {
+			return this.deps.coordination.state() !== "connected"; // dropped again: give it back
 		}
 	}
 

@@ -112,7 +112,7 @@ export class WorkerEngine {
 			logger,
 			nodeId: opts.nodeId,
 			lead,
-			giveBack: (job, at) => this.loop.giveBack(job, at),
+			giveBack: (job, at, retryMs) => this.loop.giveBack(job, at, retryMs),
 			observe: deps.observe,
 		});
 		this.sync = new AssignmentSync({

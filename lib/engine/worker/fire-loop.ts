@@ -18,6 +18,8 @@ import type { WorkerMetrics } from "./ports";
 import type { Recovery } from "./recovery";
 import { schedulable, type WorkerState } from "./state";
 
+/** A fire given back after a failed claim is tried again after this, if the session is still up. */
+export const GIVE_BACK_RETRY_MS = 100;
 /** The longest single timer (a far fire is re-armed on the way). */
 const MAX_TIMER_MS = 24 * 3600 * 1000;
 
@@ -78,12 +80,14 @@ export class FireLoop {
 	 * The claim of a fire failed because the connection dropped: the fire goes back to the crontab
 	 * (unless the job moved on past it), where resume() finds it on reconnect.
 	 */
-	giveBack(job: WorkerJob, at: number): void {
+	giveBack(job: WorkerJob, at: number, retryMs = GIVE_BACK_RETRY_MS): void {
 		const current = this.deps.state.mayFire(job.id);
 		const next = this.crontab.nextAt(job.id);
 		if (!current || (next !== null && next <= at)) return;
-		this.crontab.set(job.id, at, prefireLeadMs(current, this.deps.lead()));
+		// Not again at once: the session may not have noticed the drop yet (see the dispatcher).
+		this.crontab.set(job.id, at, prefireLeadMs(current, this.deps.lead()), this.deps.clock.now() + retryMs);
 		if (this.deps.state.handed.get(job.id) === at) this.deps.state.handed.delete(job.id);
+		this.arm();
 	}
 
 	/** One timer for the earliest entry of the crontab (none while the coordination session is lost). */

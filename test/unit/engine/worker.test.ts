@@ -5,11 +5,12 @@
  * offsets from it.
  */
 import { MemoryCoordinationHub } from "../../../lib/adapters/memory/coordination";
-import { RunSetupError } from "../../../lib/core/errors";
+import { RunSetupError, unavailable } from "../../../lib/core/errors";
 import type { MisfirePolicy } from "../../../lib/core/types";
 import type { WorkerJob } from "../../../lib/core/views";
 import { WorkerEngine } from "../../../lib/engine/worker/engine";
 import { TRANSITIONS, type FireOutcome, type StageName } from "../../../lib/engine/worker/fire";
+import { GIVE_BACK_RETRY_MS } from "../../../lib/engine/worker/fire-loop";
 import { PrefireLead } from "../../../lib/engine/worker/prefire-lead";
 import { decideMissedFires, type MissedCause } from "../../../lib/engine/worker/recovery";
 import { FakeClock } from "../../support/fake-clock";
@@ -258,6 +259,36 @@ describe("claims", () => {
 		h.hub.reconnect(h.coordination);
 		await h.clock.advance(1000);
 		expect(h.ledger("y")).toEqual([{ at: 0, attempt: 1, trigger: "schedule", status: "succeeded" }]);
+	});
+
+	test("a claim held under our own name by our previous session (its answer lost): given back until it goes, then runs once", async () => {
+		const h = await harness({ prefireMs: 0 });
+		// The previous session's claim node, still on the server until that session expires there.
+		const stale = await h.other.claim("a", s(1), NODE);
+		await h.start();
+		await h.assign(workerJob("a", {}, T0));
+		await h.clock.advanceTo(s(1) + 1200);
+		expect(h.outcomes("a")).toEqual(["given-back", "given-back", "given-back"]);
+		await stale!.release(); // the old session expired
+		await h.clock.advance(600);
+		expect(h.ledger("a").filter((r) => r.at === 1)).toEqual([{ at: 1, attempt: 1, trigger: "schedule", status: "succeeded" }]);
+		expect(h.started("a")[0]).toMatchObject({ scheduledAt: s(1) });
+	});
+
+	test("a claim that fails with a connection loss before the session notices the drop: given back, tried again, runs once", async () => {
+		const h = await harness({ prefireMs: 0 });
+		await h.start();
+		const claim = h.coordination.claim.bind(h.coordination);
+		let failures = 1;
+		h.coordination.claim = async (jobId, at, owner) => {
+			if (failures-- > 0) throw unavailable("coordination", "connection loss"); // the session still says "connected"
+			return claim(jobId, at, owner);
+		};
+		await h.assign(workerJob("a", {}, T0));
+		await h.clock.advanceTo(s(1) + 500);
+		expect(h.outcomes("a")).toEqual(["given-back", "finished"]);
+		expect(h.ledger("a")).toEqual([{ at: 1, attempt: 1, trigger: "schedule", status: "succeeded" }]);
+		expect(h.started("a")[0].startedAt - s(1)).toBe(GIVE_BACK_RETRY_MS);
 	});
 });
 
