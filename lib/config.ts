@@ -5,6 +5,7 @@
 import * as os from "node:os";
 import * as path from "node:path";
 import { ConfigError } from "./core/errors";
+import { DEFAULT_BACKLOG_BOUNDS, maxInFlightFor } from "./core/policies";
 
 export const ALL_SERVICES = ["api", "users", "jobs", "manager", "worker"] as const;
 export type ServiceName = (typeof ALL_SERVICES)[number];
@@ -54,6 +55,12 @@ export interface Config {
 	 * process spawned, held until the instant (0 = at the instant).
 	 */
 	prefireMs: number;
+	/** Fires a worker takes on at once (claiming, recording, running); further fires wait in its backlog. */
+	maxInFlight: number;
+	/** The backlog's bounds: fires of one run_all job, of all jobs; a skip job's fire may start this late (ms). */
+	backlogPerJob: number;
+	backlogTotal: number;
+	misfireThresholdMs: number;
 	metricsPort: number | null;
 }
 
@@ -124,6 +131,10 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config 
 		maxConcurrentRuns: int(env, "CRONJOB_MAX_CONCURRENT_RUNS", 256),
 		runners: int(env, "CRONJOB_RUNNERS", Math.min(4, os.cpus().length)),
 		prefireMs: int(env, "CRONJOB_PREFIRE_MS", 1000),
+		maxInFlight: int(env, "CRONJOB_MAX_IN_FLIGHT", maxInFlightFor(int(env, "CRONJOB_MAX_CONCURRENT_RUNS", 256))),
+		backlogPerJob: int(env, "CRONJOB_BACKLOG_PER_JOB", DEFAULT_BACKLOG_BOUNDS.perJob),
+		backlogTotal: int(env, "CRONJOB_BACKLOG_MAX", DEFAULT_BACKLOG_BOUNDS.total),
+		misfireThresholdMs: int(env, "CRONJOB_MISFIRE_THRESHOLD_MS", DEFAULT_BACKLOG_BOUNDS.thresholdMs),
 		metricsPort: str(env, "METRICS_PORT") ? int(env, "METRICS_PORT", 3030) : null,
 	};
 }

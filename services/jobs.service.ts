@@ -18,7 +18,7 @@ import { RunLedger } from "../lib/adapters/sql/run-ledger";
 import { Executables } from "../lib/adapters/executables";
 import { type ObjectStore } from "../lib/adapters/object-store";
 import { ErrorsMixin } from "../lib/adapters/moleculer/errors";
-import { FINISH_RUNS_PARAMS, RECORD_RUN_PARAMS, START_RUNS_PARAMS } from "../lib/adapters/moleculer/run-params";
+import { FINISH_RUNS_PARAMS, RECORD_RUNS_PARAMS, START_RUNS_PARAMS } from "../lib/adapters/moleculer/run-params";
 import { conflict, invalidField, notFound, unauthorized, unavailable } from "../lib/core/errors";
 import { SETTABLE_FIELDS } from "../lib/core/job-schema";
 import { nextFireTimes, validateTimezone, parseSchedule } from "../lib/core/schedule";
@@ -300,13 +300,13 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				},
 			},
 
-			/** Record a fire that did not run (skipped by the concurrency policy, missed by the misfire policy). */
-			recordRun: {
+			/** Record fires that did not run (skipped by the concurrency policy, missed by the misfire policy), in one statement. */
+			recordRuns: {
 				visibility: "public",
-				params: RECORD_RUN_PARAMS,
-				async handler(this: JobsThis, ctx: Ctx<RunRecord>) {
-					const row = await this.guard(() => this.ledger.recordRun(ctx.params));
-					return row ? runView(row) : null;
+				params: RECORD_RUNS_PARAMS,
+				async handler(this: JobsThis, ctx: Ctx<{ records: RunRecord[] }>) {
+					await this.guard(() => this.ledger.recordRuns(ctx.params.records));
+					return ctx.params.records.length;
 				},
 			},
 

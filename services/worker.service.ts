@@ -101,6 +101,8 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 					nodeId: this.broker.nodeID,
 					prefireMs: config.prefireMs,
 					maxConcurrentRuns: config.maxConcurrentRuns,
+					maxInFlight: config.maxInFlight,
+					backlog: { perJob: config.backlogPerJob, total: config.backlogTotal, thresholdMs: config.misfireThresholdMs },
 					clockSkewBoundMs: config.clockSkewBoundMs,
 					heartbeatMs: config.heartbeatMs,
 					stopGraceMs: STOP_GRACE_MS,

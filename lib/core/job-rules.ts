@@ -160,6 +160,12 @@ export const timeout: Rule<number | null> = (v, { opts }) => {
 	return checkInteger("timeout", v, 1, bound ?? MAX_TIMEOUT_SEC);
 };
 
+/** The longest startingDeadline, s (31 days: a fire later than that is not "late" but forgotten). */
+export const MAX_STARTING_DEADLINE_SEC = 31 * 24 * 3600;
+
+/** Seconds after its instant within which a fire must start, or null (no deadline). */
+export const startingDeadline: Rule<number | null> = (v, { field }) => (v === null ? null : checkInteger(field, v, 1, MAX_STARTING_DEADLINE_SEC));
+
 export const env: Rule<Record<string, string>> = (v) => {
 	if (typeof v !== "object" || v === null || Array.isArray(v)) {
 		throw new FieldError("env", `env must be an object of string values, got ${jsonType(v)}`);

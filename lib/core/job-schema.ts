@@ -126,6 +126,13 @@ export const JOB_SCHEMA = {
 		api: true,
 		worker: true,
 	}),
+	/** Seconds after its instant within which a fire must start (Kubernetes' startingDeadlineSeconds); a fire later than that is recorded missed. */
+	startingDeadline: field<number | null>()("plain", {
+		column: { kind: "integer", nullable: true },
+		input: { rule: rule.startingDeadline, default: () => null },
+		api: true,
+		worker: true,
+	}),
 	env: field<Record<string, string>>()(
 		"json",
 		{ column: { kind: "text" }, input: { rule: rule.env, default: () => ({}) }, api: true, worker: true },

@@ -210,3 +210,85 @@ export function clockOffsetFrom(samples: readonly ClockSample[]): ClockOffset | 
 export function clockSkewed(offsetMs: number | null, errorMs: number | null, boundMs: number): boolean {
 	return offsetMs !== null && Math.abs(offsetMs) - (errorMs ?? 0) > boundMs;
 }
+
+/**
+ * Overload: a fire due while the worker has no room for it (its process slots and the fires ahead
+ * of them taken) waits in the worker's backlog, and the job's misfire policy decides how much of it
+ * waits (Quartz's misfire instructions, applied to a fire that is late because of load):
+ * - `run_once`: at most one fire of the job waits, the newest; a newer fire takes the older one's
+ *   place (and its turn), the older one is recorded missed.
+ * - `skip`: as run_once, and a fire that waited longer than the misfire threshold is recorded missed
+ *   (a skip job runs on time or not at all).
+ * - `run_all`: every fire waits, in order, up to the bounds; a fire the bounds refuse is recorded missed.
+ * Whatever the policy, a fire past the job's `startingDeadline` is recorded missed, and the total
+ * backlog is bounded (memory stays bounded however far the load is beyond capacity).
+ */
+export interface BacklogBounds {
+	/** Fires of one `run_all` job waiting at once. */
+	perJob: number;
+	/** Fires of all jobs waiting at once. */
+	total: number;
+	/** How late a `skip` job's fire may start, ms (Quartz's misfireThreshold). */
+	thresholdMs: number;
+}
+
+/**
+ * The fires a worker takes on at once by default: its process slots, and a quarter more (at least
+ * 8) on their way to a slot (claiming, recording), enough to keep the slots busy.
+ */
+export function maxInFlightFor(maxConcurrentRuns: number): number {
+	return maxConcurrentRuns + Math.max(8, Math.ceil(maxConcurrentRuns / 4));
+}
+
+export const DEFAULT_BACKLOG_BOUNDS: BacklogBounds = { perJob: DEFAULT_MAX_CATCH_UP, total: 10_000, thresholdMs: 1000 };
+
+export type BacklogDecision =
+	/** Waits at the back of the backlog. */
+	| { action: "queue" }
+	/** Takes the place of the job's waiting fire, which is recorded missed with `reason`. */
+	| { action: "replace"; reason: string }
+	/** Not kept: recorded missed with `reason`. */
+	| { action: "refuse"; reason: string };
+
+/** A fire of a job with `waiting` fires already in the backlog of `total` fires. */
+export function backlogDecision(policy: MisfirePolicy, waiting: number, total: number, bounds: BacklogBounds): BacklogDecision {
+	switch (policy) {
+		case "run_once":
+		case "skip":
+			if (waiting > 0) return { action: "replace", reason: `superseded by a newer fire while the worker was at capacity (misfire ${policy})` };
+			break;
+		case "run_all":
+			if (waiting >= bounds.perJob)
+				return {
+					action: "refuse",
+					reason: `the worker was at capacity and ${waiting} fires of the job already waited (misfire run_all, bound ${bounds.perJob})`,
+				};
+			break;
+		default:
+			throw new TypeError(`unknown misfire policy ${JSON.stringify(policy)}`);
+	}
+	if (total >= bounds.total)
+		return { action: "refuse", reason: `the worker was at capacity with ${total} fires waiting (bound ${bounds.total}, misfire ${policy})` };
+	return { action: "queue" };
+}
+
+/**
+ * Whether a fire of `at` not started by `now` is too late to start: past the job's
+ * `startingDeadline` (seconds; Kubernetes' startingDeadlineSeconds), or, for a `skip` job waiting
+ * in the backlog, past the misfire threshold. The reason it is recorded missed with, or null.
+ */
+export function tooLateToStart(
+	job: { misfire: MisfirePolicy; startingDeadline: number | null },
+	at: number,
+	now: number,
+	opts: { thresholdMs: number; waited: boolean },
+): string | null {
+	const late = now - at;
+	if (job.startingDeadline !== null && late > job.startingDeadline * 1000) {
+		return `not started within its startingDeadline of ${job.startingDeadline} s (${late} ms late)`;
+	}
+	if (opts.waited && job.misfire === "skip" && late > opts.thresholdMs) {
+		return `the worker was at capacity: not started within ${opts.thresholdMs} ms of its time (misfire skip)`;
+	}
+	return null;
+}

@@ -121,23 +121,24 @@ export class FakeJobs implements JobsClient {
 		});
 	}
 
-	async recordRun(f: NotRunRequest): Promise<unknown> {
-		this.enter("recordRun", f);
-		if (this.find(f.jobId, f.scheduledAt, 1)) return null;
-		const row: LedgerRow = {
-			id: `run-${++this.seq}`,
-			jobId: f.jobId,
-			scheduledAt: f.scheduledAt,
-			attempt: 1,
-			trigger: f.trigger,
-			status: f.status,
-			node: f.node,
-			error: f.error ?? null,
-			output: "",
-			exitCode: null,
-		};
-		this.runs.push(row);
-		return this.view(row);
+	async recordRuns(fires: NotRunRequest[]): Promise<unknown> {
+		this.enter("recordRuns", fires);
+		for (const f of fires) {
+			if (this.find(f.jobId, f.scheduledAt, 1)) continue;
+			this.runs.push({
+				id: `run-${++this.seq}`,
+				jobId: f.jobId,
+				scheduledAt: f.scheduledAt,
+				attempt: 1,
+				trigger: f.trigger,
+				status: f.status,
+				node: f.node,
+				error: f.error ?? null,
+				output: "",
+				exitCode: null,
+			});
+		}
+		return fires.length;
 	}
 
 	async inflight(jobIds: string[]): Promise<InflightRun[]> {

@@ -38,3 +38,44 @@ describe("Batcher", () => {
 		await expect(Promise.all([short.add(1), short.add(2)])).rejects.toThrow(/1 results for 2/);
 	});
 });
+
+describe("Batcher group commit", () => {
+	it("keeps one batch in flight: what arrives meanwhile goes as one batch when it ends", async () => {
+		const calls: number[][] = [];
+		let release: (() => void) | null = null;
+		const b = new Batcher<number, number>(
+			async (items) => {
+				calls.push(items);
+				if (calls.length === 1) await new Promise<void>((r) => (release = r));
+				return items;
+			},
+			{ schedule },
+		);
+		const first = b.add(1);
+		await new Promise((r) => setImmediate(r));
+		expect(calls).toEqual([[1]]);
+		// Four more turns while the first batch is in flight: no new batch yet.
+		const rest: Promise<number>[] = [];
+		for (const x of [2, 3, 4, 5]) {
+			rest.push(b.add(x));
+			await new Promise((r) => setImmediate(r));
+		}
+		expect(calls).toEqual([[1]]);
+		release!();
+		expect(await Promise.all([first, ...rest])).toEqual([1, 2, 3, 4, 5]);
+		expect(calls).toEqual([[1], [2, 3, 4, 5]]);
+	});
+
+	it("a failed batch does not stall the next one", async () => {
+		let n = 0;
+		const b = new Batcher<number, number>(
+			async (items) => {
+				if (++n === 1) throw new Error("db down");
+				return items;
+			},
+			{ schedule },
+		);
+		await expect(b.add(1)).rejects.toThrow("db down");
+		expect(await b.add(2)).toBe(2);
+	});
+});

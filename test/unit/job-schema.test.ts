@@ -27,6 +27,7 @@ interface OldSettings {
 	concurrency: ConcurrencyPolicy;
 	retries: number;
 	misfire: MisfirePolicy;
+	startingDeadline: number | null;
 	env: Record<string, string>;
 	suspended: boolean;
 }
@@ -139,6 +140,7 @@ describe("job schema", () => {
 			"concurrency",
 			"retries",
 			"misfire",
+			"startingDeadline",
 			"env",
 			"suspended",
 		]);

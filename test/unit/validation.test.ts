@@ -29,6 +29,7 @@ describe("validateJobCreate: defaults and normalization", () => {
 			concurrency: "allow",
 			retries: 0,
 			misfire: "run_once",
+			startingDeadline: null,
 			env: {},
 			suspended: false,
 		});
@@ -48,6 +49,7 @@ describe("validateJobCreate: defaults and normalization", () => {
 			concurrency: "forbid",
 			retries: 3,
 			misfire: "run_all",
+			startingDeadline: 30,
 			env: { FOO: "bar", _X1: "" },
 			suspended: true,
 		};
@@ -63,6 +65,7 @@ describe("validateJobCreate: defaults and normalization", () => {
 			concurrency: "forbid",
 			retries: 3,
 			misfire: "run_all",
+			startingDeadline: 30,
 			env: { FOO: "bar", _X1: "" },
 			suspended: true,
 		});
@@ -85,6 +88,8 @@ describe("validateJobCreate: defaults and normalization", () => {
 		["retries 10", { retries: 10 }, { retries: 10 }],
 		["concurrency replace", { concurrency: "replace" }, { concurrency: "replace" }],
 		["misfire skip", { misfire: "skip" }, { misfire: "skip" }],
+		["startingDeadline null", { startingDeadline: null }, { startingDeadline: null }],
+		["startingDeadline 60", { startingDeadline: 60 }, { startingDeadline: 60 }],
 		["recurring false", { recurring: false }, { recurring: false }],
 		["alias schedule", { schedule: "@daily" }, { schedule: "@daily" }],
 		["seconds schedule", { schedule: "*/10 * * * * *" }, { schedule: "*/10 * * * * *" }],
@@ -190,6 +195,10 @@ describe("validateJobCreate: refusals", () => {
 		["retries string", { ...base, retries: "2" }, "retries", /integer/],
 		["retries null", { ...base, retries: null }, "retries", /got null/],
 		["misfire bad", { ...base, misfire: "run_twice" }, "misfire", /run_once, run_all, skip/],
+		["startingDeadline 0", { ...base, startingDeadline: 0 }, "startingDeadline", /between 1 and 2678400/],
+		["startingDeadline fraction", { ...base, startingDeadline: 1.5 }, "startingDeadline", /integer/],
+		["startingDeadline string", { ...base, startingDeadline: "30" }, "startingDeadline", /integer/],
+		["startingDeadline too long", { ...base, startingDeadline: 2678401 }, "startingDeadline", /between 1 and 2678400/],
 		["env array", { ...base, env: ["A=1"] }, "env", /got an array/],
 		["env string", { ...base, env: "A=1" }, "env", /got a string/],
 		["env null", { ...base, env: null }, "env", /got null/],

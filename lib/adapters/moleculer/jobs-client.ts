@@ -10,7 +10,7 @@ export function brokerJobsClient(broker: ServiceBroker): JobsClient {
 		startRuns: (runs: StartRequest[]) => broker.call<(Run | null)[], { runs: StartRequest[] }>("jobs.startRuns", { runs }),
 		// No retries here: a result that cannot be written waits in the engine's outbox.
 		finishRuns: (results: FinishRequest[]) => broker.call<boolean[], { results: FinishRequest[] }>("jobs.finishRuns", { results }, { retries: 0 }),
-		recordRun: (fire: NotRunRequest) => broker.call("jobs.recordRun", fire),
+		recordRuns: (records: NotRunRequest[]) => broker.call("jobs.recordRuns", { records }),
 		inflight: (jobIds: string[]) => broker.call<InflightRun[], { jobIds: string[] }>("jobs.inflight", { jobIds }),
 		abandonRun: (runId: string, error: string) => broker.call<boolean, { runId: string; error: string }>("jobs.abandonRun", { runId, error }),
 		// A clock sample is worth little after a long wait: answer within 3 s or not at all.

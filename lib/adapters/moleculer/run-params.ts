@@ -1,6 +1,6 @@
 /**
  * The params (fastest-validator schemas) of the jobs service's run actions, as the worker calls
- * them: jobs.startRuns (RunStart), jobs.recordRun (RunRecord; both in lib/core/types.ts)
+ * them: jobs.startRuns (RunStart), jobs.recordRuns (RunRecord; both in lib/core/types.ts)
  * and jobs.finishRuns (RunResult, lib/core/types.ts).
  */
 const TRIGGER = { type: "enum", values: ["schedule", "manual", "retry", "catchup"] };
@@ -15,13 +15,21 @@ export const START_RUNS_PARAMS = {
 	},
 };
 
-export const RECORD_RUN_PARAMS = {
-	jobId: "string",
-	scheduledAt: "number",
-	trigger: TRIGGER,
-	status: { type: "enum", values: ["skipped", "missed"] },
-	node: "string",
-	error: { type: "string", optional: true },
+export const RECORD_RUNS_PARAMS = {
+	records: {
+		type: "array",
+		items: {
+			type: "object",
+			props: {
+				jobId: "string",
+				scheduledAt: "number",
+				trigger: TRIGGER,
+				status: { type: "enum", values: ["skipped", "missed"] },
+				node: "string",
+				error: { type: "string", optional: true },
+			},
+		},
+	},
 };
 
 export const FINISH_RUNS_PARAMS = {

@@ -131,6 +131,23 @@ function isSchemaRace(err: unknown): boolean {
 }
 
 /**
+ * The upgrade path of a table made by an older version: sync() creates a missing table but never
+ * alters one, so a column declared since (a new job field) is added here. Only nullable columns are
+ * added this way (the old rows take NULL, which every new field's reader answers as "not set"); a
+ * NOT NULL column would need a default for the old rows, which is a migration to write by hand.
+ */
+async function addMissingColumns(model: ModelStatic<Model>): Promise<void> {
+	const qi = model.sequelize!.getQueryInterface();
+	const present = await qi.describeTable(model.getTableName());
+	for (const [name, attr] of Object.entries(model.getAttributes())) {
+		const column = attr.field ?? name;
+		if (column in present) continue;
+		if (attr.allowNull === false) throw new Error(`table ${model.tableName} lacks the NOT NULL column ${column}: migrate it by hand`);
+		await qi.addColumn(model.getTableName(), column, { type: attr.type, allowNull: true });
+	}
+}
+
+/**
  * model.sync() (CREATE TABLE IF NOT EXISTS, then the missing indexes) that is safe when several
  * processes start on an empty database at once: losing a DDL race is not an error, the sync runs
  * again and finds what the other process made.
@@ -139,6 +156,7 @@ export async function syncModel(model: ModelStatic<Model>, attempts = 5): Promis
 	for (let i = 1; ; i++) {
 		try {
 			await model.sync();
+			await addMissingColumns(model);
 			return;
 		} catch (err) {
 			if (i >= attempts || !isSchemaRace(err)) throw err;

@@ -17,7 +17,8 @@
  * - finishRuns updates its runs by primary key, sorted, then its jobs by primary key, sorted: a
  *   worker and the manager (or two workers sharing a job after a failover) meet in the same order
  *   and one simply waits for the other;
- * - recordRun and abandonRun are single-row statements.
+ * - recordRuns inserts its rows sorted by the unique key, as startRuns; abandonRun is a single-row
+ *   statement.
  * Should the server still report a deadlock or a lock wait timeout (another client of the same
  * database, a plan that locks more than expected), the whole transaction was rolled back and the
  * guard runs it again: a conflict delays a write, it never loses one.
@@ -28,7 +29,6 @@ import type { Clock } from "../../core/clock";
 import { jobStatusAfterRun } from "../../core/policies";
 import type { InflightRun, RunRecord, RunResult, RunStart } from "../../core/types";
 import { iso, type JobRow, type RunRow } from "../../core/views";
-import { isUniqueViolation } from "./db";
 import type { JobsModels } from "./models";
 
 /** Primary keys in the order InnoDB locks them (ascending bytes: our ids are ASCII). */
@@ -78,9 +78,13 @@ export class RunLedger {
 		return rows.map((r) => (present.has(r.id) ? r : null));
 	}
 
-	/** Record a fire that did not run; null when the fire already has a run. */
-	async recordRun(p: RunRecord): Promise<RunRow | null> {
-		const row: RunRow = {
+	/**
+	 * Record fires that did not run (skipped, missed), in one statement. A fire that already has a
+	 * run keeps it (the unique key).
+	 */
+	async recordRuns(records: readonly RunRecord[]): Promise<void> {
+		const now = this.clock.now();
+		const rows: RunRow[] = records.map((p) => ({
 			id: randomUUID(),
 			jobId: p.jobId,
 			scheduledAt: p.scheduledAt,
@@ -88,20 +92,16 @@ export class RunLedger {
 			trigger: p.trigger,
 			status: p.status,
 			startedAt: null,
-			finishedAt: this.clock.now(),
+			finishedAt: now,
 			exitCode: null,
 			signal: null,
 			output: "",
 			node: p.node,
 			error: p.error ?? null,
-		};
-		try {
-			await this.models.runs.create(row as never);
-		} catch (err) {
-			if (isUniqueViolation(err)) return null;
-			throw err;
-		}
-		return row;
+		}));
+		// In the unique key's order (see the file comment).
+		rows.sort((a, b) => (a.jobId < b.jobId ? -1 : a.jobId > b.jobId ? 1 : a.scheduledAt - b.scheduledAt));
+		await this.models.runs.bulkCreate(rows as never[], { ignoreDuplicates: true });
 	}
 
 	/**

@@ -1,8 +1,9 @@
 /**
  * The dispatcher takes one fire from claim to result (the stages are in fire.ts):
  *
- *   overlap policy -> claim (job, scheduledAt) -> record the start (unique key) -> process
- *   (prefired and held until the instant, or started now) -> record the result -> retry with backoff
+ *   admission (backlog.ts: room, or wait as the misfire policy allows) -> overlap policy -> claim
+ *   (job, scheduledAt) -> record the start (unique key) -> process (prefired and held until the
+ *   instant, or started now) -> record the result -> retry with backoff
  *
  * Prefire: a recurring `allow` job's scheduled first attempt, handed over ahead of its instant
  * while a process slot is free, is claimed, recorded and spawned ahead and held until the instant
@@ -17,6 +18,7 @@ import { heldFireAfterReload, overlapDecision, prefireDecision, retryDelayMs, sh
 import type { Run, RunTrigger } from "../../core/types";
 import type { WorkerJob } from "../../core/views";
 import type { Limiter } from "../limiter";
+import type { Backlog, Ticket } from "./backlog";
 import { Fire, HeldJobChanged, type FireObserver } from "./fire";
 import { failedBeforeStart, type Logger, type ProcessResult, type ProcessRunner, type WorkerMetrics } from "./ports";
 import type { PrefireLead } from "./prefire-lead";
@@ -34,6 +36,8 @@ export interface DispatcherDeps {
 	runner: ProcessRunner;
 	/** Bounds the processes running at once. */
 	slots: Limiter;
+	/** Bounds the fires in flight; what finds no room waits there, by the misfire policy. */
+	backlog: Backlog;
 	stages: FireStages;
 	metrics: WorkerMetrics;
 	logger: Logger;
@@ -57,17 +61,21 @@ export class Dispatcher {
 	 * does not run here. Rejects only for a manual run whose start cannot be recorded (the caller's 503).
 	 */
 	async fire(job: WorkerJob, scheduledAt: number, trigger: RunTrigger, attempt: number): Promise<Run | null> {
-		const { state, clock, slots } = this.deps;
+		const { state, clock, slots, backlog } = this.deps;
 		const fire = new Fire(job, scheduledAt, trigger, attempt, this.deps.observe ?? null);
 		// Handed over ahead of the instant: prefire (claim, record and spawn now, release at the
 		// instant) or wait for the instant.
-		const slotFree = slots.running < slots.limit && slots.queued === 0;
+		const slotFree = slots.running < slots.limit && slots.queued === 0 && backlog.hasRoom();
 		const mode = prefireDecision(job, { trigger, attempt, at: scheduledAt }, clock.now(), this.deps.lead.current(), slotFree);
-		// A prefired fire holds its process slot from now on (given to the process, or dropped below).
+		// A prefired fire holds its ticket and its process slot from now on (given to the process,
+		// or dropped below).
+		let ticket: Ticket | null = mode === "prefire" ? backlog.tryEnter() : null;
 		let slot = mode === "prefire" ? slots.tryAcquire() : null;
 		const dropSlot = () => {
 			slot?.();
 			slot = null;
+			ticket?.();
+			ticket = null;
 		};
 		if (mode === "wait") {
 			fire.to({ stage: "waiting", until: scheduledAt });
@@ -75,6 +83,20 @@ export class Dispatcher {
 			const current = state.mayFireAt(job.id, scheduledAt);
 			if (state.stopping || !current) return fire.end("dropped");
 			fire.job = current;
+		}
+		if (!ticket) {
+			if (trigger === "manual" || trigger === "retry") ticket = backlog.enterNow();
+			else {
+				let admission = backlog.enter(fire.job, scheduledAt);
+				if (admission instanceof Promise) {
+					fire.to({ stage: "queued" });
+					admission = await admission;
+				}
+				if ("missed" in admission) return fire.end("missed"); // recorded by the backlog
+				if ("dropped" in admission) return fire.end("dropped");
+				ticket = admission.ticket;
+				fire.job = admission.job;
+			}
 		}
 		const times: StageTimes = { entered: clock.now(), claimed: 0, recorded: 0 };
 		if (trigger !== "retry") {
@@ -146,8 +168,10 @@ export class Dispatcher {
 		this.deps.recorder.stats.fired++;
 		fire.runId = run.id;
 		const held = slot;
+		const admitted = ticket;
 		slot = null;
-		fire.done = this.runToEnd(fire, run, claim, mode === "prefire" ? scheduledAt : null, held, times);
+		ticket = null;
+		fire.done = this.runToEnd(fire, run, claim, mode === "prefire" ? scheduledAt : null, held, times).finally(admitted);
 		// Registered now, not before the awaits above: fires of one job overlap (prefire).
 		state.addActive(fire);
 		void fire.done.finally(() => state.removeActive(fire));

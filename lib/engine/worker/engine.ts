@@ -14,7 +14,9 @@ import { formatCrontab } from "../../core/crontab";
 import { notFound } from "../../core/errors";
 import type { Run, RunTrigger } from "../../core/types";
 import type { WorkerJob } from "../../core/views";
+import { DEFAULT_BACKLOG_BOUNDS, maxInFlightFor, type BacklogBounds } from "../../core/policies";
 import { Limiter } from "../limiter";
+import { Backlog } from "./backlog";
 import { AssignmentSync } from "./assignment-sync";
 import { Dispatcher } from "./dispatcher";
 import type { FireObserver } from "./fire";
@@ -33,6 +35,10 @@ export interface WorkerEngineOptions {
 	prefireMs: number;
 	/** Processes run at once; further runs wait for a slot. */
 	maxConcurrentRuns: number;
+	/** Fires taken on at once, from their claim to their recorded result (backlog.ts); default maxInFlightFor(maxConcurrentRuns). */
+	maxInFlight?: number;
+	/** What waits when the worker is at capacity (default DEFAULT_BACKLOG_BOUNDS). */
+	backlog?: BacklogBounds;
 	clockSkewBoundMs: number;
 	heartbeatMs: number;
 	/** How long stop() lets running processes finish before it writes what is pending. */
@@ -63,6 +69,9 @@ export interface WorkerStatus {
 	running: number;
 	processes: number;
 	queued: number;
+	/** Fires taken on (claiming, recording, running), and fires waiting for room (backlog.ts). */
+	inFlight: number;
+	backlog: number;
 	pendingResults: number;
 	fireStagesMs: StageSummary | null;
 	pendingFires: number;
@@ -82,6 +91,7 @@ export class WorkerEngine {
 	readonly sync: AssignmentSync;
 	readonly registration: Registration;
 	private readonly slots: Limiter;
+	readonly backlog: Backlog;
 	private readonly stages = new FireStages(1000);
 	private readonly lead: PrefireLead;
 	private readonly unwatch: (() => void)[] = [];
@@ -95,6 +105,13 @@ export class WorkerEngine {
 		const state = this.state;
 		const fire = (job: WorkerJob, at: number, trigger: RunTrigger, attempt: number) => void this.dispatcher.fire(job, at, trigger, attempt);
 		this.slots = new Limiter(opts.maxConcurrentRuns);
+		this.backlog = new Backlog({
+			clock,
+			capacity: opts.maxInFlight ?? maxInFlightFor(opts.maxConcurrentRuns),
+			bounds: opts.backlog ?? DEFAULT_BACKLOG_BOUNDS,
+			current: (id, at) => (state.stopping ? null : state.mayFireAt(id, at)),
+			missed: (job, at, reason) => void this.recorder.notRun(job, at, "schedule", "missed", reason),
+		});
 		const lead = (this.lead = new PrefireLead(opts.prefireMs, opts.prefireMs * PREFIRE_MAX_FACTOR));
 		this.recorder = new RunRecorder({ clock, jobs, outbox: deps.outbox, logger, metrics, nodeId: opts.nodeId });
 		this.recovery = new Recovery({ state, clock, jobs, coordination, recorder: this.recorder, logger, fire });
@@ -107,6 +124,7 @@ export class WorkerEngine {
 			recovery: () => this.recovery,
 			runner: deps.runner,
 			slots: this.slots,
+			backlog: this.backlog,
 			stages: this.stages,
 			metrics,
 			logger,
@@ -178,6 +196,7 @@ export class WorkerEngine {
 		this.state.stopping = true;
 		this.registration.stop();
 		this.loop.disarm();
+		this.backlog.stop();
 		this.recorder.stop();
 		this.recovery.stop();
 		for (const u of this.unwatch.splice(0)) u();
@@ -225,6 +244,8 @@ export class WorkerEngine {
 			running: this.state.activeCount(),
 			processes: this.slots.running,
 			queued: this.slots.queued,
+			inFlight: this.backlog.inFlight,
+			backlog: this.backlog.waiting,
 			pendingResults: this.recorder.pendingResults,
 			fireStagesMs: this.stages.summary(),
 			pendingFires: this.recovery.pendingFires,

@@ -3,12 +3,13 @@
  * of the worker, written down in one place. The dispatcher (dispatcher.ts) drives it; every change
  * of stage goes through `Fire.to`, which refuses a transition the table below does not allow.
  *
- *   due ──> waiting ──> claiming ──> recording ──> held ──> finishing ──> ended
- *    │         │           │             │    └──> running ──┘   ^
- *    └─────────┴───────────┴─────────────┴── ended ───────────────┘
+ *   due ──> [waiting] ──> [queued] ──> claiming ──> recording ──> held | running ──> finishing ──> ended
+ *   ([ ] = only some fires; every stage before finishing may also end the fire at once)
  *
  * - due: the crontab (or a recovery, a retry, a manual run) handed the fire over.
  * - waiting: handed over ahead of its instant but not prefired: it waits for the instant.
+ * - queued: the worker is at capacity; the fire waits in the backlog (backlog.ts) for room, as its
+ *   job's misfire policy allows, or ends missed.
  * - claiming: taking the coordination lock on (job, scheduledAt); one worker wins.
  * - recording: the claim is ours; writing the run's start (its unique key makes a fire run once).
  * - held: prefired: the process is spawned and held until the instant; a change of the job rebuilds
@@ -23,6 +24,8 @@ import type { WorkerJob } from "../../core/views";
 export type FireOutcome =
 	/** No longer ours, or no longer due at that instant, when its turn came. */
 	| "dropped"
+	/** The worker was at capacity and the misfire policy (or the startingDeadline) refused it: recorded missed. */
+	| "missed"
 	/** The previous run is still going (concurrency forbid): recorded skipped. */
 	| "skipped"
 	/** Another worker holds the claim. */
@@ -45,6 +48,7 @@ export type FireOutcome =
 export type FireStage =
 	| { stage: "due" }
 	| { stage: "waiting"; until: number }
+	| { stage: "queued" }
 	| { stage: "claiming" }
 	| { stage: "recording" }
 	| { stage: "held"; runId: string; releaseAt: number }
@@ -55,8 +59,9 @@ export type FireStage =
 export type StageName = FireStage["stage"];
 
 export const TRANSITIONS: Readonly<Record<StageName, readonly StageName[]>> = {
-	due: ["waiting", "claiming", "ended"],
-	waiting: ["claiming", "ended"],
+	due: ["waiting", "queued", "claiming", "ended"],
+	waiting: ["queued", "claiming", "ended"],
+	queued: ["claiming", "ended"],
 	claiming: ["recording", "ended"],
 	recording: ["held", "running", "ended"],
 	held: ["held", "finishing", "ended"],

@@ -35,7 +35,8 @@ export interface JobsClient {
 	startRuns(runs: StartRequest[]): Promise<(Run | null)[]>;
 	/** Record run ends; per item whether it was written now (idempotent). */
 	finishRuns(results: FinishRequest[]): Promise<boolean[]>;
-	recordRun(fire: NotRunRequest): Promise<unknown>;
+	/** Fires that did not run (skipped, missed), in one write; a fire that has a run keeps it. */
+	recordRuns(fires: NotRunRequest[]): Promise<unknown>;
 	/** Runs of these jobs the ledger still has as running. */
 	inflight(jobIds: string[]): Promise<InflightRun[]>;
 	/** Mark a run cut off (failed); false when it was no longer running. */

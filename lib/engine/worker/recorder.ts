@@ -8,7 +8,7 @@ import type { Clock, TimerHandle } from "../../core/clock";
 import type { Run, RunStatus, RunTrigger } from "../../core/types";
 import type { WorkerJob } from "../../core/views";
 import { Batcher } from "../batcher";
-import type { FinishRequest, JobsClient, Logger, OutboxStore, ProcessResult, StartRequest, WorkerMetrics } from "./ports";
+import type { FinishRequest, JobsClient, Logger, NotRunRequest, OutboxStore, ProcessResult, StartRequest, WorkerMetrics } from "./ports";
 
 /** How long the outbox waits before it tries the database again. */
 export const OUTBOX_RETRY_MS = 1000;
@@ -36,8 +36,11 @@ export class RunRecorder {
 	readonly stats: WorkerStats = { fired: 0, succeeded: 0, failed: 0, skipped: 0, missed: 0 };
 	private readonly starts: Batcher<StartRequest, Run | null>;
 	private readonly finishes: Batcher<FinishRequest, boolean>;
+	private readonly notRuns: Batcher<NotRunRequest, unknown>;
 	/** Results not yet written (the database was down), oldest first. */
 	private outbox: FinishRequest[] = [];
+	/** Skipped and missed fires not yet written (the database was down), written with the outbox. */
+	private notRunLater: NotRunRequest[] = [];
 	private outboxTimer: TimerHandle | null = null;
 	private stopped = false;
 
@@ -45,6 +48,15 @@ export class RunRecorder {
 		const schedule = (fn: () => void) => void deps.clock.setTimeout(fn, 0);
 		this.starts = new Batcher((runs) => deps.jobs.startRuns(runs), { schedule });
 		this.finishes = new Batcher((results) => deps.jobs.finishRuns(results), { schedule });
+		// One write for every fire recorded skipped or missed in the same turn (an overload records
+		// hundreds a second).
+		this.notRuns = new Batcher(
+			async (fires) => {
+				await deps.jobs.recordRuns(fires);
+				return fires.map(() => null);
+			},
+			{ schedule },
+		);
 	}
 
 	/** Results kept from before a restart; answers how many. */
@@ -54,7 +66,7 @@ export class RunRecorder {
 	}
 
 	get pendingResults(): number {
-		return this.outbox.length;
+		return this.outbox.length + this.notRunLater.length;
 	}
 
 	/** Whether a run's result waits in the outbox (it ran here; it is not a cut-off run). */
@@ -97,6 +109,16 @@ export class RunRecorder {
 	/** Write what waits in the outbox, oldest first; on failure try again later. Rejects only when told to stop trying. */
 	async flushOutbox(): Promise<void> {
 		this.outboxTimer = null;
+		while (this.notRunLater.length > 0) {
+			const batch = this.notRunLater.slice(0, OUTBOX_BATCH);
+			try {
+				await this.deps.jobs.recordRuns(batch);
+			} catch {
+				this.armOutbox();
+				return;
+			}
+			this.notRunLater.splice(0, batch.length);
+		}
 		while (this.outbox.length > 0) {
 			const batch = this.outbox.slice(0, OUTBOX_BATCH);
 			try {
@@ -111,15 +133,22 @@ export class RunRecorder {
 		}
 	}
 
-	/** Record a fire that did not run (skipped, missed). Best effort: a failure is logged. */
+	/**
+	 * Record a fire that did not run (skipped, missed). Never rejects: while the database is down the
+	 * record waits and is written with the outbox (kept in memory: after a restart the catch-up of
+	 * the job's fires finds such a fire again).
+	 */
 	async notRun(job: WorkerJob, scheduledAt: number, trigger: RunTrigger, status: "skipped" | "missed", error: string): Promise<void> {
 		if (status === "skipped") this.stats.skipped++;
 		else this.stats.missed++;
 		this.count(status);
+		const req: NotRunRequest = { jobId: job.id, scheduledAt, trigger, status, node: this.deps.nodeId, error };
 		try {
-			await this.deps.jobs.recordRun({ jobId: job.id, scheduledAt, trigger, status, node: this.deps.nodeId, error });
+			await this.notRuns.add(req);
 		} catch (err) {
-			this.deps.logger.warn(`Cannot record a ${status} fire of job ${job.id}:`, (err as Error).message);
+			this.deps.logger.warn(`Cannot record a ${status} fire of job ${job.id} now (${(err as Error).message}); keeping it to retry`);
+			this.notRunLater.push(req);
+			this.armOutbox();
 		}
 	}
 

@@ -6,6 +6,7 @@
  */
 import { MemoryCoordinationHub } from "../../../lib/adapters/memory/coordination";
 import { RunSetupError, unavailable } from "../../../lib/core/errors";
+import { DEFAULT_BACKLOG_BOUNDS, type BacklogBounds } from "../../../lib/core/policies";
 import type { MisfirePolicy } from "../../../lib/core/types";
 import type { WorkerJob } from "../../../lib/core/views";
 import { WorkerEngine } from "../../../lib/engine/worker/engine";
@@ -33,7 +34,7 @@ interface Transition {
 	outcome?: FireOutcome;
 }
 
-async function harness(opts: { prefireMs?: number; maxConcurrentRuns?: number; start?: number } = {}) {
+async function harness(opts: { prefireMs?: number; maxConcurrentRuns?: number; maxInFlight?: number; backlog?: BacklogBounds; start?: number } = {}) {
 	const clock = new FakeClock({ start: opts.start ?? START });
 	const hub = new MemoryCoordinationHub();
 	const coordination = hub.session();
@@ -50,6 +51,8 @@ async function harness(opts: { prefireMs?: number; maxConcurrentRuns?: number; s
 			nodeId: NODE,
 			prefireMs: opts.prefireMs ?? 1000,
 			maxConcurrentRuns: opts.maxConcurrentRuns ?? 8,
+			maxInFlight: opts.maxInFlight,
+			backlog: opts.backlog,
 			clockSkewBoundMs: 1000,
 			heartbeatMs: 60_000,
 			stopGraceMs: 10_000,
@@ -586,6 +589,142 @@ describe("missed fires: every cause through every misfire policy", () => {
 		expect(outage.filter((r) => r.status === "succeeded").length).toBe(ran);
 		expect(outage.filter((r) => r.status === "missed").length).toBe(missed);
 		expect(outage.length).toBe(4);
+	});
+});
+
+describe("overload: a fire that cannot start when due is a missed fire, by the misfire policy", () => {
+	/** Fire times of a job in the ledger as "seconds:status". */
+	const rows = (h: Harness, id: string) => h.jobs.rowsOf(id).map((r) => `${(r.scheduledAt - T0) / 1000}:${r.status}`);
+	/** One process at a time; "hog" (every 10 s) keeps it `hogMs`. */
+	async function busy(hogMs: number, job: WorkerJob, backlog: Partial<BacklogBounds> = {}) {
+		const h = await harness({ prefireMs: 0, maxConcurrentRuns: 1, maxInFlight: 1, backlog: { ...DEFAULT_BACKLOG_BOUNDS, ...backlog } });
+		await h.start();
+		await h.assign(workerJob("hog", { schedule: "*/10 * * * * *", env: { DURATION_MS: String(hogMs) } }, T0), job);
+		return h;
+	}
+
+	// The hog runs from 10 s to 12.5 s; x's fire at 11 s can start 1.5 s late, at 12.5 s.
+	test.each<[string, Partial<WorkerJob>, string[], RegExp | null]>([
+		["run_once: the fire waits and runs late", { misfire: "run_once" }, ["11:succeeded"], null],
+		["run_all: the fire waits and runs late", { misfire: "run_all" }, ["11:succeeded"], null],
+		[
+			"skip: later than the misfire threshold (1 s), recorded missed",
+			{ misfire: "skip" },
+			["11:missed"],
+			/not started within 1000 ms of its time \(misfire skip\)/,
+		],
+		[
+			"startingDeadline 1 s: past it while waiting, recorded missed",
+			{ misfire: "run_all", startingDeadline: 1 },
+			["11:missed"],
+			/not started within its startingDeadline of 1 s/,
+		],
+		["startingDeadline 2 s: started within it", { misfire: "run_once", startingDeadline: 2 }, ["11:succeeded"], null],
+	])("%s", async (_name, over, expected, reason) => {
+		const h = await busy(2500, workerJob("x", { schedule: "11 * * * * *", ...over }, T0));
+		await h.clock.advanceTo(s(14));
+		expect(rows(h, "x").slice(0, 1)).toEqual(expected);
+		expect(rows(h, "hog").slice(0, 1)).toEqual(["10:succeeded"]);
+		const x = h.jobs.rowsOf("x")[0];
+		if (reason) expect(x.error).toMatch(reason);
+		else expect(h.started("x")[0].startedAt).toBe(s(12) + 500);
+		if (reason) expect(h.path("x", s(11))).toEqual(["due", "queued", "ended"]);
+		else expect(h.path("x", s(11))).toEqual(["due", "queued", "claiming", "recording", "running", "finishing", "ended"]);
+	});
+
+	// The hog runs from 10 s to 15.5 s; y fires every second from 11 to 15 s, five fires while it waits.
+	test.each<[MisfirePolicy, Partial<BacklogBounds>, string[], RegExp]>([
+		["run_all", {}, ["11:succeeded", "12:succeeded", "13:succeeded", "14:succeeded", "15:succeeded"], /./],
+		[
+			"run_all",
+			{ perJob: 3 },
+			["11:succeeded", "12:succeeded", "13:succeeded", "14:missed", "15:missed"],
+			/3 fires of the job already waited \(misfire run_all, bound 3\)/,
+		],
+		["run_all", { total: 2 }, ["11:succeeded", "12:succeeded", "13:missed", "14:missed", "15:missed"], /with 2 fires waiting \(bound 2, misfire run_all\)/],
+		[
+			"run_once",
+			{},
+			["11:missed", "12:missed", "13:missed", "14:missed", "15:succeeded"],
+			/superseded by a newer fire while the worker was at capacity \(misfire run_once\)/,
+		],
+		["skip", {}, ["11:missed", "12:missed", "13:missed", "14:missed", "15:succeeded"], /superseded by a newer fire|misfire skip/],
+	])("misfire %s %j: five fires while the worker is full", async (misfire, bounds, expected, reason) => {
+		const h = await busy(5500, workerJob("y", { schedule: "11-15 * * * * *", misfire, env: { DURATION_MS: "50" } }, T0), bounds);
+		await h.clock.advanceTo(s(17));
+		expect(rows(h, "y").filter((r) => Number(r.split(":")[0]) < 20)).toEqual(expected);
+		for (const r of h.jobs.rowsOf("y").filter((r) => r.status === "missed")) expect(r.error).toMatch(reason);
+		// In order, one at a time, after the hog.
+		const starts = h.started("y").map((p) => p.scheduledAt);
+		expect(starts).toEqual([...starts].sort((a, b) => a - b));
+		expect(h.runner.peak).toBe(1);
+	});
+
+	test("offered load far beyond capacity: throughput plateaus, every fire time ends as one row, the backlog stays bounded", async () => {
+		// 50 per-second jobs of 500 ms each on 4 process slots: 8 runs a second can be done, 50 are asked.
+		const h = await harness({ prefireMs: 1000, maxConcurrentRuns: 4 });
+		await h.start();
+		const ids = Array.from({ length: 50 }, (_, i) => `j${String(i).padStart(2, "0")}`);
+		await h.assign(...ids.map((id) => workerJob(id, { env: { DURATION_MS: "500" } }, T0)));
+		let peakBacklog = 0;
+		let peakInFlight = 0;
+		for (let t = 1; t <= 20; t++) {
+			await h.clock.advanceTo(s(t) + 100);
+			peakBacklog = Math.max(peakBacklog, h.engine.status().backlog);
+			peakInFlight = Math.max(peakInFlight, h.engine.status().inFlight);
+		}
+		h.engine.loop.disarm(); // no new fires: let the last ones end
+		await h.clock.advance(5000);
+		const window = h.jobs.runs.filter((r) => r.scheduledAt >= s(1) && r.scheduledAt <= s(20));
+		// Exactly one row per (job, fire time), none left running.
+		const keys = window.map((r) => `${r.jobId}@${r.scheduledAt}`);
+		expect(new Set(keys).size).toBe(keys.length);
+		expect(keys.length).toBe(50 * 20);
+		expect(window.filter((r) => r.status === "running")).toEqual([]);
+		const ran = window.filter((r) => r.status === "succeeded").length;
+		// 4 slots x 2 runs a second x 20 s = 160 at best; the plateau is near it, not a collapse.
+		expect(ran).toBeGreaterThanOrEqual(140);
+		expect(ran + window.filter((r) => r.status === "missed").length).toBe(1000);
+		expect(h.runner.peak).toBeLessThanOrEqual(4);
+		// At most one waiting fire per run_once job, and few fires taken on beyond the slots.
+		expect(peakBacklog).toBeLessThanOrEqual(50);
+		expect(peakInFlight).toBeLessThanOrEqual(4 + 8);
+		// Every job got its turn (the newer fire takes the older one's place in the queue).
+		for (const id of ids) expect(h.jobs.rowsOf(id).some((r) => r.status === "succeeded")).toBe(true);
+	});
+
+	test("manual runs and retries are taken on at once, beyond the capacity", async () => {
+		const h = await busy(5000, workerJob("m", { schedule: NEVER }, T0));
+		await h.clock.advanceTo(s(10) + 500); // the hog holds the only place
+		const run = await h.runNow("m");
+		expect(run).toEqual(expect.objectContaining({ jobId: "m", status: "running" }));
+		await h.clock.advanceTo(s(16));
+		expect(rows(h, "m")).toEqual([expect.stringMatching(/:succeeded$/)]);
+	});
+
+	test("stop with fires waiting: each is recorded missed, none is left unaccounted", async () => {
+		const h = await busy(5000, workerJob("w", { schedule: "11-13 * * * * *", misfire: "run_all" }, T0));
+		await h.clock.advanceTo(s(13) + 500);
+		expect(h.engine.status().backlog).toBe(3);
+		const stopped = h.engine.stop();
+		await h.clock.advance(6000);
+		await stopped;
+		expect(rows(h, "w")).toEqual(["11:missed", "12:missed", "13:missed"]);
+		for (const r of h.jobs.rowsOf("w")) expect(r.error).toBe("the worker stopped before it could start");
+	});
+
+	test("catch-up after a coordination outage: fires past the startingDeadline are recorded missed, the others run", async () => {
+		const h = await harness({ prefireMs: 0 });
+		await h.start();
+		await h.assign(workerJob("d", { misfire: "run_all", startingDeadline: 2 }, T0));
+		await h.clock.advanceTo(s(1) + 500);
+		h.hub.disconnect(h.coordination);
+		await h.clock.advanceTo(s(6) + 500); // 2 .. 6 s fall due
+		h.hub.reconnect(h.coordination);
+		await h.clock.advance(400);
+		const outage = h.jobs.rowsOf("d").filter((r) => r.scheduledAt >= s(2) && r.scheduledAt <= s(6));
+		expect(outage.map((r) => `${(r.scheduledAt - T0) / 1000}:${r.status}`)).toEqual(["2:missed", "3:missed", "4:missed", "5:succeeded", "6:succeeded"]);
+		expect(outage[0].error).toMatch(/startingDeadline of 2 s/);
 	});
 });
 

@@ -1,0 +1,90 @@
+/**
+ * The upgrade of a jobs table made by an older version: syncModel adds the nullable columns
+ * declared since (here `startingDeadline`), on SQLite and on MariaDB, and the old rows read as
+ * "not set". Run twice (two processes starting at once meet the same DDL): the second finds it done.
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { randomBytes } from "node:crypto";
+import mysql from "mysql2/promise";
+import { Sequelize } from "sequelize";
+import { syncModel } from "../../lib/adapters/sql/db";
+import { jobModel } from "../../lib/adapters/sql/models";
+import { connectionOptions } from "../support/mariadb";
+
+const { DATABASE_URL } = process.env;
+
+async function upgrade(seq: Sequelize): Promise<void> {
+	const def = jobModel(seq.getDialect() as never);
+	const model = seq.define(def.name, def.define, def.options);
+	await syncModel(model);
+	const qi = seq.getQueryInterface();
+	// The table as the previous version made it: no startingDeadline column, one job in it.
+	await qi.removeColumn(model.getTableName(), "startingDeadline");
+	expect(Object.keys(await qi.describeTable(model.getTableName()))).not.toContain("startingDeadline");
+	await model.create(
+		{
+			id: "old-job",
+			name: null,
+			type: "command",
+			executable: "true",
+			schedule: "* * * * *",
+			timezone: "UTC",
+			runAs: null,
+			timeout: null,
+			recurring: true,
+			concurrency: "allow",
+			retries: 0,
+			misfire: "run_once",
+			env: "{}",
+			suspended: false,
+			status: "scheduled",
+			digest: null,
+			size: null,
+			owner: "u1",
+			worker: null,
+			lastScheduledAt: null,
+			lastRun: null,
+			deletedAt: null,
+			createdAt: 1,
+			updatedAt: 1,
+		} as never,
+		{ fields: Object.keys(def.define).filter((k) => k !== "startingDeadline") },
+	);
+	await syncModel(model);
+	await syncModel(model);
+	const columns = await qi.describeTable(model.getTableName());
+	expect(columns.startingDeadline).toEqual(expect.objectContaining({ allowNull: true }));
+	const row = (await model.findByPk("old-job", { raw: true })) as unknown as { startingDeadline: number | null };
+	expect(row.startingDeadline).toBeNull();
+}
+
+describe("a jobs table of an older version is upgraded in place", () => {
+	test("SQLite", async () => {
+		const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cronjob-migrate-"));
+		const seq = new Sequelize({ dialect: "sqlite", storage: path.join(dir, "jobs.sqlite"), logging: false });
+		try {
+			await upgrade(seq);
+		} finally {
+			await seq.close();
+			fs.rmSync(dir, { recursive: true, force: true });
+		}
+	});
+
+	(DATABASE_URL ? test : test.skip)("MariaDB", async () => {
+		const name = `cronjob_test_migrate_${randomBytes(4).toString("hex")}`;
+		const admin = await mysql.createConnection(connectionOptions(DATABASE_URL as string));
+		await admin.query(`CREATE DATABASE \`${name}\``);
+		const url = new URL(DATABASE_URL as string);
+		url.pathname = `/${name}`;
+		const seq = new Sequelize(url.toString(), { dialect: "mysql", logging: false });
+		try {
+			await upgrade(seq);
+		} finally {
+			await seq.close();
+			await admin.query(`DROP DATABASE \`${name}\``);
+			await admin.end();
+		}
+	});
+});
