@@ -8,6 +8,7 @@
 import type { Clock } from "../../core/clock";
 import type { Coordination } from "../../core/coordination";
 import type { WorkerJob } from "../../core/views";
+import { Batcher } from "../batcher";
 import type { Dispatcher } from "./dispatcher";
 import type { FireLoop } from "./fire-loop";
 import type { JobsClient, Logger } from "./ports";
@@ -36,8 +37,27 @@ export interface AssignmentSyncDeps {
 export class AssignmentSync {
 	private reconciling: Promise<void> | null = null;
 	private again = false;
+	/**
+	 * Changed jobs, reloaded together: the changes of one turn (and those arriving while a reload is
+	 * in flight) cost one read. A thousand jobs created or resumed at once would otherwise be a
+	 * thousand reads queued behind the run writes, and the crontab would lag behind the API.
+	 */
+	private readonly changes: Batcher<string, void>;
 
-	constructor(private readonly deps: AssignmentSyncDeps) {}
+	constructor(private readonly deps: AssignmentSyncDeps) {
+		this.changes = new Batcher(
+			async (ids) => {
+				const unique = [...new Set(ids)];
+				const ours = unique.filter((id) => this.deps.state.assigned.has(id));
+				const others = unique.filter((id) => !this.deps.state.assigned.has(id));
+				await Promise.all([ours.length > 0 ? this.load(ours, false) : null, others.length > 0 ? this.reviewHeldUnassigned(others) : null]);
+				return ids.map(() => undefined);
+			},
+			// Flushed after the current task (no timer: a caller awaits its reload), and while a reload is
+			// in flight the changes arriving meanwhile wait for it (the Batcher's group commit).
+			{ schedule: (fn) => void Promise.resolve().then(fn), maxBatch: JOBS_PER_CALL },
+		);
+	}
 
 	/** Match the assignment (`jobIds`, or as read from the coordination service). */
 	reconcile(jobIds?: string[]): Promise<void> {
@@ -75,10 +95,9 @@ export class AssignmentSync {
 		return this.reconciling;
 	}
 
-	/** A job changed (created, patched, deleted, finished): reload it if it is ours. */
-	async jobChanged(id: string): Promise<void> {
-		if (!this.deps.state.assigned.has(id)) return this.reviewHeldUnassigned([id]);
-		await this.load([id], false);
+	/** A job changed (created, patched, deleted, finished): reload it if it is ours (coalesced, see `changes`). */
+	jobChanged(id: string): Promise<void> {
+		return this.changes.add(id);
 	}
 
 	/** Fetch jobs and (re)schedule them; with `catchUp`, their missed fires are caught up first. */

@@ -592,6 +592,23 @@ describe("missed fires: every cause through every misfire policy", () => {
 	});
 });
 
+describe("job changes", () => {
+	test("many jobs changed at once (created, resumed) are reloaded with one read, not one read each", async () => {
+		const h = await harness();
+		await h.start();
+		const ids = Array.from({ length: 40 }, (_, i) => `c${i}`);
+		await h.assign(...ids.map((id) => workerJob(id, { schedule: NEVER }, T0)));
+		const before = h.jobs.calls.filter((c) => c.method === "byIds").length;
+		for (const id of ids) h.jobs.edit(id, { schedule: "30 * * * * *" });
+		await Promise.all(ids.map((id) => h.engine.jobChanged(id)));
+		const reads = h.jobs.calls.filter((c) => c.method === "byIds").slice(before);
+		expect(reads.length).toBe(1);
+		expect((reads[0].args as string[]).sort()).toEqual([...ids].sort());
+		expect(h.engine.status().jobs).toBe(40);
+		expect(h.engine.loop.crontab.nextAt("c0")).toBe(s(30));
+	});
+});
+
 describe("overload: a fire that cannot start when due is a missed fire, by the misfire policy", () => {
 	/** Fire times of a job in the ledger as "seconds:status". */
 	const rows = (h: Harness, id: string) => h.jobs.rowsOf(id).map((r) => `${(r.scheduledAt - T0) / 1000}:${r.status}`);
