@@ -27,16 +27,8 @@ export function sleep(ms: number): Promise<void> {
 
 export { waitFor, removeZkTree };
 
-/** VmRSS and VmHWM (peak) of a process in MB, from /proc/<pid>/status. */
-export function memoryMb(pid: number): { rssMb: number; peakRssMb: number } | null {
-	try {
-		const s = fs.readFileSync(`/proc/${pid}/status`, "utf8");
-		const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(s)?.[1] ?? NaN);
-		return { rssMb: Math.round(kb("VmRSS") / 102.4) / 10, peakRssMb: Math.round(kb("VmHWM") / 102.4) / 10 };
-	} catch {
-		return null;
-	}
-}
+/** Re-exported for the cluster benches (scale.ts). */
+export { memoryMb } from "./common";
 
 export interface Proc {
 	name: string;
