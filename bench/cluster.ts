@@ -132,7 +132,9 @@ export class BenchCluster {
 		child.stdout?.on("data", onData);
 		child.stderr?.on("data", onData);
 		const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()));
-		void exited.then(() => fs.closeSync(logFile));
+		// Closed once the pipes are (`close`): output still arrives after `exit`, and a write to the
+		// closed file threw EBADF and ended the bench in its cleanup (a debug log's last lines).
+		child.on("close", () => fs.closeSync(logFile));
 		const proc: Proc = {
 			name,
 			child,
