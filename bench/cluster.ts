@@ -196,10 +196,10 @@ export class BenchCluster {
 	}
 
 	/** API node (SERVICES=api,jobs; it creates the tables), then managers and workers; waits for a leader and the workers registered. */
-	async startCluster(opts: { managers: string[]; workers: string[]; workerEnv?: Record<string, string> }): Promise<void> {
+	async startCluster(opts: { managers: string[]; workers: string[]; workerEnv?: Record<string, string>; apiEnv?: Record<string, string> }): Promise<void> {
 		const port = await freePort();
 		this.apiBase = `http://127.0.0.1:${port}`;
-		this.start("api-1", { SERVICES: "api,jobs", PORT: String(port) });
+		this.start("api-1", { SERVICES: "api,jobs", PORT: String(port), ...opts.apiEnv });
 		await waitFor(
 			async () => {
 				this.checkAlive(["api-1"]);
@@ -287,6 +287,21 @@ export class BenchCluster {
 			);
 		}
 		return ids;
+	}
+
+	/**
+	 * How often each text occurs in each process's whole log (the files in the temp folder, not the
+	 * tail kept in memory), by process name (a restarted process's logs added up).
+	 */
+	countInLogs(texts: readonly string[]): Record<string, Record<string, number>> {
+		const out: Record<string, Record<string, number>> = {};
+		for (const f of fs.readdirSync(this.tmp).filter((x) => x.endsWith(".log"))) {
+			const name = f.replace(/-\d+\.log$/, "");
+			const log = fs.readFileSync(path.join(this.tmp, f), "utf8");
+			const counts = (out[name] ??= Object.fromEntries(texts.map((t) => [t, 0])));
+			for (const t of texts) for (let i = log.indexOf(t); i >= 0; i = log.indexOf(t, i + t.length)) counts[t]++;
+		}
+		return out;
 	}
 
 	/** What the jobs service broadcasts after a change: the leading manager reconciles. */
