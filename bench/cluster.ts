@@ -27,16 +27,8 @@ export function sleep(ms: number): Promise<void> {
 
 export { waitFor, removeZkTree };
 
-/** VmRSS and VmHWM (peak) of a process in MB, from /proc/<pid>/status. */
-export function memoryMb(pid: number): { rssMb: number; peakRssMb: number } | null {
-	try {
-		const s = fs.readFileSync(`/proc/${pid}/status`, "utf8");
-		const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(s)?.[1] ?? NaN);
-		return { rssMb: Math.round(kb("VmRSS") / 102.4) / 10, peakRssMb: Math.round(kb("VmHWM") / 102.4) / 10 };
-	} catch {
-		return null;
-	}
-}
+/** Re-exported for the cluster benches (scale.ts). */
+export { memoryMb } from "./common";
 
 export interface Proc {
 	name: string;
@@ -140,7 +132,9 @@ export class BenchCluster {
 		child.stdout?.on("data", onData);
 		child.stderr?.on("data", onData);
 		const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()));
-		void exited.then(() => fs.closeSync(logFile));
+		// Closed once the pipes are (`close`): output still arrives after `exit`, and a write to the
+		// closed file threw EBADF and ended the bench in its cleanup (a debug log's last lines).
+		child.on("close", () => fs.closeSync(logFile));
 		const proc: Proc = {
 			name,
 			child,
@@ -202,10 +196,10 @@ export class BenchCluster {
 	}
 
 	/** API node (SERVICES=api,jobs; it creates the tables), then managers and workers; waits for a leader and the workers registered. */
-	async startCluster(opts: { managers: string[]; workers: string[]; workerEnv?: Record<string, string> }): Promise<void> {
+	async startCluster(opts: { managers: string[]; workers: string[]; workerEnv?: Record<string, string>; apiEnv?: Record<string, string> }): Promise<void> {
 		const port = await freePort();
 		this.apiBase = `http://127.0.0.1:${port}`;
-		this.start("api-1", { SERVICES: "api,jobs", PORT: String(port) });
+		this.start("api-1", { SERVICES: "api,jobs", PORT: String(port), ...opts.apiEnv });
 		await waitFor(
 			async () => {
 				this.checkAlive(["api-1"]);
@@ -293,6 +287,21 @@ export class BenchCluster {
 			);
 		}
 		return ids;
+	}
+
+	/**
+	 * How often each text occurs in each process's whole log (the files in the temp folder, not the
+	 * tail kept in memory), by process name (a restarted process's logs added up).
+	 */
+	countInLogs(texts: readonly string[]): Record<string, Record<string, number>> {
+		const out: Record<string, Record<string, number>> = {};
+		for (const f of fs.readdirSync(this.tmp).filter((x) => x.endsWith(".log"))) {
+			const name = f.replace(/-\d+\.log$/, "");
+			const log = fs.readFileSync(path.join(this.tmp, f), "utf8");
+			const counts = (out[name] ??= Object.fromEntries(texts.map((t) => [t, 0])));
+			for (const t of texts) for (let i = log.indexOf(t); i >= 0; i = log.indexOf(t, i + t.length)) counts[t]++;
+		}
+		return out;
 	}
 
 	/** What the jobs service broadcasts after a change: the leading manager reconciles. */
