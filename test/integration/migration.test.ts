@@ -16,7 +16,7 @@ import { connectionOptions } from "../support/mariadb";
 const { DATABASE_URL } = process.env;
 
 async function upgrade(seq: Sequelize): Promise<void> {
-	const def = jobModel(seq.getDialect() as never);
+	const def = jobModel(seq.getDialect());
 	const model = seq.define(def.name, def.define, def.options);
 	await syncModel(model);
 	const qi = seq.getQueryInterface();
