@@ -13,7 +13,8 @@
  * of its older one keeps that place: every job gets its turn), as the job's misfire policy allows
  * (lib/core/policies.ts backlogDecision): what the policy or the bounds refuse, what passes its
  * startingDeadline while it waits, and a `skip` job's fire later than the misfire threshold are
- * recorded `missed` with the reason. Nothing waits without a bound, nothing is dropped silently.
+ * recorded `missed` with the reason, as is a waiting fire whose job stops being runnable here
+ * meanwhile. Nothing waits without a bound, nothing is dropped silently.
  *
  * Manual runs and retries are admitted at once (they are few, follow a fire that was admitted,
  * and a caller waits for the manual one); they count against the capacity all the same.
@@ -21,6 +22,13 @@
 import type { Clock, TimerHandle } from "../../core/clock";
 import { backlogDecision, tooLateToStart, type BacklogBounds } from "../../core/policies";
 import type { WorkerJob } from "../../core/views";
+
+/**
+ * How long after a fire last had to wait the worker counts as loaded: no prefire meanwhile (a
+ * prefired fire holds its room for the whole lead; under load that room is worth more to a fire
+ * due now, and prefire, which spreads a burst, adds nothing when the worker is at capacity anyway).
+ */
+export const CALM_AFTER_MS = 10_000;
 
 /** Given back once the fire no longer needs its room (its result recorded, or it did not run). */
 export type Ticket = () => void;
@@ -33,7 +41,7 @@ export interface BacklogDeps {
 	/** Fires holding a ticket at once, at most (manual runs and retries aside). */
 	capacity: number;
 	bounds: BacklogBounds;
-	/** The job as it is now if it may still fire at `at` (null: no longer ours, dropped). */
+	/** The job as it is now if it may still fire at `at` (null: no longer ours, or no longer due then). */
 	current(jobId: string, at: number): WorkerJob | null;
 	/** A fire that will not run: recorded missed with the reason. */
 	missed(job: WorkerJob, at: number, reason: string): void;
@@ -50,6 +58,13 @@ interface Waiting {
 	gone: boolean;
 }
 
+/**
+ * A fire whose time came while it waited and whose job then stopped being runnable here: it did
+ * not run, and it is recorded (one row per fire time; the unique key keeps the job's new worker,
+ * if it moved, from running it as well).
+ */
+const GONE = "the job was suspended, deleted, rescheduled or moved to another worker while this fire waited for room";
+
 export class Backlog {
 	private held = 0;
 	private queue: Waiting[] = [];
@@ -60,6 +75,8 @@ export class Backlog {
 	private stopped = false;
 	/** Fires this backlog recorded missed (worker.status). */
 	missed = 0;
+	/** When a fire last found no room. */
+	private lastFullAt = Number.NEGATIVE_INFINITY;
 
 	constructor(private readonly deps: BacklogDeps) {
 		if (!(deps.capacity >= 1)) throw new Error("capacity must be at least 1");
@@ -78,6 +95,11 @@ export class Backlog {
 	/** Room now, with nobody waiting ahead. */
 	hasRoom(): boolean {
 		return this.held < this.deps.capacity && this.size === 0;
+	}
+
+	/** Room now, and no fire had to wait for CALM_AFTER_MS: a fire may take its room ahead of its instant (prefire). */
+	calm(): boolean {
+		return this.hasRoom() && this.deps.clock.now() - this.lastFullAt >= CALM_AFTER_MS;
 	}
 
 	/** A ticket now when there is room (and nobody waits ahead), else null. */
@@ -101,6 +123,7 @@ export class Backlog {
 		const late = tooLateToStart(job, at, clock.now(), { thresholdMs: bounds.thresholdMs, waited: false });
 		if (late) return this.miss(job, at, late);
 		if (this.hasRoom()) return { ticket: this.issue(), job };
+		this.lastFullAt = clock.now();
 		const mine = this.byJob.get(job.id) ?? [];
 		const d = backlogDecision(job.misfire, mine.length, this.size, bounds);
 		if (d.action === "refuse") return this.miss(job, at, d.reason);
@@ -149,7 +172,7 @@ export class Backlog {
 			if (!w) return;
 			const job = this.deps.current(w.job.id, w.at);
 			if (!job) {
-				w.resolve({ dropped: true });
+				w.resolve(this.miss(w.job, w.at, GONE));
 				continue;
 			}
 			const late = tooLateToStart(job, w.at, clock.now(), { thresholdMs: bounds.thresholdMs, waited: true });
@@ -212,7 +235,7 @@ export class Backlog {
 			const late = job && tooLateToStart(job, w.at, now, { thresholdMs: this.deps.bounds.thresholdMs, waited: true });
 			if (job && !late) continue;
 			this.unlist(w);
-			w.resolve(job && late ? this.miss(job, w.at, late) : { dropped: true });
+			w.resolve(this.miss(job ?? w.job, w.at, late || GONE));
 		}
 		this.queue = this.queue.slice(this.head).filter((w) => !w.gone);
 		this.head = 0;

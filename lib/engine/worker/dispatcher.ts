@@ -65,7 +65,7 @@ export class Dispatcher {
 		const fire = new Fire(job, scheduledAt, trigger, attempt, this.deps.observe ?? null);
 		// Handed over ahead of the instant: prefire (claim, record and spawn now, release at the
 		// instant) or wait for the instant.
-		const slotFree = slots.running < slots.limit && slots.queued === 0 && backlog.hasRoom();
+		const slotFree = slots.running < slots.limit && slots.queued === 0 && backlog.calm();
 		const mode = prefireDecision(job, { trigger, attempt, at: scheduledAt }, clock.now(), this.deps.lead.current(), slotFree);
 		// A prefired fire holds its ticket and its process slot from now on (given to the process,
 		// or dropped below).

@@ -710,6 +710,33 @@ describe("overload: a fire that cannot start when due is a missed fire, by the m
 		for (const id of ids) expect(h.jobs.rowsOf(id).some((r) => r.status === "succeeded")).toBe(true);
 	});
 
+	test("a fire waiting for room whose job is suspended meanwhile: recorded missed, not dropped silently", async () => {
+		const h = await busy(2500, workerJob("x", { schedule: "11 * * * * *" }, T0));
+		await h.clock.advanceTo(s(11) + 500);
+		expect(h.engine.status().backlog).toBe(1);
+		h.jobs.edit("x", { suspended: true });
+		await h.engine.jobChanged("x");
+		await h.clock.advanceTo(s(14));
+		expect(rows(h, "x")).toEqual(["11:missed"]);
+		expect(h.jobs.rowsOf("x")[0].error).toMatch(/suspended, deleted, rescheduled or moved to another worker while this fire waited/);
+		expect(h.started("x")).toEqual([]);
+	});
+
+	test("no prefire while the worker is loaded: after a fire had to wait, fires take their room at their instant for 10 s", async () => {
+		const h = await harness({ prefireMs: 1000, maxConcurrentRuns: 2, maxInFlight: 2 });
+		await h.start();
+		// Two hogs (once, at 10 s, 2.5 s long) take both places; p's fires wait until 12.5 s.
+		const hog = { schedule: "10 * * * * *", env: { DURATION_MS: "2500" } };
+		await h.assign(workerJob("hog1", hog, T0), workerJob("hog2", hog, T0), workerJob("p", { env: { DURATION_MS: "100" } }, T0));
+		await h.clock.advanceTo(s(30));
+		expect(h.path("p", s(5))).toContain("held"); // calm: prefired
+		expect(h.path("p", s(12))).toContain("queued"); // the last fire that had to wait
+		expect(h.path("p", s(15))).not.toContain("held"); // loaded: at its instant
+		expect(h.path("p", s(21))).not.toContain("held");
+		expect(h.path("p", s(23))).toContain("held"); // 10 s without a wait: prefired again
+		expect(rows(h, "p").filter((r) => r.endsWith(":running") && Number(r.split(":")[0]) < 29)).toEqual([]);
+	});
+
 	test("manual runs and retries are taken on at once, beyond the capacity", async () => {
 		const h = await busy(5000, workerJob("m", { schedule: NEVER }, T0));
 		await h.clock.advanceTo(s(10) + 500); // the hog holds the only place
