@@ -86,6 +86,7 @@ describe("POST /jobs validation", () => {
 			concurrency: "allow",
 			retries: 0,
 			misfire: "run_once",
+			startingDeadline: null,
 			env: { A: "1" },
 			owner: alice.id,
 			suspended: false,
@@ -109,6 +110,8 @@ describe("POST /jobs validation", () => {
 		[{ retries: 11 }, "retries"],
 		[{ concurrency: "sometimes" }, "concurrency"],
 		[{ misfire: "later" }, "misfire"],
+		[{ startingDeadline: 0 }, "startingDeadline"],
+		[{ startingDeadline: "soon" }, "startingDeadline"],
 		[{ env: { "BAD-NAME": "x" } }, "env"],
 		[{ runAs: "root;rm -rf /" }, "runAs"],
 		[{ surprise: 1 }, "surprise"],
@@ -119,6 +122,17 @@ describe("POST /jobs validation", () => {
 		expect(res.body).toMatchObject({ name: expect.any(String), message: expect.any(String), code: 422, type: expect.any(String) });
 		expect(res.body.data.field).toBe(field);
 		expect((await node.request("GET", "/jobs?limit=1000")).body.length).toBe(before);
+	});
+
+	it("takes a startingDeadline and answers it; PATCH changes and clears it", async () => {
+		const res = await node.request("POST", "/jobs", { body: job({ startingDeadline: 30 }), token: alice.token });
+		expect(res.status).toBe(201);
+		expect(res.body.startingDeadline).toBe(30);
+		const patched = await node.request("PATCH", `/jobs/${res.body.id}`, { body: { startingDeadline: 5 }, token: alice.token });
+		expect(patched.body.startingDeadline).toBe(5);
+		const cleared = await node.request("PATCH", `/jobs/${res.body.id}`, { body: { startingDeadline: null }, token: alice.token });
+		expect(cleared.body.startingDeadline).toBeNull();
+		expect((await node.request("GET", `/jobs/${res.body.id}`, { token: alice.token })).body.startingDeadline).toBeNull();
 	});
 
 	it("refuses invalid JSON with 400", async () => {
