@@ -20,7 +20,7 @@
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
-import { accountFireTimes, arg, BENCH_RUN_COLUMNS, benchRun, everySecond, processStarted, type RawRun, spawnRate, startedRuns } from "./common";
+import { accountFireTimes, arg, BENCH_RUN_COLUMNS, benchRun, everySecond, processStarted, type RawRun, spawnRate, startedRuns, lagBySecond } from "./common";
 import { BenchCluster, runBench, sleep, waitFor } from "./cluster";
 
 const WORKERS = ["worker-1", "worker-2", "worker-3"];
@@ -74,8 +74,13 @@ async function main() {
 	const cpu = Object.fromEntries(names.map((x) => [x, Math.round(((cpuSeconds(c.procs.get(x)!.pid) - cpu0.get(x)!) / wall) * 100) + "%"]));
 	if (Number.isFinite(zk0)) cpu.zookeeper = Math.round(((cpuSeconds(zkPid) - zk0) / wall) * 100) + "%";
 	// Where each worker's fire lag goes (its last 1000 scheduled fires), before the jobs stop.
-	const stages = Object.fromEntries(
-		await Promise.all(WORKERS.map(async (w) => [w, (await c.workerStatus(w).catch(() => null))?.fireStagesMs ?? null] as const)),
+	const statuses = await Promise.all(WORKERS.map(async (w) => [w, await c.workerStatus(w).catch(() => null)] as const));
+	const stages = Object.fromEntries(statuses.map(([w, st]) => [w, st?.fireStagesMs ?? null]));
+	const workersAtWindowEnd = Object.fromEntries(
+		statuses.map(([w, st]) => [
+			w,
+			st && { processes: st.processes, queued: st.queued, inFlight: st.inFlight, backlog: st.backlog, prefireLeadMs: st.prefireLeadMs, stats: st.stats },
+		]),
 	);
 	// Let the window's runs finish and be recorded: at most 30 s, then what is there (a run still
 	// `running` is reported as such).
@@ -104,6 +109,7 @@ async function main() {
 		spawnPerSecond,
 		...started,
 		fireTimes: accountFireTimes(ids, everySecond(from, to), runs),
+		lagBySecond: lagBySecond(runs, from, to),
 		runningLeftAfterMs: { ms: finishWaitMs, running: leftRunning },
 		lockConflicts: {
 			inLogs: lockTotals,
@@ -113,6 +119,7 @@ async function main() {
 			note: `retries of a conflicting transaction are logged at debug level (api-1 ran at ${apiLogLevel})`,
 		},
 		fireStagesMsPerWorker: stages,
+		workersAtWindowEnd,
 		startedPerWorker: perWorker,
 		cpuDuringWindow: cpu,
 		targetP99Ms: 100,

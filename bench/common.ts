@@ -207,6 +207,19 @@ export function accountFireTimes(jobIds: readonly string[], times: readonly numb
  * window (every attempt), and the fire lag (startedAt - scheduledAt) of the first attempts: p50,
  * p90, p99, max, and the p99 of those that started under 1 s.
  */
+/** Lag p50/p99 of the started first attempts per second of the window (where in time the lag is). */
+export function lagBySecond(rows: readonly BenchRun[], from: number, to: number): { second: number; runs: number; p50: number | null; p99: number | null }[] {
+	const out = [];
+	for (let t = from; t < to; t += 1000) {
+		const lags = rows
+			.filter((r) => processStarted(r) && r.attempt === 1 && r.startedAt !== null && r.scheduledAt >= t && r.scheduledAt < t + 1000)
+			.map((r) => (r.startedAt as number) - r.scheduledAt)
+			.sort((a, b) => a - b);
+		out.push({ second: (t - from) / 1000, runs: lags.length, p50: pct(lags, 50), p99: pct(lags, 99) });
+	}
+	return out;
+}
+
 export function startedRuns(rows: readonly BenchRun[], seconds: number) {
 	const started = rows.filter(processStarted);
 	const lags = started

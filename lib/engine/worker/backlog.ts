@@ -1,10 +1,11 @@
 /**
  * Admission: how much work the worker takes on at once, and what waits when it is at capacity.
  *
- * A fire is admitted (gets a ticket) before its claim and keeps the ticket until its process has
- * ended and its result is recorded. At most `capacity` fires hold one: the process slots plus a
- * few fires ahead of them (claiming, recording, waiting for a slot a moment), enough to keep the
- * slots busy and no more. Without that bound an overload claims and records every fire as
+ * A fire taken on at its instant is admitted (gets a ticket) before its claim and keeps the ticket
+ * until its process has ended and its result is recorded. At most `capacity` fires hold one: the
+ * process slots plus a few fires ahead of them (claiming, recording, waiting for a slot a moment),
+ * enough to keep the slots busy and no more. (A prefired fire takes a process slot ahead of its
+ * instant instead, and only while the worker is calm: the slots bound those.) Without that bound an overload claims and records every fire as
  * `running`, queues them all behind the slots and the worker spends itself on fires it cannot run
  * (congestion collapse: throughput falls as the offered load grows). With it, the work in flight
  * stays what the machine can do, the event loop keeps time for the API, and throughput plateaus.
@@ -100,11 +101,6 @@ export class Backlog {
 	/** Room now, and no fire had to wait for CALM_AFTER_MS: a fire may take its room ahead of its instant (prefire). */
 	calm(): boolean {
 		return this.hasRoom() && this.deps.clock.now() - this.lastFullAt >= CALM_AFTER_MS;
-	}
-
-	/** A ticket now when there is room (and nobody waits ahead), else null. */
-	tryEnter(): Ticket | null {
-		return this.hasRoom() ? this.issue() : null;
 	}
 
 	/** A ticket now, room or not (manual runs, retries). */

@@ -65,12 +65,17 @@ export class Dispatcher {
 		const fire = new Fire(job, scheduledAt, trigger, attempt, this.deps.observe ?? null);
 		// Handed over ahead of the instant: prefire (claim, record and spawn now, release at the
 		// instant) or wait for the instant.
-		const slotFree = slots.running < slots.limit && slots.queued === 0 && backlog.calm();
+		// Prefired fires take at most half the process slots: the other half stays for the fires
+		// taken at their instant, which would otherwise wait for a slot held by a parked process (a
+		// lead of seconds times the fires a second can be more than all the slots).
+		const slotFree = slots.running < slots.limit / 2 && slots.queued === 0 && backlog.calm();
 		const mode = prefireDecision(job, { trigger, attempt, at: scheduledAt }, clock.now(), this.deps.lead.current(), slotFree);
-		// A prefired fire holds its ticket and its process slot from now on (given to the process,
-		// or dropped below).
-		let ticket: Ticket | null = mode === "prefire" ? backlog.tryEnter() : null;
+		// A prefired fire holds its process slot from now on (given to the process, or dropped
+		// below): the slots bound the prefired fires. It takes no room in the backlog's capacity,
+		// which is for the fires taken on at their instant (a held fire waits without using the
+		// machine, and a lead of seconds would otherwise fill the capacity with parked fires).
 		let slot = mode === "prefire" ? slots.tryAcquire() : null;
+		let ticket: Ticket | null = null;
 		const dropSlot = () => {
 			slot?.();
 			slot = null;
@@ -84,7 +89,7 @@ export class Dispatcher {
 			if (state.stopping || !current) return fire.end("dropped");
 			fire.job = current;
 		}
-		if (!ticket) {
+		if (mode !== "prefire") {
 			if (trigger === "manual" || trigger === "retry") ticket = backlog.enterNow();
 			else {
 				let admission = backlog.enter(fire.job, scheduledAt);

@@ -2,16 +2,20 @@
  * The prefire lead in use: how far ahead of its instant a prefired fire is handed over (claimed,
  * recorded, its process spawned and held). It starts at the configured lead and follows reality:
  * a prefired fire whose code started after its instant shows that claim + record + spawn took longer
- * than the lead, so the lead grows to cover that time with a margin (at most `maxMs`); after a long
- * run of fires on time it shrinks back toward the configured lead.
+ * than the lead, so the lead grows by that lateness with a margin (at most to `maxMs`); after a run
+ * of fires on time it shrinks back toward the configured lead.
  */
 
-/** Later than this after its instant, a prefired fire counts as late. */
-export const LATE_SLACK_MS = 5;
-/** The lead covers the slowest recent hand-over-to-start time times this. */
+/**
+ * Later than this after its instant, a prefired fire counts as late. Below it the lateness is the
+ * release itself (the held processes of one instant are released one after the other), which no
+ * lead would cure.
+ */
+export const LATE_SLACK_MS = 25;
+/** A late fire's lateness, times this, is added to the lead it was handed over with. */
 const MARGIN = 1.5;
-/** Fires on time in a row before the lead shrinks by a tenth of what it grew (at least 1 ms). */
-const SHRINK_AFTER = 200;
+/** Fires on time in a row before the lead shrinks by a quarter of what it grew (at least 1 ms). */
+const SHRINK_AFTER = 100;
 
 export class PrefireLead {
 	private lead: number;
@@ -35,15 +39,21 @@ export class PrefireLead {
 	 */
 	observe(handedAt: number, scheduledAt: number, startedAt: number): void {
 		if (this.baseMs <= 0) return;
-		if (startedAt - scheduledAt > LATE_SLACK_MS) {
+		const late = startedAt - scheduledAt;
+		if (late > LATE_SLACK_MS) {
 			this.onTime = 0;
-			const needed = Math.ceil((startedAt - handedAt) * MARGIN);
+			// It was handed over `scheduledAt - handedAt` ahead and was `late` even so: that lead plus
+			// the lateness with a margin. (Not the whole hand-over-to-start time with a margin: that
+			// time includes the lead itself, and every late fire would multiply the lead by the margin
+			// until it reached its bound.) The most of those, not their sum: the late fires of one
+			// burst all ask for about the same lead.
+			const needed = scheduledAt - handedAt + Math.ceil(late * MARGIN);
 			this.lead = Math.min(this.maxMs, Math.max(this.lead, needed));
 			return;
 		}
 		if (++this.onTime >= SHRINK_AFTER && this.lead > this.baseMs) {
 			this.onTime = 0;
-			this.lead = Math.max(this.baseMs, this.lead - Math.ceil((this.lead - this.baseMs) / 10));
+			this.lead = Math.max(this.baseMs, this.lead - Math.ceil((this.lead - this.baseMs) / 4));
 		}
 	}
 }

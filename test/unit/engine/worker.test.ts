@@ -199,8 +199,9 @@ describe("prefire", () => {
 		const late = (p: { scheduledAt: number; startedAt: number }) => p.startedAt - p.scheduledAt;
 		const started = h.started("slow");
 		expect(late(started[0])).toBeGreaterThan(0);
-		// The first late fire's hand-over-to-start took 1.5 s: the lead covers it with a margin.
-		expect(h.engine.status().prefireLeadMs).toBe(2250);
+		// The first fire, handed over 0.5 s ahead (the job came at 0.5 s), started 1 s late: the lead
+		// becomes 0.5 s + 1.5 x 1 s.
+		expect(h.engine.status().prefireLeadMs).toBe(2000);
 		// Fires handed over with the grown lead start at their instant.
 		expect(started.filter((p) => p.scheduledAt >= s(5)).map(late)).toEqual([0, 0, 0, 0, 0, 0]);
 	});
@@ -220,15 +221,21 @@ describe("PrefireLead", () => {
 		const lead = new PrefireLead(1000, 4000);
 		lead.observe(0, 1000, 1000); // on time
 		expect(lead.current()).toBe(1000);
-		lead.observe(0, 1000, 1600); // 1.6 s from hand-over to start
-		expect(lead.current()).toBe(2400);
+		lead.observe(0, 1000, 1020); // 20 ms late: the release itself, not the lead
+		expect(lead.current()).toBe(1000);
+		lead.observe(0, 1000, 1600); // handed over 1 s ahead and 600 ms late: 1 s + 1.5 x 600 ms
+		expect(lead.current()).toBe(1900);
 		lead.observe(0, 1000, 1200); // late, but needs less than the lead already is
-		expect(lead.current()).toBe(2400);
+		expect(lead.current()).toBe(1900);
+		for (let i = 0; i < 50; i++) lead.observe(100, 1000, 1100); // a burst late alike asks for one lead, not the sum
+		expect(lead.current()).toBe(1900);
 		lead.observe(0, 1000, 9000);
 		expect(lead.current()).toBe(4000);
-		for (let i = 0; i < 200; i++) lead.observe(0, 1000, 1000);
-		expect(lead.current()).toBe(3700);
-		for (let i = 0; i < 200 * 100; i++) lead.observe(0, 1000, 1000);
+		for (let i = 0; i < 99; i++) lead.observe(0, 1000, 1000);
+		expect(lead.current()).toBe(4000);
+		lead.observe(0, 1000, 1000); // the 100th on time in a row: a quarter of what it grew goes
+		expect(lead.current()).toBe(3250);
+		for (let i = 0; i < 100 * 100; i++) lead.observe(0, 1000, 1000);
 		expect(lead.current()).toBe(1000);
 	});
 
