@@ -206,6 +206,19 @@ describe("prefire", () => {
 		expect(started.filter((p) => p.scheduledAt >= s(5)).map(late)).toEqual([0, 0, 0, 0, 0, 0]);
 	});
 
+	test("prefired fires take at most half the process slots: the rest are taken at their instant and start on time", async () => {
+		const h = await harness({ maxConcurrentRuns: 4 });
+		await h.start();
+		const ids = ["p1", "p2", "p3", "p4"];
+		await h.assign(...ids.map((id) => workerJob(id, { schedule: "0 * * * * *", env: { DURATION_MS: "50" } }, T0)));
+		await h.clock.advanceTo(s(59) + 500);
+		const held = ids.filter((id) => h.path(id, s(60)).includes("held"));
+		expect(held.length).toBe(2);
+		expect(ids.filter((id) => h.path(id, s(60)).includes("waiting")).length).toBe(2);
+		await h.clock.advanceTo(s(61));
+		expect(h.runner.started.map((p) => p.startedAt - p.scheduledAt)).toEqual([0, 0, 0, 0]);
+	});
+
 	test("a worker without a free process slot does not prefire: the fire waits for its instant", async () => {
 		const h = await harness({ maxConcurrentRuns: 1 });
 		await h.start();
