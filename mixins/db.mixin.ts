@@ -41,9 +41,10 @@ export interface DbMixinMethods {
 	/**
 	 * Run a database call (one statement or one transaction, safe to run again): connection errors
 	 * become unavailable("database"), a lock conflict is tried again (LOCK_CONFLICT_TRIES); everything
-	 * else passes through.
+	 * else passes through. On SQLite, `background` calls (the run ledger's batches) wait behind the
+	 * others (the API's): see Limiter.
 	 */
-	guard<T>(fn: () => Promise<T>): Promise<T>;
+	guard<T>(fn: () => Promise<T>, background?: boolean): Promise<T>;
 }
 
 /** A service with DbMixin: type the host's `this` with an interface extending this one. */
@@ -84,8 +85,8 @@ export function DbMixin<H extends DbMixinHost>(opts: DbMixinOptions<H>): Partial
 		actions: { ...NO_GENERIC_DB_ACTIONS },
 
 		methods: {
-			async guard<T>(this: MixinThis, fn: () => Promise<T>): Promise<T> {
-				const release = this.sqliteLock ? await this.sqliteLock.acquire() : null;
+			async guard<T>(this: MixinThis, fn: () => Promise<T>, background = false): Promise<T> {
+				const release = this.sqliteLock ? await this.sqliteLock.acquire(background) : null;
 				try {
 					for (let tries = 1; ; tries++) {
 						try {

@@ -281,7 +281,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					}
 					for (const [worker, ids] of byWorker) {
 						for (let i = 0; i < ids.length; i += CHUNK) {
-							await this.guard(() => this.table.update(ids.slice(i, i + CHUNK), { worker }));
+							await this.guard(() => this.table.update(ids.slice(i, i + CHUNK), { worker }), true);
 						}
 					}
 					return ctx.params.moves.length;
@@ -296,7 +296,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				visibility: "public",
 				params: START_RUNS_PARAMS,
 				async handler(this: JobsThis, ctx: Ctx<{ runs: RunStart[] }>) {
-					return (await this.guard(() => this.ledger.startRuns(ctx.params.runs))).map((r) => (r ? runView(r) : null));
+					return (await this.guard(() => this.ledger.startRuns(ctx.params.runs), true)).map((r) => (r ? runView(r) : null));
 				},
 			},
 
@@ -305,7 +305,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				visibility: "public",
 				params: RECORD_RUNS_PARAMS,
 				async handler(this: JobsThis, ctx: Ctx<{ records: RunRecord[] }>) {
-					await this.guard(() => this.ledger.recordRuns(ctx.params.records));
+					await this.guard(() => this.ledger.recordRuns(ctx.params.records), true);
 					return ctx.params.records.length;
 				},
 			},
@@ -318,7 +318,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				visibility: "public",
 				params: FINISH_RUNS_PARAMS,
 				async handler(this: JobsThis, ctx: Ctx<{ results: RunResult[] }>) {
-					const { written, finishedJobs } = await this.guard(() => this.ledger.finishRuns(ctx.params.results));
+					const { written, finishedJobs } = await this.guard(() => this.ledger.finishRuns(ctx.params.results), true);
 					for (const id of finishedJobs) this.changed(id, "finished");
 					return written;
 				},
@@ -329,7 +329,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				visibility: "public",
 				params: { jobIds: { type: "array", items: "string" } },
 				async handler(this: JobsThis, ctx: Ctx<{ jobIds: string[] }>) {
-					return this.guard(() => this.ledger.inflight(ctx.params.jobIds));
+					return this.guard(() => this.ledger.inflight(ctx.params.jobIds), true);
 				},
 			},
 
@@ -338,7 +338,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				visibility: "public",
 				params: { runId: "string", error: "string" },
 				async handler(this: JobsThis, ctx: Ctx<{ runId: string; error: string }>) {
-					return this.guard(() => this.ledger.abandonRun(ctx.params.runId, ctx.params.error));
+					return this.guard(() => this.ledger.abandonRun(ctx.params.runId, ctx.params.error), true);
 				},
 			},
 

@@ -43,3 +43,22 @@ describe("Limiter", () => {
 		expect(() => new Limiter(0)).toThrow();
 	});
 });
+
+describe("Limiter background", () => {
+	it("serves every waiter before those that asked in the background, each side in order", async () => {
+		const l = new Limiter(1);
+		const order: string[] = [];
+		const first = await l.acquire();
+		const take = (name: string, background: boolean) =>
+			l.acquire(background).then((release) => {
+				order.push(name);
+				release();
+			});
+		const all = [take("batch-1", true), take("api-1", false), take("batch-2", true), take("api-2", false)];
+		expect(l.queued).toBe(4);
+		expect(l.tryAcquire()).toBeNull();
+		first();
+		await Promise.all(all);
+		expect(order).toEqual(["api-1", "api-2", "batch-1", "batch-2"]);
+	});
+});
