@@ -10,8 +10,13 @@ import type { WorkerJob } from "../../core/views";
 import { Batcher } from "../batcher";
 import type { FinishRequest, JobsClient, Logger, OutboxStore, ProcessResult, StartRequest, WorkerMetrics } from "./ports";
 
-/** How long the outbox waits before it tries the database again. */
-export const OUTBOX_RETRY_MS = 1000;
+/**
+ * How long the outbox waits before it tries the database again. Short: once the database (or the
+ * transporter to the jobs service) is back, the fires kept meanwhile wait for the outbox to be
+ * written before they run (recovery.ts retryUnstarted), so this adds to every recovery; a try
+ * while the backend is still down costs one refused call.
+ */
+export const OUTBOX_RETRY_MS = 250;
 /** Results per write when the outbox drains. */
 const OUTBOX_BATCH = 500;
 

@@ -353,6 +353,24 @@ describe("database faults", () => {
 		expect(h.outbox.saved).toEqual([]);
 	});
 
+	test("database back: the results kept meanwhile are written within 250 ms (the fires kept meanwhile wait for them)", async () => {
+		const h = await harness({ prefireMs: 0 });
+		await h.start();
+		await h.assign(workerJob("a", { schedule: NEVER }, T0));
+		h.jobs.failing.add("finishRuns");
+		await h.runNow("a");
+		await h.clock.advance(3000);
+		expect(h.engine.status().pendingResults).toBe(1);
+		// Back just after a try that failed: the next one is the one that counts.
+		const tries = () => h.jobs.calls.filter((c) => c.method === "finishRuns").length;
+		const before = tries();
+		while (tries() === before) await h.clock.advance(10);
+		h.jobs.failing.delete("finishRuns");
+		await h.clock.advance(250);
+		expect(h.engine.status().pendingResults).toBe(0);
+		expect(h.ledger("a")).toEqual([{ at: 0.5, attempt: 1, trigger: "manual", status: "succeeded" }]);
+	});
+
 	test("results kept in the outbox before a restart are written first", async () => {
 		const h = await harness({ prefireMs: 0 });
 		h.jobs.put(workerJob("a", { schedule: NEVER }, T0));
