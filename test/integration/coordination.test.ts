@@ -5,6 +5,7 @@
  */
 import { removeZkTree } from "../support/zk-tree";
 import { randomBytes } from "node:crypto";
+import * as net from "node:net";
 import * as zookeeper from "node-zookeeper-client";
 import type { AssignmentMove, Candidacy, Coordination, ConnectionState, StateChange, WorkerRegistration } from "../../lib/core/coordination";
 import { type MemoryCoordination, MemoryCoordinationHub } from "../../lib/adapters/memory/coordination";
@@ -421,6 +422,38 @@ describe("ZooKeeper only", () => {
 			`ZooKeeper applyMoves: 100k creates ${applyMs} ms (${Math.round(N / (applyMs / 1000))}/s), ` +
 				`watchers saw all ${watchMs} ms, allAssignments ${readMs} ms, ${rebalance.length} moves ${moveMs} ms, single-move watch latency ${latencyMs} ms`,
 		);
+	});
+
+	test("a session handshake the server never answers is given up and dialed again (no wait for the connect deadline)", async () => {
+		// A proxy to ZooKeeper whose first connection is accepted and then left silent, as a server
+		// still starting sometimes leaves it.
+		const [host, port] = ZK.split(",")[0].split("/")[0].split(":");
+		let first = true;
+		const held: net.Socket[] = [];
+		const proxy = net.createServer((sock) => {
+			held.push(sock);
+			if (first) {
+				first = false;
+				return;
+			}
+			const up = net.connect(Number(port), host);
+			held.push(up);
+			sock.pipe(up).pipe(sock);
+			sock.on("error", () => up.destroy());
+			up.on("error", () => sock.destroy());
+		});
+		await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", () => r()));
+		try {
+			const t0 = Date.now();
+			const c = await open({ connectionString: `127.0.0.1:${(proxy.address() as net.AddressInfo).port}`, connectTimeoutMs: 10_000 });
+			expect(c.state()).toBe("connected");
+			expect(first).toBe(false);
+			expect(Date.now() - t0).toBeLessThan(3000);
+			await c.close();
+		} finally {
+			for (const s of held) s.destroy();
+			await new Promise<void>((r) => proxy.close(() => r()));
+		}
 	});
 
 	test("sessionId/sessionCredentials expose the live session", async () => {
