@@ -424,6 +424,30 @@ describe("ZooKeeper only", () => {
 		);
 	});
 
+	test("a claim queued behind our own previous session's node waits for it to go, then holds; another owner's gives null at once", async () => {
+		// The previous session: the same owner name (this worker's id), another session.
+		const previous = await open();
+		const current = await open();
+		const held = await previous.claim("job-stale", 1000, "w1");
+		expect(held).not.toBeNull();
+		const t0 = Date.now();
+		const claimed = current.claim("job-stale", 1000, "w1");
+		// That session ends on the server (it expired there): its node goes, and the claim is ours.
+		setTimeout(() => void previous.close(), 400);
+		const mine = await claimed;
+		expect(mine).not.toBeNull();
+		expect(Date.now() - t0).toBeGreaterThanOrEqual(350);
+		expect(await current.claimOwner("job-stale", 1000)).toBe("w1");
+		// Another worker's live claim: null without waiting.
+		const other = await open();
+		const t1 = Date.now();
+		expect(await other.claim("job-stale", 1000, "w2")).toBeNull();
+		expect(Date.now() - t1).toBeLessThan(300);
+		// And our own claim of this session is not re-entrant.
+		expect(await current.claim("job-stale", 1000, "w1")).toBeNull();
+		await mine!.release();
+	});
+
 	test("a session handshake the server never answers is given up and dialed again (no wait for the connect deadline)", async () => {
 		// A proxy to ZooKeeper whose first connection is accepted and then left silent, as a server
 		// still starting sometimes leaves it.
