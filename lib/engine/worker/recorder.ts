@@ -44,6 +44,8 @@ export class RunRecorder {
 	/** Results not yet written (the database was down), oldest first. */
 	private outbox: FinishRequest[] = [];
 	private outboxTimer: TimerHandle | null = null;
+	/** The outbox write in flight (or the last one, settled). */
+	private flushing: Promise<void> = Promise.resolve();
 	private stopped = false;
 
 	constructor(private readonly deps: RecorderDeps) {
@@ -99,8 +101,19 @@ export class RunRecorder {
 		}
 	}
 
-	/** Write what waits in the outbox, oldest first; on failure try again later. Rejects only when told to stop trying. */
-	async flushOutbox(): Promise<void> {
+	/**
+	 * Write what waits in the outbox, oldest first; on failure try again later. Never rejects. One
+	 * write at a time: a call while one is in flight runs after it (the retry timer's and a stopping
+	 * engine's last try can meet). Two at once would send the same batch and each drop a batch from
+	 * the front: after a failure of the one, the other's drop would take results never written.
+	 */
+	flushOutbox(): Promise<void> {
+		const next = this.flushing.then(() => this.drainOutbox());
+		this.flushing = next.catch(() => undefined);
+		return next;
+	}
+
+	private async drainOutbox(): Promise<void> {
 		this.outboxTimer = null;
 		while (this.outbox.length > 0) {
 			const batch = this.outbox.slice(0, OUTBOX_BATCH);
@@ -112,7 +125,7 @@ export class RunRecorder {
 			}
 			this.outbox.splice(0, batch.length);
 			this.deps.outbox.save(this.outbox);
-			this.deps.logger.info(`Recorded ${batch.length} run result(s) kept while the database was unreachable`);
+			this.deps.logger.info(`Recorded ${batch.length} run result(s) kept while the jobs service or its database was unreachable`);
 		}
 	}
 
