@@ -16,6 +16,7 @@ import type { Config } from "../lib/config";
 import type { CoordinationFactory } from "../lib/adapters/coordination-support";
 import type * as ZookeeperModule from "../lib/adapters/zookeeper/coordination";
 import { MemoryCoordination, MemoryCoordinationHub } from "../lib/adapters/memory/coordination";
+import { transporterFor } from "../lib/adapters/moleculer/nats-transporter";
 import { type ObjectStore } from "../lib/adapters/object-store";
 import { createObjectStore } from "./object-store";
 
@@ -67,7 +68,9 @@ export function createNode(config: Config, deps: NodeDeps = {}): ServiceBroker {
 	const hub = deps.hub ?? new MemoryCoordinationHub();
 	const objectStore = deps.objectStore ?? createObjectStore({ dataDir: config.dataDir, s3: config.s3 });
 	const coordination = coordinationFactory(config, hub);
-	const broker = new ServiceBroker({ ...brokerOptions(config), middlewares: [orderedStop()] });
+	// NATS through our transporter, which follows its connection (lib/adapters/moleculer/nats-transporter.ts).
+	const transporter = config.transporter ? transporterFor(config.transporter) : undefined;
+	const broker = new ServiceBroker({ ...brokerOptions(config), transporter, middlewares: [orderedStop()] });
 	// Each factory types `this` with its own service shape; the broker takes the base schema type.
 	const add = (schema: unknown) => broker.createService(schema as ServiceSchema);
 	for (const name of config.services) {

@@ -1,166 +1,111 @@
 /**
  * Backend faults on a cluster of processes (API+jobs, two managers, two workers), with per-second
- * `run_all` jobs that audit themselves into a file. Each case asserts, once the backend is back:
- * every fire time of the window ran exactly once, no run is left `running`, every node is alive,
- * /health answers 200; it prints the time fires took to resume.
+ * `run_all` jobs that audit themselves into a file (test/support/chaos.ts). Each case asserts, once
+ * the backend is back: every fire time of the window ran exactly once (the audit, and one final run
+ * row per fire time), no run is left `running`, every node not killed by the fault is alive, /health
+ * answers 200; it prints the time until every job fired again after the backend's return and asserts
+ * it within RECOVERY_MS (a job that had to move off a killed worker: within the session timeout more).
  *
- * The faulty backend is a private server of the test's own (free port, own data), never the shared
- * one. Cases here: ZooKeeper stopped past the session timeout, then restarted.
- * Skipped only when DATABASE_URL and TRANSPORTER are unset (CI sets them).
+ * Every backend is a private server of the test's own (free port, own data), never a shared one;
+ * each case runs on a fresh cluster on them. Skipped only when DATABASE_URL and TRANSPORTER are unset
+ * (the shared servers are not there, nor, then, the private ones' packages; CI sets them).
  */
-import { randomBytes } from "node:crypto";
-import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
-import mysql from "mysql2/promise";
-import { connectionOptions } from "../support/mariadb";
-import { freePort, httpJson, startProcess, waitHealthy, type NodeProcess } from "../support/proc";
-import { waitFor } from "../support/wait";
-import { startPrivateZooKeeper, type PrivateZooKeeper } from "../support/zookeeper";
+import {
+	ChaosCluster,
+	faults,
+	runFault,
+	SESSION_TIMEOUT_MS,
+	startChaosServers,
+	type ChaosServers,
+	type Fault,
+	type FaultKey,
+	type FaultReport,
+} from "../support/chaos";
 
 const { DATABASE_URL, TRANSPORTER } = process.env;
 const maybe = DATABASE_URL && TRANSPORTER ? describe : describe.skip;
 
 const JOBS = 6;
-const RUN_ID = randomBytes(5).toString("hex");
-const TOKEN = `chaos-${RUN_ID}`;
-const DB_NAME = `cronjob_test_chaos_${RUN_ID}`;
+/** Every job fires again within this after the backend's return. */
+const RECOVERY_MS = 2000;
 
 maybe("backend faults on a cluster of processes", () => {
-	let zk: PrivateZooKeeper;
-	let admin: mysql.Connection;
-	let tmp: string;
-	let base: string;
-	let audit: string;
-	const procs = new Map<string, NodeProcess>();
+	let servers: ChaosServers;
+	let all: Record<FaultKey, Fault>;
+	let used = 0;
 
 	beforeAll(async () => {
-		zk = await startPrivateZooKeeper();
-		admin = await mysql.createConnection(connectionOptions(DATABASE_URL as string));
-		await admin.query(`CREATE DATABASE \`${DB_NAME}\``);
-		tmp = fs.mkdtempSync(path.join(os.tmpdir(), `cronjob-chaos-${RUN_ID}-`));
-		fs.chmodSync(tmp, 0o777);
-		audit = path.join(tmp, "audit.log");
-		const db = new URL(DATABASE_URL as string);
-		db.pathname = `/${DB_NAME}`;
-		const port = await freePort();
-		base = `http://127.0.0.1:${port}`;
-		const env = {
-			DATABASE_URL: db.toString(),
-			ZOOKEEPER: zk.connectionString,
-			ZOOKEEPER_SESSION_TIMEOUT_MS: "2000",
-			TRANSPORTER: TRANSPORTER as string,
-			NAMESPACE: `chaos-${RUN_ID}`,
-			CRONJOB_ADMIN_TOKEN: TOKEN,
-			LOG_LEVEL: "info",
-		};
-		const start = (name: string, extra: Record<string, string>) => {
-			const dataDir = path.join(tmp, name);
-			fs.mkdirSync(dataDir, { mode: 0o777 });
-			fs.chmodSync(dataDir, 0o777);
-			procs.set(name, startProcess({ ...env, NODE_ID: name, CRONJOB_DATA_DIR: dataDir, ...extra }));
-		};
-		start("api-1", { SERVICES: "api,jobs", PORT: String(port) });
-		// The API node creates the tables before the others use them.
-		await waitFor(() => /distributed-cronjob node \S+ runs/.test(procs.get("api-1")!.log()), 60_000, "the API node", 100);
-		for (const m of ["manager-1", "manager-2"]) start(m, { SERVICES: "manager" });
-		for (const w of ["worker-1", "worker-2"]) start(w, { SERVICES: "worker" });
-		await waitHealthy(base, 60_000);
-		await waitFor(async () => ((await httpJson(`${base}/workers`, { token: TOKEN })).body as unknown[]).length === 2, 60_000, "two workers", 200);
-		for (let i = 0; i < JOBS; i++) {
-			const r = await httpJson(`${base}/jobs`, {
-				method: "POST",
-				token: TOKEN,
-				body: { type: "command", schedule: "* * * * * *", misfire: "run_all", executable: `echo "$CRONJOB_JOB_ID $CRONJOB_SCHEDULED_AT" >> ${audit}` },
-			});
-			expect(r.status).toBe(201);
-		}
+		servers = await startChaosServers(6);
+		all = faults(servers);
 	}, 120_000);
 
 	afterAll(async () => {
-		await Promise.all([...procs.values()].map((p) => p.kill("SIGKILL")));
-		await admin?.query(`DROP DATABASE IF EXISTS \`${DB_NAME}\``).catch(() => undefined);
-		await admin?.end().catch(() => undefined);
-		await zk?.destroy();
-		if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+		await servers?.destroy();
 	});
 
-	/** Audited fires: job id -> scheduled instants (ms), as often as each ran. */
-	function audited(): Map<string, number[]> {
-		const out = new Map<string, number[]>();
-		if (!fs.existsSync(audit)) return out;
-		for (const line of fs.readFileSync(audit, "utf8").split("\n")) {
-			const [id, at] = line.split(" ");
-			if (!id || !at) continue;
-			const list = out.get(id) ?? [];
-			list.push(Date.parse(at));
-			out.set(id, list);
+	async function onFreshCluster(key: FaultKey): Promise<FaultReport> {
+		const fault = all[key];
+		const c = await ChaosCluster.start(servers, servers.databases[used++], {
+			jobs: JOBS,
+			managers: ["manager-1", "manager-2"],
+			workers: ["worker-1", "worker-2"],
+		});
+		let ok = false;
+		try {
+			const r = await runFault(c, fault);
+			console.log(`chaos: ${JSON.stringify(r)}`);
+			ok = r.missing.length + r.doubled.length + r.badRows.length + r.leftRunning + r.dead.length === 0 && r.healthStatus === 200;
+			return r;
+		} finally {
+			await c.destroy(!ok);
 		}
-		return out;
 	}
 
-	async function jobIds(): Promise<string[]> {
-		return ((await httpJson(`${base}/jobs?limit=1000`, { token: TOKEN })).body as { id: string }[]).map((j) => j.id);
+	function expectClean(r: FaultReport): void {
+		expect({ missing: r.missing, doubled: r.doubled, badRows: r.badRows }).toEqual({ missing: [], doubled: [], badRows: [] });
+		expect(r.leftRunning).toBe(0);
+		expect(r.dead).toEqual([]);
+		expect(r.healthStatus).toBe(200);
 	}
 
-	/** Every fire time in [from, until] of every job ran once; returns the gaps and doubles. */
-	function check(ids: string[], from: number, until: number): { missing: string[]; doubled: string[] } {
-		const seen = audited();
-		const missing: string[] = [];
-		const doubled: string[] = [];
-		for (const id of ids) {
-			const times = seen.get(id) ?? [];
-			for (let t = Math.ceil(from / 1000) * 1000; t <= until; t += 1000) {
-				const n = times.filter((x) => x === t).length;
-				if (n === 0) missing.push(`${id} ${new Date(t).toISOString()}`);
-				if (n > 1) doubled.push(`${id} ${new Date(t).toISOString()}`);
-			}
-		}
-		return { missing, doubled };
-	}
+	test("ZooKeeper stopped past the session timeout, then restarted", async () => {
+		const r = await onFreshCluster("zookeeper");
+		expectClean(r);
+		expect(r.recoveryMs).toBeLessThanOrEqual(RECOVERY_MS);
+	}, 120_000);
 
-	test("ZooKeeper stopped past the session timeout, then restarted: every fire runs once, fires resume", async () => {
-		const ids = await jobIds();
-		await waitFor(() => ids.every((id) => (audited().get(id)?.length ?? 0) >= 3), 30_000, "every job firing", 200);
-		// Stopped just past a whole second, while the workers claim the next second's fires (handed
-		// over a prefire lead ahead): the claims in flight meet the drop.
-		await waitFor(() => Date.now() % 1000 < 10, 2000, "a whole second", 1);
-		const downAt = Date.now();
-		await zk.stop();
-		await waitFor(() => Date.now() - downAt >= 4000, 6000, "an outage of 4 s (twice the session timeout)", 50);
-		await zk.start();
-		const upAt = Date.now();
-		// Fires resume: every job has run a fire scheduled after the restart.
-		const resumed = await waitFor(
-			() => {
-				const seen = audited();
-				return ids.every((id) => (seen.get(id) ?? []).some((t) => t > upAt)) ? Date.now() : null;
-			},
-			30_000,
-			"fires after the restart",
-			50,
-		);
-		const until = upAt + 2000;
-		await waitFor(() => ids.every((id) => (audited().get(id) ?? []).some((t) => t >= until + 1000)), 30_000, "fires past the checked window", 100);
-		const { missing, doubled } = check(ids, downAt - 2000, until);
-		console.log(
-			`chaos: ZooKeeper down ${upAt - downAt} ms; fires resumed ${resumed - upAt} ms after its return; missing ${missing.length}, doubled ${doubled.length}`,
-		);
-		expect({ missing, doubled }).toEqual({ missing: [], doubled: [] });
-		// Nothing left running (a fire in flight right now aside), every node alive, /health 200.
-		await waitFor(
-			async () => {
-				for (const id of ids) {
-					const runs = (await httpJson(`${base}/jobs/${id}/runs?limit=1000`, { token: TOKEN })).body as { scheduledAt: string; status: string }[];
-					if (runs.some((r) => r.status === "running" && Date.parse(r.scheduledAt) < Date.now() - 5000)) return false;
-				}
-				return true;
-			},
-			20_000,
-			"no run left running",
-			250,
-		);
-		for (const [name, p] of procs) expect({ name, alive: p.child.exitCode === null && p.child.signalCode === null }).toEqual({ name, alive: true });
-		await waitFor(async () => (await httpJson(`${base}/health`)).status === 200, 20_000, "/health 200", 200);
+	test("MariaDB killed (SIGKILL) and restarted after 2 s", async () => {
+		const r = await onFreshCluster("mariadb");
+		expectClean(r);
+		expect(r.recoveryMs).toBeLessThanOrEqual(RECOVERY_MS);
+	}, 120_000);
+
+	test("NATS stopped for 3 s and restarted", async () => {
+		const r = await onFreshCluster("nats");
+		expectClean(r);
+		expect(r.recoveryMs).toBeLessThanOrEqual(RECOVERY_MS);
+	}, 120_000);
+
+	test("ZooKeeper and MariaDB down together, then both back", async () => {
+		const r = await onFreshCluster("zookeeperAndMariadb");
+		expectClean(r);
+		expect(r.recoveryMs).toBeLessThanOrEqual(RECOVERY_MS);
+	}, 120_000);
+
+	test("a worker SIGKILLed while ZooKeeper is down: its jobs move, cut-off runs run again", async () => {
+		const r = await onFreshCluster("workerKilledZookeeperDown");
+		expectClean(r);
+		// The survivor's own jobs resume as after any ZooKeeper outage; the dead worker's move once
+		// its session expires on the restarted server (the session timeout after the return).
+		expect(r.stayedRecoveryMs).toBeLessThanOrEqual(RECOVERY_MS);
+		expect(r.movedRecoveryMs).toBeLessThanOrEqual(SESSION_TIMEOUT_MS + RECOVERY_MS);
+	}, 120_000);
+
+	test("the leading manager SIGKILLed while NATS is down: the other one leads, fires resume", async () => {
+		const r = await onFreshCluster("leaderKilledNatsDown");
+		expectClean(r);
+		expect(r.notes?.newLeader).toBeTruthy();
+		expect(r.notes?.newLeader).not.toBe(r.notes?.killedLeader);
+		expect(r.recoveryMs).toBeLessThanOrEqual(RECOVERY_MS);
 	}, 120_000);
 });

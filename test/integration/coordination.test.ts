@@ -5,6 +5,7 @@
  */
 import { removeZkTree } from "../support/zk-tree";
 import { randomBytes } from "node:crypto";
+import * as net from "node:net";
 import * as zookeeper from "node-zookeeper-client";
 import type { AssignmentMove, Candidacy, Coordination, ConnectionState, StateChange, WorkerRegistration } from "../../lib/core/coordination";
 import { type MemoryCoordination, MemoryCoordinationHub } from "../../lib/adapters/memory/coordination";
@@ -421,6 +422,62 @@ describe("ZooKeeper only", () => {
 			`ZooKeeper applyMoves: 100k creates ${applyMs} ms (${Math.round(N / (applyMs / 1000))}/s), ` +
 				`watchers saw all ${watchMs} ms, allAssignments ${readMs} ms, ${rebalance.length} moves ${moveMs} ms, single-move watch latency ${latencyMs} ms`,
 		);
+	});
+
+	test("a claim queued behind our own previous session's node waits for it to go, then holds; another owner's gives null at once", async () => {
+		// The previous session: the same owner name (this worker's id), another session.
+		const previous = await open();
+		const current = await open();
+		const held = await previous.claim("job-stale", 1000, "w1");
+		expect(held).not.toBeNull();
+		const t0 = Date.now();
+		const claimed = current.claim("job-stale", 1000, "w1");
+		// That session ends on the server (it expired there): its node goes, and the claim is ours.
+		setTimeout(() => void previous.close(), 400);
+		const mine = await claimed;
+		expect(mine).not.toBeNull();
+		expect(Date.now() - t0).toBeGreaterThanOrEqual(350);
+		expect(await current.claimOwner("job-stale", 1000)).toBe("w1");
+		// Another worker's live claim: null without waiting.
+		const other = await open();
+		const t1 = Date.now();
+		expect(await other.claim("job-stale", 1000, "w2")).toBeNull();
+		expect(Date.now() - t1).toBeLessThan(300);
+		// And our own claim of this session is not re-entrant.
+		expect(await current.claim("job-stale", 1000, "w1")).toBeNull();
+		await mine!.release();
+	});
+
+	test("a session handshake the server never answers is given up and dialed again (no wait for the connect deadline)", async () => {
+		// A proxy to ZooKeeper whose first connection is accepted and then left silent, as a server
+		// still starting sometimes leaves it.
+		const [host, port] = ZK.split(",")[0].split("/")[0].split(":");
+		let first = true;
+		const held: net.Socket[] = [];
+		const proxy = net.createServer((sock) => {
+			held.push(sock);
+			if (first) {
+				first = false;
+				return;
+			}
+			const up = net.connect(Number(port), host);
+			held.push(up);
+			sock.pipe(up).pipe(sock);
+			sock.on("error", () => up.destroy());
+			up.on("error", () => sock.destroy());
+		});
+		await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", () => r()));
+		try {
+			const t0 = Date.now();
+			const c = await open({ connectionString: `127.0.0.1:${(proxy.address() as net.AddressInfo).port}`, connectTimeoutMs: 10_000 });
+			expect(c.state()).toBe("connected");
+			expect(first).toBe(false);
+			expect(Date.now() - t0).toBeLessThan(3000);
+			await c.close();
+		} finally {
+			for (const s of held) s.destroy();
+			await new Promise<void>((r) => proxy.close(() => r()));
+		}
 	});
 
 	test("sessionId/sessionCredentials expose the live session", async () => {

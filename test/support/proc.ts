@@ -5,7 +5,9 @@ import * as net from "node:net";
 import * as path from "node:path";
 import { waitFor } from "./wait";
 
-export const ROOT = path.resolve(__dirname, "../..");
+// The repository root, from the sources (jest) or from their compiled copy in dist/ (the benchmarks).
+const UP = path.resolve(__dirname, "../..");
+export const ROOT = path.basename(UP) === "dist" ? path.dirname(UP) : UP;
 export const BIN = path.join(ROOT, "dist/bin/cronjob.js");
 
 export async function freePort(): Promise<number> {

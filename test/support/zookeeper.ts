@@ -27,7 +27,8 @@ function ruok(port: number): Promise<boolean> {
 	return new Promise((resolve) => {
 		const sock = net.connect(port, "127.0.0.1");
 		let answer = "";
-		sock.setTimeout(1000, () => sock.destroy());
+		// Short: a server still starting may accept the connection and never answer (nor close it).
+		sock.setTimeout(250, () => sock.destroy());
 		sock.on("connect", () => sock.write("ruok"));
 		sock.on("data", (d) => (answer += d.toString()));
 		sock.on("close", () => resolve(answer === "imok"));
@@ -65,7 +66,7 @@ export async function startPrivateZooKeeper(): Promise<PrivateZooKeeper> {
 			const log = fs.openSync(path.join(dir, "zookeeper.log"), "a");
 			child = spawn("java", ["-Xmx256m", "-cp", CLASSPATH, "org.apache.zookeeper.server.ZooKeeperServerMain", cfg], { stdio: ["ignore", log, log] });
 			fs.closeSync(log);
-			await waitFor(() => ruok(port), 30_000, `private ZooKeeper on ${port}`, 100);
+			await waitFor(() => ruok(port), 30_000, `private ZooKeeper on ${port}`, 25);
 		},
 		async stop() {
 			const c = child;

@@ -4,14 +4,27 @@
  * that is not lowest deletes its node and gets null. The guid makes the node "protected": a create
  * whose answer was lost with the connection is found by it and deleted. A claim vanishes with its
  * session: an expiry drops every claim held.
+ *
+ * One holder is not a live owner although the server still has its node: our own previous session.
+ * A claim made just before the connection dropped can be committed with its answer lost; the
+ * session then expires on our side (we open a new one), but the server keeps the node until the
+ * session expires there too (after a server restart: a whole session timeout after the restart).
+ * A claimer queued behind such a node waits for it to go instead of giving up at once.
  */
 import * as zookeeper from "node-zookeeper-client";
+import type { Client } from "node-zookeeper-client";
 import type { Claim } from "../../core/coordination";
 import { bySequence, parseClaimName } from "../../core/zkpaths";
 import { basename, fail, guid, isCode } from "./requests";
 import type { SessionParticipant, ZkSession } from "./session";
 
 const { CreateMode, Exception } = zookeeper;
+
+/**
+ * How much longer than a session timeout a claimer waits for our previous session's node: the
+ * server expires sessions on its ticks, a little after the timeout.
+ */
+const STALE_MARGIN_MS = 1000;
 
 /** The claims held through one session. */
 export class Claims implements SessionParticipant {
@@ -70,10 +83,18 @@ export class Claims implements SessionParticipant {
 			}
 			if (created === null) throw new Error(`could not create a claim node under ${dir}`);
 			const name = basename(created);
-			const nodes = (await zk.getChildren(client, dir)).filter((n) => parseClaimName(n) !== null).sort(bySequence);
-			if (nodes[0] !== name) {
-				await zk.remove(client, created);
-				return null;
+			const deadline = Date.now() + client.getSessionTimeout() + STALE_MARGIN_MS;
+			for (;;) {
+				const nodes = (await zk.getChildren(client, dir)).filter((n) => parseClaimName(n) !== null).sort(bySequence);
+				if (nodes[0] === name) break;
+				// Queued behind our previous session's node: wait until the server expires it, then look
+				// again (another live claimer may be next). Giving up here would answer "held by another
+				// worker" for a fire nobody will run: the caller's second look (who holds it?) can come
+				// just after that node went, and find nobody.
+				if (!(await this.previousSessionGone(client, `${dir}/${nodes[0]}`, owner, deadline))) {
+					await zk.remove(client, created);
+					return null;
+				}
 			}
 			if (gen !== session.generation) return null;
 			const claim = new ZkClaim(this, jobId, scheduledAt, owner, created, gen);
@@ -82,6 +103,41 @@ export class Claims implements SessionParticipant {
 		} catch (err) {
 			fail(err);
 		}
+	}
+
+	/**
+	 * Whether the claim node at `path` is gone, or was our own previous session's (same owner, another
+	 * session) and went before `deadline`. False for any other holder: a live one.
+	 */
+	private async previousSessionGone(client: Client, path: string, owner: string, deadline: number): Promise<boolean> {
+		const { zk } = this.session;
+		let holder: { data: Buffer | null; stat: { ephemeralOwner: Buffer } };
+		try {
+			holder = await zk.getData(client, path);
+		} catch (err) {
+			if (isCode(err, Exception.NO_NODE)) return true; // went meanwhile: look again
+			throw err;
+		}
+		if ((holder.data?.toString("utf8") ?? "") !== owner || holder.stat.ephemeralOwner.equals(client.getSessionId())) return false;
+		const wait = deadline - Date.now();
+		if (wait <= 0) return false;
+		return new Promise<boolean>((resolve, reject) => {
+			const timer = setTimeout(() => resolve(false), wait);
+			const done = (gone: boolean) => {
+				clearTimeout(timer);
+				resolve(gone);
+			};
+			// Any event on the node (its deletion, in practice) means: look again.
+			zk.watchNode(client, path, () => done(true)).then(
+				(exists) => {
+					if (!exists) done(true);
+				},
+				(err: unknown) => {
+					clearTimeout(timer);
+					reject(err instanceof Error ? err : new Error(String(err)));
+				},
+			);
+		});
 	}
 
 	/** The owner of a live claim on (job, scheduled time), or null when nobody holds it. */

@@ -119,6 +119,43 @@ export class Requests {
 	}
 }
 
+/** What handshakeDeadline uses of node-zookeeper-client's ConnectionManager (lib/ConnectionManager.js, 1.1.3). */
+interface ConnectionManagerInternals {
+	state: number;
+	socket?: { destroy(): void; once(event: "close", fn: () => void): unknown };
+	onSocketConnected?: (this: ConnectionManagerInternals) => void;
+}
+
+/** ConnectionManager.STATES.CONNECTING: the connect request is sent, its answer not yet in. */
+const CM_CONNECTING = 1;
+
+/**
+ * Give a client's session handshake a deadline, as the Java client does (its connect timeout covers
+ * the handshake). node-zookeeper-client clears its connect timer as soon as the TCP connection is up
+ * and then waits for the answer to its connect request without any: a server that accepts the
+ * connection while it is still starting and then neither answers nor closes it (ZooKeeper 3.8 does
+ * when a connection is closed before its database is loaded: a NullPointerException in
+ * NIOServerCnxn) leaves the client waiting for good, and the session comes only when our own
+ * deadline (several seconds) gives up on that client. Here a connection that has not become a
+ * session within `ms` of its TCP connect is destroyed; the client dials again on its own.
+ */
+export function handshakeDeadline(client: Client, ms: number): void {
+	const cm = (client as unknown as { connectionManager?: ConnectionManagerInternals }).connectionManager;
+	const connected = cm?.onSocketConnected;
+	if (!cm || typeof connected !== "function") return; // another client version: its own behaviour
+	// connect() binds this.onSocketConnected on every dial: the instance's own wins.
+	cm.onSocketConnected = function (this: ConnectionManagerInternals) {
+		const socket = this.socket;
+		if (socket) {
+			const timer = setTimeout(() => {
+				if (cm.socket === socket && cm.state === CM_CONNECTING) socket.destroy();
+			}, ms);
+			socket.once("close", () => clearTimeout(timer));
+		}
+		connected.call(this);
+	};
+}
+
 /** Close a client, waiting (up to `timeoutMs`) for the server to end the session when connected. */
 export function closeClient(client: Client, timeoutMs: number): Promise<void> {
 	return new Promise((resolve) => {

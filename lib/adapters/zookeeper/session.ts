@@ -22,7 +22,7 @@ import { notFound, unavailable } from "../../core/errors";
 import type { ConnectionState, StateChange, WorkerRegistration } from "../../core/coordination";
 import type { ZkPaths } from "../../core/zkpaths";
 import { ConnectionStates, type CoordinationLogger } from "../coordination-support";
-import { closeClient, delay, fail, isCode, Requests } from "./requests";
+import { closeClient, delay, fail, handshakeDeadline, isCode, Requests } from "./requests";
 
 const { CreateMode, Exception, State } = zookeeper;
 
@@ -49,6 +49,9 @@ export interface SessionOptions {
 	operationTimeoutMs: number;
 	log: CoordinationLogger;
 }
+
+/** The shortest deadline of a session handshake (requests.ts handshakeDeadline). */
+const HANDSHAKE_MIN_MS = 500;
 
 /** A session superseded while it was being set up (never leaves this module: connect() maps it to 503). */
 class CoordinationUnavailable extends Error {}
@@ -163,6 +166,9 @@ export class ZkSession {
 			spinDelay: 200,
 			retries: 0,
 		});
+		// A third of the session timeout, the client's own ping interval: a server that cannot set up
+		// a session in that time could not keep it alive either.
+		handshakeDeadline(client, Math.max(HANDSHAKE_MIN_MS, Math.floor(this.sessionTimeoutMs / 3)));
 		this.client = client;
 		client.on("state", (s) => this.onClientState(gen, s));
 		await new Promise<void>((resolve, reject) => {

@@ -10,8 +10,13 @@ import type { WorkerJob } from "../../core/views";
 import { Batcher } from "../batcher";
 import type { FinishRequest, JobsClient, Logger, NotRunRequest, OutboxStore, ProcessResult, StartRequest, WorkerMetrics } from "./ports";
 
-/** How long the outbox waits before it tries the database again. */
-export const OUTBOX_RETRY_MS = 1000;
+/**
+ * How long the outbox waits before it tries the database again. Short: once the database (or the
+ * transporter to the jobs service) is back, the fires kept meanwhile wait for the outbox to be
+ * written before they run (recovery.ts retryUnstarted), so this adds to every recovery; a try
+ * while the backend is still down costs one refused call.
+ */
+export const OUTBOX_RETRY_MS = 250;
 /** Results per write when the outbox drains. */
 const OUTBOX_BATCH = 500;
 
@@ -42,6 +47,8 @@ export class RunRecorder {
 	/** Skipped and missed fires not yet written (the database was down), written with the outbox. */
 	private notRunLater: NotRunRequest[] = [];
 	private outboxTimer: TimerHandle | null = null;
+	/** The outbox write in flight (or the last one, settled). */
+	private flushing: Promise<void> = Promise.resolve();
 	private stopped = false;
 
 	constructor(private readonly deps: RecorderDeps) {
@@ -106,8 +113,19 @@ export class RunRecorder {
 		}
 	}
 
-	/** Write what waits in the outbox, oldest first; on failure try again later. Rejects only when told to stop trying. */
-	async flushOutbox(): Promise<void> {
+	/**
+	 * Write what waits in the outbox, oldest first; on failure try again later. Never rejects. One
+	 * write at a time: a call while one is in flight runs after it (the retry timer's and a stopping
+	 * engine's last try can meet). Two at once would send the same batch and each drop a batch from
+	 * the front: after a failure of the one, the other's drop would take results never written.
+	 */
+	flushOutbox(): Promise<void> {
+		const next = this.flushing.then(() => this.drainOutbox());
+		this.flushing = next.catch(() => undefined);
+		return next;
+	}
+
+	private async drainOutbox(): Promise<void> {
 		this.outboxTimer = null;
 		while (this.notRunLater.length > 0) {
 			const batch = this.notRunLater.slice(0, OUTBOX_BATCH);
@@ -129,7 +147,7 @@ export class RunRecorder {
 			}
 			this.outbox.splice(0, batch.length);
 			this.deps.outbox.save(this.outbox);
-			this.deps.logger.info(`Recorded ${batch.length} run result(s) kept while the database was unreachable`);
+			this.deps.logger.info(`Recorded ${batch.length} run result(s) kept while the jobs service or its database was unreachable`);
 		}
 	}
 

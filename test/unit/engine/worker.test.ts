@@ -12,7 +12,9 @@ import type { WorkerJob } from "../../../lib/core/views";
 import { WorkerEngine } from "../../../lib/engine/worker/engine";
 import { TRANSITIONS, type FireOutcome, type StageName } from "../../../lib/engine/worker/fire";
 import { GIVE_BACK_RETRY_MS } from "../../../lib/engine/worker/fire-loop";
+import { NO_METRICS } from "../../../lib/engine/worker/ports";
 import { PrefireLead } from "../../../lib/engine/worker/prefire-lead";
+import { RunRecorder } from "../../../lib/engine/worker/recorder";
 import { decideMissedFires, type MissedCause } from "../../../lib/engine/worker/recovery";
 import { FakeClock } from "../../support/fake-clock";
 import { FakeJobs, FakeRunner, MemoryOutbox, recordingLogger, workerJob, type LogLine } from "../../support/worker-fakes";
@@ -374,6 +376,60 @@ describe("database faults", () => {
 		expect(h.ledger("a")).toEqual([{ at: 0.5, attempt: 1, trigger: "manual", status: "succeeded" }]);
 		expect(h.engine.status().pendingResults).toBe(0);
 		expect(h.outbox.saved).toEqual([]);
+	});
+
+	test("database back: the results kept meanwhile are written within 250 ms (the fires kept meanwhile wait for them)", async () => {
+		const h = await harness({ prefireMs: 0 });
+		await h.start();
+		await h.assign(workerJob("a", { schedule: NEVER }, T0));
+		h.jobs.failing.add("finishRuns");
+		await h.runNow("a");
+		await h.clock.advance(3000);
+		expect(h.engine.status().pendingResults).toBe(1);
+		// Back just after a try that failed: the next one is the one that counts.
+		const tries = () => h.jobs.calls.filter((c) => c.method === "finishRuns").length;
+		const before = tries();
+		while (tries() === before) await h.clock.advance(10);
+		h.jobs.failing.delete("finishRuns");
+		await h.clock.advance(250);
+		expect(h.engine.status().pendingResults).toBe(0);
+		expect(h.ledger("a")).toEqual([{ at: 0.5, attempt: 1, trigger: "manual", status: "succeeded" }]);
+	});
+
+	test("two outbox writes at once (the retry timer's and a stop's) run one after the other: a failure of one loses nothing", async () => {
+		const clock = new FakeClock({ start: START });
+		const jobs = new FakeJobs(clock);
+		const outbox = new MemoryOutbox();
+		const starts = Array.from({ length: 1100 }, (_, i) => ({ jobId: "a", scheduledAt: s(i), attempt: 1, trigger: "schedule" as const, node: NODE }));
+		const runs = await jobs.startRuns(starts);
+		outbox.saved = runs.map((run) => ({
+			runId: run!.id,
+			jobId: "a",
+			scheduledAt: Date.parse(run!.scheduledAt),
+			recurring: true,
+			status: "succeeded" as const,
+			exitCode: 0,
+			signal: null,
+			output: "",
+			startedAt: START,
+			finishedAt: START,
+			error: null,
+			willRetry: false,
+		}));
+		const recorder = new RunRecorder({ clock, jobs, outbox, logger: recordingLogger([]), metrics: NO_METRICS, nodeId: NODE });
+		expect(recorder.loadOutbox()).toBe(1100);
+		// The database drops again on the third write (the second batch of one of the two).
+		const finish = jobs.finishRuns.bind(jobs);
+		let call = 0;
+		jobs.finishRuns = async (results) => {
+			if (++call === 3) throw unavailable("database", "connect ECONNREFUSED");
+			return finish(results);
+		};
+		await Promise.all([recorder.flushOutbox(), recorder.flushOutbox()]);
+		recorder.stop();
+		await recorder.flushOutbox(); // the retry
+		expect(recorder.pendingResults).toBe(0);
+		expect(jobs.rowsOf("a").filter((r) => r.status !== "succeeded")).toEqual([]);
 	});
 
 	test("results kept in the outbox before a restart are written first", async () => {
