@@ -203,7 +203,9 @@ export class WorkerEngine {
 		const all: Promise<void>[] = [];
 		for (const set of this.state.active.values()) for (const f of set) all.push(f.done.catch(() => undefined));
 		let grace: TimerHandle | null = null;
-		await Promise.race([Promise.all(all), new Promise<void>((r) => (grace = clock.setTimeout(r, this.opts.stopGraceMs)))]);
+		// The fires that ran (within the grace), and the records of those that did not (the backlog's,
+		// recorded missed just now): the jobs service is still there (app/node.ts stops it after us).
+		await Promise.race([Promise.all([...all, this.recorder.settled()]), new Promise<void>((r) => (grace = clock.setTimeout(r, this.opts.stopGraceMs)))]);
 		if (grace) clock.clearTimeout(grace);
 		await this.recorder.flushOutbox().catch(() => undefined);
 		await this.deps.runner.close();

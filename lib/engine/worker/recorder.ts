@@ -17,6 +17,12 @@ import type { FinishRequest, JobsClient, Logger, NotRunRequest, OutboxStore, Pro
  * while the backend is still down costs one refused call.
  */
 export const OUTBOX_RETRY_MS = 250;
+/**
+ * Skipped and missed fires per write. Large: an overload far past capacity records thousands a
+ * second, and with one write in flight (the Batcher's group commit) the batch size is the rate. A
+ * record is a few hundred bytes: 2000 stay well under NATS's 1 MB message.
+ */
+const NOT_RUN_BATCH = 2000;
 /** Results per write when the outbox drains. */
 const OUTBOX_BATCH = 500;
 
@@ -46,6 +52,8 @@ export class RunRecorder {
 	private outbox: FinishRequest[] = [];
 	/** Skipped and missed fires not yet written (the database was down), written with the outbox. */
 	private notRunLater: NotRunRequest[] = [];
+	/** notRun records on their way (stop() waits for them: they are the only trace of those fires). */
+	private readonly notRunsInFlight = new Set<Promise<void>>();
 	private outboxTimer: TimerHandle | null = null;
 	/** The outbox write in flight (or the last one, settled). */
 	private flushing: Promise<void> = Promise.resolve();
@@ -62,7 +70,7 @@ export class RunRecorder {
 				await deps.jobs.recordRuns(fires);
 				return fires.map(() => null);
 			},
-			{ schedule },
+			{ schedule, maxBatch: NOT_RUN_BATCH },
 		);
 	}
 
@@ -161,13 +169,24 @@ export class RunRecorder {
 		else this.stats.missed++;
 		this.count(status);
 		const req: NotRunRequest = { jobId: job.id, scheduledAt, trigger, status, node: this.deps.nodeId, error };
-		try {
-			await this.notRuns.add(req);
-		} catch (err) {
-			this.deps.logger.warn(`Cannot record a ${status} fire of job ${job.id} now (${(err as Error).message}); keeping it to retry`);
-			this.notRunLater.push(req);
-			this.armOutbox();
-		}
+		const written = this.notRuns.add(req).then(
+			() => undefined,
+			(err: unknown) => {
+				// One line for a series of failures, not one per fire (an overload records thousands).
+				if (this.notRunLater.length === 0)
+					this.deps.logger.warn(`Cannot record skipped or missed fires now (${(err as Error).message}); keeping them to retry`);
+				this.notRunLater.push(req);
+				this.armOutbox();
+			},
+		);
+		this.notRunsInFlight.add(written);
+		void written.finally(() => this.notRunsInFlight.delete(written));
+		return written;
+	}
+
+	/** The skipped and missed records on their way have been written (or kept to retry). */
+	async settled(): Promise<void> {
+		await Promise.all([...this.notRunsInFlight]);
 	}
 
 	/** A run cut off elsewhere was marked failed (cronjob_runs_total). */
