@@ -3,10 +3,10 @@
  * errors are JSON {name, message, code, type, data} with data.field naming the offending field.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Context, Service, ServiceSchema } from "moleculer";
+import { Errors, type Context, type Service, type ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
 import type { Config } from "../lib/config";
-import { unauthorized } from "../lib/core/errors";
+import { unauthorized, unavailable, type UnavailableError } from "../lib/core/errors";
 import { toMoleculerError } from "../lib/adapters/moleculer/errors";
 import type { AuthUser } from "../lib/core/types";
 
@@ -26,8 +26,28 @@ interface ApiThis extends Service {
 	settings: { port: number };
 }
 
+/** Moleculer's error for a call while the transporter is down (its typings leave the class out). */
+const { BrokerDisconnectedError } = Errors as unknown as { BrokerDisconnectedError: new (...args: unknown[]) => Error };
+
+/**
+ * A call that reached no node: the service's node is gone or unreachable (during a transporter
+ * outage every remote node is: lib/adapters/moleculer/nats-transporter.ts), or the transporter is
+ * down. A backend is down: 503, not Moleculer's 404 (which would tell a client that the job does not
+ * exist) or 502.
+ */
+export function unreachable(err: unknown): UnavailableError | null {
+	if (err instanceof Errors.ServiceNotFoundError || err instanceof Errors.ServiceNotAvailableError) {
+		const action = (err.data as { action?: unknown } | null)?.action;
+		return unavailable(typeof action === "string" && action.includes(".") ? action.slice(0, action.indexOf(".")) : "service", err);
+	}
+	if (err instanceof BrokerDisconnectedError) return unavailable("transporter", err);
+	return null;
+}
+
 /** Shape any error as the API's JSON error; fastest-validator's array data gets a `field`. */
-export function errorBody(err: unknown): { status: number; body: Record<string, unknown> } {
+export function errorBody(raw: unknown): { status: number; body: Record<string, unknown> } {
+	const down = unreachable(raw);
+	const err = down ? toMoleculerError(down) : raw;
 	const e = (err ?? {}) as { name?: string; message?: string; code?: unknown; type?: string; data?: unknown; status?: number; statusCode?: number };
 	let code = typeof e.code === "number" ? e.code : Number(e.status ?? e.statusCode ?? 500);
 	if (!Number.isInteger(code) || code < 400 || code > 599) code = 500;

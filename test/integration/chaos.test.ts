@@ -53,7 +53,12 @@ maybe("backend faults on a cluster of processes", () => {
 		let ok = false;
 		try {
 			const r = await runFault(c, fault);
-			console.log(`chaos: ${JSON.stringify(r)}`);
+			const moved = r.movedRecoveryMs === null ? "" : ` (the killed worker's jobs ${r.movedRecoveryMs} ms, the others ${r.stayedRecoveryMs} ms)`;
+			console.log(
+				`chaos: ${r.fault}: down ${r.downMs} ms; every job fired again ${r.recoveryMs} ms after the return${moved}, the first ${r.firstFireMs} ms; ` +
+					`${r.fireTimesChecked} fire times checked, missing ${r.missing.length}, doubled ${r.doubled.length}, badly recorded ${r.badRows.length}, ` +
+					`cut off and run again ${r.interrupted}, left running ${r.leftRunning}\n${JSON.stringify(r)}`,
+			);
 			ok = r.missing.length + r.doubled.length + r.badRows.length + r.leftRunning + r.dead.length === 0 && r.healthStatus === 200;
 			return r;
 		} finally {
