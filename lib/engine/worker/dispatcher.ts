@@ -231,11 +231,17 @@ export class Dispatcher {
 		}
 	}
 
-	/** Whether (job, at) is claimed under this worker's name without a fire of ours holding it. */
+	/**
+	 * Whether (job, at) is claimed under this worker's name without a fire of ours holding it, or no
+	 * longer claimed at all (the holder went between our claim and this look, as a stale claim of
+	 * ours does when its session expires): either way the fire may still be ours to run. Given back
+	 * and tried again, a fire that another worker did run meets its run's unique key ("duplicate").
+	 */
 	private async staleOwnClaim(jobId: string, at: number): Promise<boolean> {
 		if ([...this.deps.state.activeOf(jobId)].some((f) => f.scheduledAt === at)) return false;
 		try {
-			return (await this.deps.coordination.claimOwner(jobId, at)) === this.deps.nodeId;
+			const owner = await this.deps.coordination.claimOwner(jobId, at);
+			return owner === null || owner === this.deps.nodeId;
 		} catch {
 			return this.deps.coordination.state() !== "connected"; // dropped again: give it back
 		}

@@ -47,7 +47,7 @@ export interface MissedDecision {
 const WHY: Record<Exclude<MissedCause, "interrupted">, string> = {
 	unowned: "missed while no worker owned the job",
 	"coordination-down": "missed while the coordination service was unreachable",
-	"database-down": "could not start while the database was unreachable",
+	"database-down": "could not start while the jobs service or its database was unreachable",
 };
 
 /** What to do with a job's missed fires (ascending, at most DEFAULT_MAX_CATCH_UP of them). */
@@ -72,8 +72,8 @@ export function decideMissedFires(job: { misfire: MisfirePolicy; recurring: bool
 	return { run: [...retries, ...d.run.map((at): PlannedFire => ({ at, trigger: "catchup", attempt: 1 }))], missed: d.missed.map((at) => ({ at, reason })) };
 }
 
-/** How long kept unstarted fires wait before the database is tried again. */
-export const UNSTARTED_RETRY_MS = 1000;
+/** How long kept unstarted fires wait before the database is tried again (short: it adds to every recovery). */
+export const UNSTARTED_RETRY_MS = 250;
 /** Running-run look-ups per call (a dead worker's share arrives as tens of thousands of jobs). */
 const INFLIGHT_PER_CALL = 10_000;
 
@@ -160,6 +160,9 @@ export class Recovery {
 		this.unstartedTimer = null;
 		if (this.deps.state.stopping || this.unstarted.size === 0) return;
 		try {
+			// The kept results first (their runs must not be taken for cut-off ones): written now rather
+			// than waited for, which cost up to a second of every recovery.
+			await this.deps.recorder.flushOutbox();
 			if (this.deps.recorder.pendingResults > 0) throw new Error("results still wait in the outbox");
 			await this.recoverInflight([...this.unstarted.keys()]);
 		} catch {
@@ -175,7 +178,7 @@ export class Recovery {
 			const firsts = fires.filter((f) => f.attempt === 1).length;
 			if (firsts > 0)
 				this.deps.logger.warn(
-					`Job ${job.id}: ${firsts} fire(s) could not start while the database was unreachable; running ${d.run.length - (fires.length - firsts)} (misfire ${job.misfire})`,
+					`Job ${job.id}: ${firsts} fire(s) could not start while the jobs service or its database was unreachable; running ${d.run.length - (fires.length - firsts)} (misfire ${job.misfire})`,
 				);
 		}
 	}

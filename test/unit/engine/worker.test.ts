@@ -300,6 +300,21 @@ describe("claims", () => {
 		expect(h.started("a")[0]).toMatchObject({ scheduledAt: s(1) });
 	});
 
+	test("a claim whose holder goes between our claim and our look (a stale claim of ours expiring): given back, runs once", async () => {
+		const h = await harness({ prefireMs: 0 });
+		const stale = await h.other.claim("a", s(1), NODE);
+		// The holder is gone by the time the dispatcher asks who holds it.
+		jest.spyOn(h.coordination, "claimOwner").mockImplementationOnce(async () => {
+			await stale!.release();
+			return null;
+		});
+		await h.start();
+		await h.assign(workerJob("a", {}, T0));
+		await h.clock.advanceTo(s(1) + 800);
+		expect(h.outcomes("a").slice(0, 2)).toEqual(["given-back", "finished"]);
+		expect(h.ledger("a").filter((r) => r.at === 1)).toEqual([{ at: 1, attempt: 1, trigger: "schedule", status: "succeeded" }]);
+	});
+
 	test("a claim that fails with a connection loss before the session notices the drop: given back, tried again, runs once", async () => {
 		const h = await harness({ prefireMs: 0 });
 		await h.start();
@@ -356,7 +371,27 @@ describe("database faults", () => {
 		await h.clock.advance(1500);
 		expect(h.ledger("a").map(({ attempt: _a, ...r }) => r)).toEqual(expected);
 		expect(h.engine.status().pendingFires).toBe(0);
-		if (misfire !== "run_all") expect(h.jobs.rowsOf("a")[0].error).toBe(`could not start while the database was unreachable (misfire ${misfire})`);
+		if (misfire !== "run_all")
+			expect(h.jobs.rowsOf("a")[0].error).toBe(`could not start while the jobs service or its database was unreachable (misfire ${misfire})`);
+	});
+
+	test("database back: results kept meanwhile are written and the kept fires run within half a second, not a second or two later", async () => {
+		const h = await harness({ prefireMs: 0 });
+		await h.start();
+		await h.assign(workerJob("a", { misfire: "run_all", env: { DURATION_MS: "100" } }, T0));
+		await h.clock.advanceTo(s(1) + 50); // the fire of 1 s is running
+		h.jobs.down = true; // its result goes to the outbox; 2 and 3 s are kept unstarted
+		await h.clock.advanceTo(s(3) + 600);
+		expect(h.engine.status().pendingResults).toBe(1);
+		expect(h.engine.status().pendingFires).toBe(2);
+		h.jobs.down = false;
+		h.engine.loop.disarm(); // only the kept fires from here on
+		const back = h.clock.now();
+		await h.clock.advance(500);
+		expect(h.engine.status().pendingResults).toBe(0);
+		const late = h.started("a").filter((p) => p.scheduledAt > s(1));
+		expect(late.map((p) => (p.scheduledAt - T0) / 1000)).toEqual([2, 3]);
+		for (const p of late) expect(p.startedAt - back).toBeLessThanOrEqual(500);
 	});
 
 	test("database down at the finish record: the result waits in the outbox (persisted) and is written later", async () => {
@@ -600,7 +635,7 @@ describe("missed fires: every cause through every misfire policy", () => {
 	test.each<[MissedCause, string]>([
 		["unowned", "missed while no worker owned the job"],
 		["coordination-down", "missed while the coordination service was unreachable"],
-		["database-down", "could not start while the database was unreachable"],
+		["database-down", "could not start while the jobs service or its database was unreachable"],
 	])("the reason names the cause: %s", (cause, reason) => {
 		const d = decideMissedFires({ misfire: "skip", recurring: true }, cause, [
 			{ at: T0, attempt: 1 },
