@@ -135,28 +135,32 @@ export class RunRecorder {
 
 	private async drainOutbox(): Promise<void> {
 		this.outboxTimer = null;
-		while (this.notRunLater.length > 0) {
-			const batch = this.notRunLater.slice(0, OUTBOX_BATCH);
+		const recorded = await this.drain(this.notRunLater, (batch) => this.deps.jobs.recordRuns(batch));
+		if (!recorded) return;
+		await this.drain(
+			this.outbox,
+			(batch) => this.deps.jobs.finishRuns(batch),
+			(n) => {
+				this.deps.outbox.save(this.outbox);
+				this.deps.logger.info(`Recorded ${n} run result(s) kept while the jobs service or its database was unreachable`);
+			},
+		);
+	}
+
+	/** Write a queue of kept records, oldest first, a batch at a time; false (and a retry armed) when a write fails. */
+	private async drain<T>(queue: T[], write: (batch: T[]) => Promise<unknown>, written?: (n: number) => void): Promise<boolean> {
+		while (queue.length > 0) {
+			const batch = queue.slice(0, OUTBOX_BATCH);
 			try {
-				await this.deps.jobs.recordRuns(batch);
+				await write(batch);
 			} catch {
 				this.armOutbox();
-				return;
+				return false;
 			}
-			this.notRunLater.splice(0, batch.length);
+			queue.splice(0, batch.length);
+			written?.(batch.length);
 		}
-		while (this.outbox.length > 0) {
-			const batch = this.outbox.slice(0, OUTBOX_BATCH);
-			try {
-				await this.deps.jobs.finishRuns(batch);
-			} catch {
-				this.armOutbox();
-				return;
-			}
-			this.outbox.splice(0, batch.length);
-			this.deps.outbox.save(this.outbox);
-			this.deps.logger.info(`Recorded ${batch.length} run result(s) kept while the jobs service or its database was unreachable`);
-		}
+		return true;
 	}
 
 	/**
