@@ -34,10 +34,24 @@ export interface FireLoopDeps {
 	fire(job: WorkerJob, at: number, trigger: RunTrigger, attempt: number): void;
 }
 
+/** A fire given back after a failed claim, tried again at `retryAt`. */
+interface GivenBack {
+	jobId: string;
+	at: number;
+	retryAt: number;
+}
+
 export class FireLoop {
 	readonly crontab = new Crontab();
 	private timer: TimerHandle | null = null;
 	private timerAt: number | null = null;
+	/**
+	 * Fires given back, apart from the crontab: the crontab keeps each job's next regular fire, which
+	 * must not wait for a given-back one (a fire blocked by a stale claim for seconds held the job's
+	 * later fires back with it).
+	 */
+	private givenBack: GivenBack[] = [];
+	private retryTimer: TimerHandle | null = null;
 
 	constructor(private readonly deps: FireLoopDeps) {}
 
@@ -77,17 +91,41 @@ export class FireLoop {
 	}
 
 	/**
-	 * The claim of a fire failed because the connection dropped: the fire goes back to the crontab
-	 * (unless the job moved on past it), where resume() finds it on reconnect.
+	 * The claim of a fire failed because the connection dropped (or a stale claim of ours blocks it):
+	 * the fire is tried again after `retryMs` while the session is up, or by resume() on reconnect.
+	 * The job's later fires go on from the crontab meanwhile.
 	 */
 	giveBack(job: WorkerJob, at: number, retryMs = GIVE_BACK_RETRY_MS): void {
-		const current = this.deps.state.mayFire(job.id);
-		const next = this.crontab.nextAt(job.id);
-		if (!current || (next !== null && next <= at)) return;
+		if (!this.deps.state.mayFire(job.id)) return;
 		// Not again at once: the session may not have noticed the drop yet (see the dispatcher).
-		this.crontab.set(job.id, at, prefireLeadMs(current, this.deps.lead()), this.deps.clock.now() + retryMs);
-		if (this.deps.state.handed.get(job.id) === at) this.deps.state.handed.delete(job.id);
-		this.arm();
+		const retryAt = this.deps.clock.now() + retryMs;
+		const known = this.givenBack.find((g) => g.jobId === job.id && g.at === at);
+		if (known) known.retryAt = retryAt;
+		else this.givenBack.push({ jobId: job.id, at, retryAt });
+		this.armRetries();
+	}
+
+	/** The given-back fires due by now, handed to the dispatcher (the session is up). */
+	private retryGivenBack(): void {
+		this.retryTimer = null;
+		const now = this.deps.clock.now();
+		const due = this.givenBack.filter((g) => g.retryAt <= now);
+		this.givenBack = this.givenBack.filter((g) => g.retryAt > now);
+		for (const g of due) {
+			const job = this.deps.state.mayFireAt(g.jobId, g.at);
+			if (job) this.deps.fire(job, g.at, "schedule", 1);
+		}
+		this.armRetries();
+	}
+
+	private armRetries(): void {
+		const { clock, state } = this.deps;
+		if (this.retryTimer) clock.clearTimeout(this.retryTimer);
+		this.retryTimer = null;
+		// While the session is lost no claim can be taken: resume() hands them over on reconnect.
+		if (state.stopping || this.givenBack.length === 0 || this.deps.coordination.state() !== "connected") return;
+		const next = Math.min(...this.givenBack.map((g) => g.retryAt));
+		this.retryTimer = clock.setTimeout(() => this.retryGivenBack(), Math.max(0, next - clock.now()));
 	}
 
 	/** One timer for the earliest entry of the crontab (none while the coordination session is lost). */
@@ -98,19 +136,27 @@ export class FireLoop {
 		if (this.deps.coordination.state() !== "connected") {
 			// A fire needs a claim, which needs the session: fires falling due now would be lost.
 			// They stay in the crontab; resume() handles them when the connection is back.
-			this.disarm();
+			this.clearTimer();
+			this.armRetries();
 			return;
 		}
 		const next = this.crontab.peek();
 		if (next && this.timerAt === next.at && this.timer) return;
-		this.disarm();
+		this.clearTimer();
 		if (!next) return;
 		// `due`: the fire time, or earlier for a job that is prefired (prefireLeadMs).
 		this.timerAt = next.at;
 		this.timer = clock.setTimeout(() => this.onTimer(), Math.min(next.due - clock.now(), MAX_TIMER_MS));
 	}
 
+	/** No more timers (the worker stops; tests that want only what is in flight). */
 	disarm(): void {
+		this.clearTimer();
+		if (this.retryTimer) this.deps.clock.clearTimeout(this.retryTimer);
+		this.retryTimer = null;
+	}
+
+	private clearTimer(): void {
 		if (this.timer) this.deps.clock.clearTimeout(this.timer);
 		this.timer = null;
 		this.timerAt = null;
@@ -132,7 +178,10 @@ export class FireLoop {
 	resume(): void {
 		if (this.deps.state.stopping) return;
 		for (const entry of this.crontab.popDue(this.deps.clock.now())) this.handOver(entry, true);
+		// The fires given back during the outage: each tried once more now.
+		for (const g of this.givenBack) g.retryAt = Math.min(g.retryAt, this.deps.clock.now());
 		this.arm();
+		this.retryGivenBack();
 	}
 
 	private handOver(entry: CrontabEntry, afterOutage: boolean): void {

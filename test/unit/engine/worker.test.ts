@@ -293,11 +293,26 @@ describe("claims", () => {
 		await h.start();
 		await h.assign(workerJob("a", {}, T0));
 		await h.clock.advanceTo(s(1) + 1200);
-		expect(h.outcomes("a")).toEqual(["given-back", "given-back", "given-back"]);
+		const outcomesAt = (at: number) => h.transitions.filter((t) => t.jobId === "a" && t.at === at && t.outcome).map((t) => t.outcome);
+		expect(outcomesAt(s(1))).toEqual(["given-back", "given-back", "given-back"]);
 		await stale!.release(); // the old session expired
 		await h.clock.advance(600);
 		expect(h.ledger("a").filter((r) => r.at === 1)).toEqual([{ at: 1, attempt: 1, trigger: "schedule", status: "succeeded" }]);
-		expect(h.started("a")[0]).toMatchObject({ scheduledAt: s(1) });
+		expect(h.started("a").find((p) => p.scheduledAt === s(1))).toBeDefined();
+	});
+
+	test("a fire given back does not hold the job's later fires back: they start on time while it waits", async () => {
+		const h = await harness();
+		const stale = await h.other.claim("a", s(5), NODE); // a stale claim of ours on the fire of 5 s
+		await h.start();
+		await h.assign(workerJob("a", { env: { DURATION_MS: "50" } }, T0));
+		await h.clock.advanceTo(s(8) + 300);
+		await stale!.release();
+		await h.clock.advanceTo(s(10));
+		const late = new Map(h.started("a").map((p) => [(p.scheduledAt - T0) / 1000, p.startedAt - p.scheduledAt]));
+		for (const at of [4, 6, 7, 8, 9]) expect(late.get(at)).toBe(0);
+		expect(late.get(5)).toBeGreaterThan(3000); // ran once the stale claim went
+		expect(h.ledger("a").filter((r) => r.at >= 4 && r.at <= 9)).toHaveLength(6);
 	});
 
 	test("a claim whose holder goes between our claim and our look (a stale claim of ours expiring): given back, runs once", async () => {
