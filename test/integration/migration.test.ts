@@ -11,6 +11,8 @@ import mysql from "mysql2/promise";
 import { Sequelize } from "sequelize";
 import { syncModel } from "../../lib/adapters/sql/db";
 import { jobModel } from "../../lib/adapters/sql/models";
+import { validateJobCreate } from "../../lib/core/validation";
+import { newJobRow } from "../../lib/core/views";
 import { connectionOptions } from "../support/mariadb";
 
 const { DATABASE_URL } = process.env;
@@ -23,35 +25,9 @@ async function upgrade(seq: Sequelize): Promise<void> {
 	// The table as the previous version made it: no startingDeadline column, one job in it.
 	await qi.removeColumn(model.getTableName(), "startingDeadline");
 	expect(Object.keys(await qi.describeTable(model.getTableName()))).not.toContain("startingDeadline");
-	await model.create(
-		{
-			id: "old-job",
-			name: null,
-			type: "command",
-			executable: "true",
-			schedule: "* * * * *",
-			timezone: "UTC",
-			runAs: null,
-			timeout: null,
-			recurring: true,
-			concurrency: "allow",
-			retries: 0,
-			misfire: "run_once",
-			env: "{}",
-			suspended: false,
-			status: "scheduled",
-			digest: null,
-			size: null,
-			owner: "u1",
-			worker: null,
-			lastScheduledAt: null,
-			lastRun: null,
-			deletedAt: null,
-			createdAt: 1,
-			updatedAt: 1,
-		} as never,
-		{ fields: Object.keys(def.define).filter((k) => k !== "startingDeadline") },
-	);
+	const settings = validateJobCreate({ type: "command", executable: "true", schedule: "* * * * *" }, { admin: false });
+	const { startingDeadline: _new, ...old } = newJobRow(settings, { id: "old-job", owner: "u1", digest: null, size: null, createdAt: 1, updatedAt: 1 });
+	await model.create(old as never, { fields: Object.keys(old) });
 	await syncModel(model);
 	await syncModel(model);
 	const columns = await qi.describeTable(model.getTableName());

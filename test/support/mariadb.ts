@@ -9,7 +9,9 @@ import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_pro
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { freePort } from "./proc";
+import { binary, freePort } from "./proc";
+
+const INSTALL = "apt-get install mariadb-server";
 import { waitFor } from "./wait";
 
 export interface PrivateMariaDb {
@@ -31,18 +33,10 @@ export interface PrivateMariaDb {
 const USER = "cronjob";
 const PASSWORD = "cronjob";
 
-function binary(name: string): string {
-	for (const dir of (process.env.PATH ?? "").split(":").concat(["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"])) {
-		const p = path.join(dir, name);
-		if (dir && fs.existsSync(p)) return p;
-	}
-	throw new Error(`${name} is not installed (apt-get install mariadb-server)`);
-}
-
 export async function startPrivateMariaDb(databases: string[]): Promise<PrivateMariaDb> {
-	const mariadbd = binary("mariadbd");
-	const installDb = binary("mariadb-install-db");
-	const client = binary("mariadb");
+	const mariadbd = binary("mariadbd", INSTALL);
+	const installDb = binary("mariadb-install-db", INSTALL);
+	const client = binary("mariadb", INSTALL);
 	const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cronjob-mdb-"));
 	const dataDir = path.join(dir, "data");
 	const socket = path.join(dir, "mysqld.sock");

@@ -10,7 +10,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import { freePort } from "./proc";
+import { binary, freePort } from "./proc";
 import { waitFor } from "./wait";
 
 export interface PrivateNats {
@@ -25,14 +25,6 @@ export interface PrivateNats {
 	stop(signal?: NodeJS.Signals): Promise<void>;
 	/** Stop for good and delete its folder. */
 	destroy(): Promise<void>;
-}
-
-function binary(name: string): string {
-	for (const dir of (process.env.PATH ?? "").split(":").concat(["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"])) {
-		const p = path.join(dir, name);
-		if (dir && fs.existsSync(p)) return p;
-	}
-	throw new Error(`${name} is not installed (apt-get install nats-server; scripts/services.sh start does it as root)`);
 }
 
 /** Whether a NATS server answers on the port: a client connection is greeted with `INFO {...}`. */
@@ -51,7 +43,7 @@ function greets(port: number): Promise<boolean> {
 }
 
 export async function startPrivateNats(): Promise<PrivateNats> {
-	const bin = binary("nats-server");
+	const bin = binary("nats-server", "apt-get install nats-server; scripts/services.sh start does it as root");
 	const port = await freePort();
 	const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cronjob-nats-"));
 	const pidFile = path.join(dir, "nats-server.pid");

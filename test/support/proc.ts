@@ -69,3 +69,12 @@ export async function httpJson(url: string, opts: { method?: string; token?: str
 export async function waitHealthy(baseUrl: string, timeoutMs = 30_000): Promise<void> {
 	await waitFor(async () => (await httpJson(`${baseUrl}/health`).catch(() => ({ status: 0 }))).status === 200, timeoutMs, `${baseUrl}/health`);
 }
+
+/** An installed program's path (PATH, then the sbin and bin folders), or an error naming the package. */
+export function binary(name: string, install: string): string {
+	for (const dir of (process.env.PATH ?? "").split(":").concat(["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"])) {
+		const p = path.join(dir, name);
+		if (dir && fs.existsSync(p)) return p;
+	}
+	throw new Error(`${name} is not installed (${install})`);
+}
