@@ -178,8 +178,9 @@ export interface ProcessRecord {
 
 /**
  * Processes on the fake clock. A job's env sets what its process does: DURATION_MS (default 100),
- * EXIT (default 0) and SPAWN_MS (how long spawning takes, default 0). A prefired process is held until its release instant; cancelled before it, its
- * code never runs (released: false).
+ * EXIT (default 0), SPAWN_MS (how long spawning takes, default 0) and RELEASE_LATE_MS (how late a held
+ * process's release comes after its instant, as on a busy machine; default 0). A prefired process is
+ * held until its release instant; cancelled before it, its code never runs (released: false).
  */
 export class FakeRunner implements ProcessRunner {
 	readonly started: ProcessRecord[] = [];
@@ -199,6 +200,7 @@ export class FakeRunner implements ProcessRunner {
 		const duration = Number(job.env.DURATION_MS ?? 100);
 		const exit = Number(job.env.EXIT ?? 0);
 		const spawnMs = Number(job.env.SPAWN_MS ?? 0);
+		const releaseLateMs = Number(job.env.RELEASE_LATE_MS ?? 0);
 		const scheduledAt = Date.parse(run.scheduledAt);
 		return {
 			start: () =>
@@ -227,14 +229,14 @@ export class FakeRunner implements ProcessRunner {
 									signal: null,
 									startedAt,
 									error: null,
-									...(opts.releaseAt !== null ? { released: true } : {}),
+									...(opts.releaseAt !== null ? { released: true, readyAt } : {}),
 								}),
 							duration,
 						);
 					};
 					// Spawned and ready after SPAWN_MS; a held process starts at its release, or when ready if later.
 					const readyAt = clock.now() + spawnMs;
-					const beginAt = opts.releaseAt !== null ? Math.max(opts.releaseAt, readyAt) : readyAt;
+					const beginAt = opts.releaseAt !== null ? Math.max(opts.releaseAt + releaseLateMs, readyAt) : readyAt;
 					timer = clock.setTimeout(begin, beginAt - clock.now());
 					const onAbort = () => {
 						if (timer) clock.clearTimeout(timer);

@@ -406,6 +406,8 @@ describe("runProcess: prefire (spawned ahead, held until releaseAt)", () => {
 		expect(res.startedAt).toBeGreaterThanOrEqual(releaseAt);
 		expect(res.startedAt - releaseAt).toBeLessThan(200);
 		expect(ranAt).toBeGreaterThanOrEqual(res.startedAt);
+		// Ready (spawned and held) ahead of the instant: what the prefire lead is judged by.
+		expect(res.readyAt).toBeLessThan(releaseAt);
 	});
 
 	it("a command line keeps `sh -c` semantics: $0, no positional parameters, empty stdin, stderr merged, exit code", async () => {
@@ -416,6 +418,7 @@ describe("runProcess: prefire (spawned ahead, held until releaseAt)", () => {
 		expect(held.output).toBe("/bin/sh 0 []\nerr\npwd=/\n");
 		expect(held.output).toBe(plain.output);
 		expect(plain.released).toBeUndefined();
+		expect(plain.readyAt).toBeUndefined();
 	});
 
 	it("a file is exec'd with its arguments after the release", async () => {

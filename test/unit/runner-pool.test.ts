@@ -70,6 +70,9 @@ it("prefire: a held run is released at its instant by the runner; startedAt is t
 	expect(r).toMatchObject({ status: "succeeded", released: true });
 	expect(r.startedAt).toBeGreaterThanOrEqual(releaseAt);
 	expect(Number(r.output.trim())).toBeGreaterThanOrEqual(releaseAt);
+	// The held process's readiness comes back on the pool's clock, ahead of the instant.
+	expect(r.readyAt).toBeLessThan(releaseAt);
+	expect(r.readyAt).toBeGreaterThan(releaseAt - 400);
 });
 
 it("prefire: when the runner dies before the release, the held job never runs", async () => {

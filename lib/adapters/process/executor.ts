@@ -375,6 +375,8 @@ function supervise(spec: ExecSpec, prepared: Prepared, onStart: ((startedAt: num
 	return new Promise<ExecResult>((resolve) => {
 		let finished = false;
 		let startedAt: number | null = null;
+		/** A held process: when it was spawned and waiting for its release. */
+		let readyAt: number | null = null;
 		let exited = false;
 		let exitCode: number | null = null;
 		let exitSignal: string | null = null;
@@ -466,7 +468,7 @@ function supervise(spec: ExecSpec, prepared: Prepared, onStart: ((startedAt: num
 				startedAt: startedAt ?? attemptAt,
 				finishedAt,
 				error,
-				...(held ? { released: startedAt !== null } : {}),
+				...(held ? { released: startedAt !== null, ...(readyAt !== null ? { readyAt } : {}) } : {}),
 			});
 		};
 
@@ -549,7 +551,8 @@ function supervise(spec: ExecSpec, prepared: Prepared, onStart: ((startedAt: num
 		child.on("spawn", () => {
 			if (!held) return started();
 			if (termination) return signalGroup("SIGKILL"); // aborted while spawning
-			releaseTimer = clock.setTimeout(release, (spec.releaseAt as number) - clock.now());
+			readyAt = clock.now();
+			releaseTimer = clock.setTimeout(release, (spec.releaseAt as number) - readyAt);
 		});
 		child.on("error", (err) => {
 			if (startedAt !== null || exited) return; // only start failures matter (ENOENT, EACCES, ...)

@@ -69,7 +69,13 @@ export class RunnerPool {
 			this.pending.delete(msg.id);
 			runner.inflight--;
 			const shift = this.shift();
-			p.resolve({ ...msg.result, startedAt: msg.result.startedAt - shift, finishedAt: msg.result.finishedAt - shift });
+			const { readyAt } = msg.result;
+			p.resolve({
+				...msg.result,
+				startedAt: msg.result.startedAt - shift,
+				finishedAt: msg.result.finishedAt - shift,
+				...(readyAt !== undefined ? { readyAt: readyAt - shift } : {}),
+			});
 		});
 		child.on("exit", (code, signal) => {
 			runner.alive = false;

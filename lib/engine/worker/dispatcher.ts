@@ -216,9 +216,9 @@ export class Dispatcher {
 				return;
 			}
 			if (fire.trigger === "schedule" && result.exitCode !== null) this.deps.stages.add(fire.scheduledAt, times, result.startedAt);
-			// A prefired fire whose code started after its instant: the lead was too short.
+			// A prefired fire whose process was ready only after its instant: the lead was too short.
 			const started = result.released !== false && (result.exitCode !== null || result.signal !== null);
-			if (releaseAt !== null && started) this.deps.lead.observe(times.entered, fire.scheduledAt, result.startedAt);
+			if (releaseAt !== null && started) this.deps.lead.observe(times.entered, fire.scheduledAt, result.startedAt, result.readyAt);
 			const willRetry = !fire.controller.signal.aborted && shouldRetry(result.status, fire.attempt, fire.job.retries);
 			fire.to({ stage: "finishing", runId: run.id, status: result.status });
 			await recorder.finish(fire.job, run, result, willRetry);

@@ -59,6 +59,12 @@ export interface ProcessResult {
 	error: string | null;
 	/** Prefired runs only: whether the job's code was released (false: it never ran). */
 	released?: boolean;
+	/**
+	 * Prefired runs only: when the held process was spawned and waiting for its release. Later than
+	 * the instant, the hand-over (claim, record, spawn) overran the lead; earlier, a late start was
+	 * the release's own delay, which no lead cures.
+	 */
+	readyAt?: number;
 }
 
 /** The result of a run whose process never started (at `at`, for `error`). */

@@ -1,9 +1,14 @@
 /**
  * The prefire lead in use: how far ahead of its instant a prefired fire is handed over (claimed,
  * recorded, its process spawned and held). It starts at the configured lead and follows reality:
- * a prefired fire whose code started after its instant shows that claim + record + spawn took longer
- * than the lead, so the lead grows by that lateness with a margin (at most to `maxMs`); after a run
- * of fires on time it shrinks back toward the configured lead.
+ * a prefired fire whose process was ready (spawned and held) only after its instant shows that
+ * claim + record + spawn took longer than the lead, so the lead grows by that lateness with a margin
+ * (at most to `maxMs`); after a run of fires on time it shrinks back toward the configured lead.
+ *
+ * A fire that was ready in time but released late (the machine busy at the instant) does not grow
+ * the lead: a longer lead would not start it sooner, and it would hold more processes for longer, up
+ * to the prefire bound of half the slots, past which fires are no longer prefired at all and start
+ * later still (cluster-lag showed that loop: the lead grew to 1.4 s on release delays alone).
  */
 
 /**
@@ -34,12 +39,13 @@ export class PrefireLead {
 	}
 
 	/**
-	 * A prefired fire was handed over at `handedAt` for `scheduledAt`, and its code started at
+	 * A prefired fire was handed over at `handedAt` for `scheduledAt`, its process was ready (held)
+	 * at `readyAt` (when the runner tells; else the start stands for it) and its code started at
 	 * `startedAt` (the release of its held process).
 	 */
-	observe(handedAt: number, scheduledAt: number, startedAt: number): void {
+	observe(handedAt: number, scheduledAt: number, startedAt: number, readyAt: number = startedAt): void {
 		if (this.baseMs <= 0) return;
-		const late = startedAt - scheduledAt;
+		const late = Math.min(startedAt, readyAt) - scheduledAt;
 		if (late > LATE_SLACK_MS) {
 			this.onTime = 0;
 			// It was handed over `scheduledAt - handedAt` ahead and was `late` even so: that lead plus

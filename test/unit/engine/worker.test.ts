@@ -208,6 +208,18 @@ describe("prefire", () => {
 		expect(started.filter((p) => p.scheduledAt >= s(5)).map(late)).toEqual([0, 0, 0, 0, 0, 0]);
 	});
 
+	test("a fire ready in time but released late (a busy machine) does not grow the lead", async () => {
+		const h = await harness();
+		await h.start();
+		await h.assign(workerJob("jitter", { env: { RELEASE_LATE_MS: "80" } }, T0)); // held in time, released 80 ms late
+		await h.clock.advanceTo(s(10) + 500);
+		const started = h.started("jitter");
+		expect(started.length).toBeGreaterThan(5);
+		expect(started.every((p) => p.startedAt - p.scheduledAt === 80)).toBe(true);
+		// The lateness was the release's: a longer lead would hold more processes for longer and start none sooner.
+		expect(h.engine.status().prefireLeadMs).toBe(1000);
+	});
+
 	test("prefired fires take at most half the process slots: the rest are taken at their instant and start on time", async () => {
 		const h = await harness({ maxConcurrentRuns: 4 });
 		await h.start();
@@ -232,6 +244,14 @@ describe("prefire", () => {
 });
 
 describe("PrefireLead", () => {
+	test("judged by when the held process was ready: ready in time and released late is on time; ready late grows it by the readiness's lateness", () => {
+		const lead = new PrefireLead(1000, 4000);
+		lead.observe(0, 1000, 1300, 950); // ready 50 ms ahead, released 300 ms late
+		expect(lead.current()).toBe(1000);
+		lead.observe(0, 1000, 1500, 1200); // ready 200 ms late: 1 s + 1.5 x 200 ms, not x 500 ms
+		expect(lead.current()).toBe(1300);
+	});
+
 	test("grows to cover a late fire with a margin, at most to its bound; shrinks back after a long run on time, never below the base", () => {
 		const lead = new PrefireLead(1000, 4000);
 		lead.observe(0, 1000, 1000); // on time
