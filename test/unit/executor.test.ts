@@ -248,6 +248,17 @@ describe("runProcess: user and working folder", () => {
 		expect(fs.existsSync(res.output.trim().split("\n")[0])).toBe(false);
 	});
 
+	it("makes the working folders' root when it is missing (first run, or removed meanwhile)", async () => {
+		const root = path.join(workRoot, "gone", "runs");
+		const first = await runProcess(sh("pwd", { workRoot: root }));
+		expect(first).toMatchObject({ status: "succeeded" });
+		expect(path.dirname(first.output.trim())).toBe(fs.realpathSync(root));
+		fs.rmSync(path.join(workRoot, "gone"), { recursive: true });
+		expect(await runProcess(sh("true", { workRoot: root }))).toMatchObject({ status: "succeeded" });
+		expect(fs.readdirSync(root)).toEqual([]);
+		fs.rmSync(path.join(workRoot, "gone"), { recursive: true });
+	});
+
 	it("fails cleanly when the working folder cannot be made", async () => {
 		const file = path.join(workRoot, "not-a-dir");
 		fs.writeFileSync(file, "");

@@ -266,10 +266,20 @@ interface Prepared {
 	dir: string;
 }
 
-/** The private working folder (0700, owned by the target user). */
+/**
+ * The private working folder (0700, owned by the target user). The root is made when it is missing
+ * (the first run, or someone removed it), not looked for before every run.
+ */
 async function prepare(spec: ExecSpec, created: { dir: string | null }): Promise<Prepared> {
-	await fsp.mkdir(spec.workRoot, { recursive: true, mode: 0o755 });
-	const dir = await fsp.mkdtemp(path.join(spec.workRoot, "run-"));
+	const prefix = path.join(spec.workRoot, "run-");
+	let dir: string;
+	try {
+		dir = await fsp.mkdtemp(prefix);
+	} catch (e) {
+		if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+		await fsp.mkdir(spec.workRoot, { recursive: true, mode: 0o755 });
+		dir = await fsp.mkdtemp(prefix);
+	}
 	created.dir = dir;
 	// mkdtemp makes it 0700.
 	if (spec.user) await fsp.chown(dir, spec.user.uid, spec.user.gid);
@@ -292,9 +302,14 @@ const HOLD_EXEC = HOLD + MERGE_STREAMS;
  */
 const EVAL = 'unset PWD; exec 2>&1; _c=$1; shift; eval "unset _c; $_c"';
 
+/** A command job's spec: `/bin/sh -c LINE`, which the wrapper shell evaluates itself. */
+function isCommandLine(spec: ExecSpec): boolean {
+	return spec.file === "/bin/sh" && spec.args.length === 2 && spec.args[0] === "-c";
+}
+
 /** The argv of the wrapper for this spec. */
 function wrapperArgs(spec: ExecSpec, held: boolean): string[] {
-	if (spec.file === "/bin/sh" && spec.args.length === 2 && spec.args[0] === "-c") return ["-c", held ? HOLD + EVAL : EVAL, "/bin/sh", spec.args[1]];
+	if (isCommandLine(spec)) return ["-c", held ? HOLD + EVAL : EVAL, "/bin/sh", spec.args[1]];
 	return ["-c", held ? HOLD_EXEC : MERGE_STREAMS, spec.file, ...spec.args];
 }
 
@@ -306,6 +321,18 @@ async function checkExecutable(file: string): Promise<unknown> {
 		return null;
 	} catch (e) {
 		return e;
+	}
+}
+
+/**
+ * Remove a run's working folder. Most jobs leave it empty: one rmdir, and the recursive walk only
+ * for a folder with something in it. Never throws.
+ */
+async function removeFolder(dir: string): Promise<void> {
+	try {
+		await fsp.rmdir(dir);
+	} catch {
+		await fsp.rm(dir, { recursive: true, force: true, maxRetries: 2 }).catch(() => undefined);
 	}
 }
 
@@ -357,13 +384,14 @@ export async function runProcess(spec: ExecSpec, onStart?: (startedAt: number, p
 			return notStarted(`cannot prepare the working folder under ${JSON.stringify(spec.workRoot)}: ${errorText(e)}`);
 		}
 		if (spec.signal?.aborted) return notStarted(`${abortReasonText(spec.signal)} (before start)`);
-		const notExecutable = await checkExecutable(spec.file);
+		// A command line runs in the wrapper shell itself: spawning /bin/sh tells its own failure.
+		const notExecutable = isCommandLine(spec) ? null : await checkExecutable(spec.file);
 		if (notExecutable) return notStarted(describeStartError(spec.file, notExecutable));
 		return await supervise(spec, prepared, onStart, clock);
 	} catch (e) {
 		return notStarted(`executor error: ${errorText(e)}`);
 	} finally {
-		if (created.dir) await fsp.rm(created.dir, { recursive: true, force: true, maxRetries: 2 }).catch(() => undefined);
+		if (created.dir) await removeFolder(created.dir);
 	}
 }
 
