@@ -14,9 +14,10 @@
  * - startRuns inserts its rows sorted by the unique key (jobId, scheduledAt, attempt) and locks no
  *   job; an insert that meets a duplicate (a fire that already ran) takes a shared lock on that key
  *   only, in the same order;
- * - finishRuns updates its runs by primary key, sorted, then its jobs by primary key, sorted: a
- *   worker and the manager (or two workers sharing a job after a failover) meet in the same order
- *   and one simply waits for the other;
+ * - finishRuns locks its runs by primary key, sorted (SELECT ... FOR UPDATE over an ascending
+ *   IN list, then one UPDATE of those rows), then updates its jobs by primary key, sorted (one
+ *   UPDATE over an IN list): a worker and the manager (or two workers sharing a job after a
+ *   failover) meet in the same order and one simply waits for the other;
  * - recordRuns inserts its rows sorted by the unique key, as startRuns; abandonRun is a single-row
  *   statement.
  * Should the server still report a deadlock or a lock wait timeout (another client of the same
@@ -38,6 +39,45 @@ function byKey(a: string, b: string): number {
 
 /** Job ids per IN (...) list. */
 const CHUNK = 1000;
+/** Runs per finishing statement, and their output per statement (MySQL's max_allowed_packet is 16 MiB by default). */
+const FINISH_CHUNK = 200;
+const FINISH_CHUNK_BYTES = 1 << 20;
+
+/** `keys` (in their order) in runs of at most FINISH_CHUNK and, but for a single key, FINISH_CHUNK_BYTES of `size`. */
+function* chunks(keys: readonly string[], size: (key: string) => number): Generator<string[]> {
+	let chunk: string[] = [];
+	let bytes = 0;
+	for (const key of keys) {
+		const n = size(key);
+		if (chunk.length > 0 && (chunk.length >= FINISH_CHUNK || bytes + n > FINISH_CHUNK_BYTES)) {
+			yield chunk;
+			chunk = [];
+			bytes = 0;
+		}
+		chunk.push(key);
+		bytes += n;
+	}
+	if (chunk.length > 0) yield chunk;
+}
+
+/**
+ * `UPDATE table SET col = CASE id WHEN ? THEN ? ... END, ... WHERE id IN (...)`: each row's own
+ * values in one statement, on SQLite and MySQL/MariaDB alike.
+ */
+function caseUpdate<T>(
+	table: string,
+	columns: [string, (row: T) => unknown][],
+	rows: readonly T[],
+	idOf: (row: T) => string,
+): { sql: string; replacements: unknown[] } {
+	const replacements: unknown[] = [];
+	const sets = columns.map(([name, value]) => {
+		for (const row of rows) replacements.push(idOf(row), value(row));
+		return `${name} = CASE id ${rows.map(() => "WHEN ? THEN ?").join(" ")} END`;
+	});
+	for (const row of rows) replacements.push(idOf(row));
+	return { sql: `UPDATE ${table} SET ${sets.join(", ")} WHERE id IN (${rows.map(() => "?").join(", ")})`, replacements };
+}
 
 export class RunLedger {
 	constructor(
@@ -108,55 +148,99 @@ export class RunLedger {
 	 * Record the end of runs and move their jobs' status, in one transaction. Idempotent: a run
 	 * already final is left alone. Answers, for each, whether it was written now, and the jobs
 	 * that finished.
+	 *
+	 * A few statements per chunk of runs, not two per run (the single-node default records several
+	 * hundred ends a second, and a statement's cost is mostly its round through the ORM): which of
+	 * the runs are still running (locked, on MySQL/MariaDB, so that what is written is what was
+	 * read), those runs updated in one statement, their jobs in one more.
 	 */
 	async finishRuns(results: readonly RunResult[]): Promise<{ written: boolean[]; finishedJobs: string[] }> {
 		const written: boolean[] = [];
 		const finishedJobs: string[] = [];
-		// Raw statements: two per run, in one transaction (model.update costs several times more).
 		const db = this.db;
+		// SQLite has no row locks: a write transaction has the whole database. On MySQL/MariaDB every
+		// statement here reads its rows by primary key, never by a scan (which the server picks for
+		// an IN list over much of a small table, and which locks every row it passes: a second pass
+		// over the runs, after the SELECT's, would then take rows below ones it holds, against the
+		// one order).
+		const sqlite = db.getDialect() === "sqlite";
+		const lock = sqlite ? "" : " FOR UPDATE";
+		const byPk = sqlite ? "" : " FORCE INDEX (PRIMARY)";
+		const runsTable = this.models.runs.tableName + byPk;
+		const jobsTable = this.models.jobs.tableName + byPk;
+		// One result per run (the first; a repeat of it is not written again), by primary key.
+		const firstOf = new Map<string, number>();
+		results.forEach((r, i) => {
+			if (!firstOf.has(r.runId)) firstOf.set(r.runId, i);
+		});
+		const runIds = [...firstOf.keys()].sort(byKey);
 		await db.transaction(async (transaction) => {
 			// (Reset: a transaction tried again after a lock conflict starts over.)
 			written.length = 0;
 			written.length = results.length;
+			written.fill(false);
 			finishedJobs.length = 0;
 			const lastByJob = new Map<string, RunResult>();
-			// Runs, then jobs, each by primary key (see the file comment); `written` keeps the callers' order.
-			const order = results.map((_, i) => i).sort((i, j) => byKey(results[i].runId, results[j].runId));
-			for (const i of order) {
-				const r = results[i];
-				const [, meta] = (await db.query(
-					// SIGNAL is a reserved word in MySQL/MariaDB: quoted (SQLite takes backticks too).
-					`UPDATE ${this.models.runs.tableName} SET status = ?, exitCode = ?, \`signal\` = ?, output = ?, startedAt = ?, finishedAt = ?, error = ? WHERE id = ? AND status = 'running'`,
-					{
-						replacements: [r.status, r.exitCode, r.signal, r.output, r.startedAt, r.finishedAt, r.error, r.runId],
-						transaction,
-						type: QueryTypes.UPDATE,
-					},
-				)) as unknown as [unknown, number];
-				const n = Number(meta ?? 0);
-				written[i] = n > 0;
-				const prev = lastByJob.get(r.jobId);
-				if (n > 0 && (!prev || prev.finishedAt <= r.finishedAt)) lastByJob.set(r.jobId, r);
-			}
-			for (const [jobId, r] of [...lastByJob].sort((a, b) => byKey(a[0], b[0]))) {
-				const lastRun = JSON.stringify({
-					id: r.runId,
-					status: r.status,
-					scheduledAt: iso(r.scheduledAt),
-					finishedAt: iso(r.finishedAt),
-					exitCode: r.exitCode,
+			// Runs, then jobs, each by primary key (see the file comment).
+			for (const ids of chunks(runIds, (id) => results[firstOf.get(id) as number].output.length)) {
+				const marks = ids.map(() => "?").join(", ");
+				// By primary key alone (the status tested here, not in the statement: a condition on
+				// the status could lead the server to the status index and its next-key locks).
+				const rows = await db.query<{ id: string; status: string }>(`SELECT id, status FROM ${runsTable} WHERE id IN (${marks}) ORDER BY id${lock}`, {
+					replacements: ids,
+					transaction,
+					type: QueryTypes.SELECT,
 				});
-				const status = r.willRetry || r.status === "skipped" ? null : jobStatusAfterRun({ recurring: r.recurring, status: "scheduled" }, r.status, false);
-				// A deleted job keeps its status (finished); a pending retry leaves it as it is.
+				const running = rows.filter((r) => r.status === "running");
+				if (running.length === 0) continue;
+				const open = running.map((r) => results[firstOf.get(r.id) as number]);
+				// SIGNAL is a reserved word in MySQL/MariaDB: quoted (SQLite takes backticks too).
+				const columns: [string, (r: RunResult) => unknown][] = [
+					["status", (r) => r.status],
+					["exitCode", (r) => r.exitCode],
+					["`signal`", (r) => r.signal],
+					["output", (r) => r.output],
+					["startedAt", (r) => r.startedAt],
+					["finishedAt", (r) => r.finishedAt],
+					["error", (r) => r.error],
+				];
+				const { sql, replacements } = caseUpdate(runsTable, columns, open, (r) => r.runId);
+				// These rows are locked (MySQL/MariaDB) or the database is this transaction's (SQLite): still running.
+				await db.query(sql, { replacements, transaction, type: QueryTypes.UPDATE });
+				for (const r of open) {
+					written[firstOf.get(r.runId) as number] = true;
+					const prev = lastByJob.get(r.jobId);
+					if (!prev || prev.finishedAt <= r.finishedAt) lastByJob.set(r.jobId, r);
+				}
+			}
+			const jobIds = [...lastByJob.keys()].sort(byKey);
+			for (const ids of chunks(jobIds, () => 0)) {
+				const ends = ids.map((id) => {
+					const r = lastByJob.get(id) as RunResult;
+					const lastRun = JSON.stringify({
+						id: r.runId,
+						status: r.status,
+						scheduledAt: iso(r.scheduledAt),
+						finishedAt: iso(r.finishedAt),
+						exitCode: r.exitCode,
+					});
+					const status = r.willRetry || r.status === "skipped" ? null : jobStatusAfterRun({ recurring: r.recurring, status: "scheduled" }, r.status, false);
+					if (status === "finished") finishedJobs.push(id);
+					return { id, lastRun, status };
+				});
+				// A deleted job keeps its status (finished); a pending retry (status null) leaves it as it is.
+				const lastRun = ends.map(() => "WHEN ? THEN ?").join(" ");
+				const status = ends.map(() => "WHEN ? THEN ?").join(" ");
 				await db.query(
-					`UPDATE ${this.models.jobs.tableName} SET lastRun = ?, updatedAt = ?, status = CASE WHEN deletedAt IS NULL AND ? IS NOT NULL THEN ? ELSE status END WHERE id = ?`,
+					`UPDATE ${jobsTable} SET lastRun = CASE id ${lastRun} END, updatedAt = ?, ` +
+						`status = CASE WHEN deletedAt IS NULL THEN COALESCE(CASE id ${status} END, status) ELSE status END ` +
+						`WHERE id IN (${ends.map(() => "?").join(", ")})`,
 					{
-						replacements: [lastRun, this.clock.now(), status, status, jobId],
+						replacements: [...ends.flatMap((e) => [e.id, e.lastRun]), this.clock.now(), ...ends.flatMap((e) => [e.id, e.status]), ...ends.map((e) => e.id)],
 						transaction,
 						type: QueryTypes.UPDATE,
 					},
 				);
-				if (status === "finished") finishedJobs.push(jobId);
 			}
 		});
 		return { written, finishedJobs };
