@@ -50,10 +50,48 @@ export interface DispatcherDeps {
 	observe?: FireObserver;
 }
 
+/**
+ * The process slots held by prefired fires whose instant has not come (parked), counted by release
+ * instant: a slot stops counting at its instant, or when it is given back before (a fire dropped or
+ * cancelled). Prefired fires of one instant share an entry, so the count is over a few entries.
+ */
+class Parked {
+	private readonly byInstant = new Map<number, number>();
+
+	count(now: number): number {
+		let n = 0;
+		for (const [at, k] of this.byInstant) {
+			if (at <= now) this.byInstant.delete(at);
+			else n += k;
+		}
+		return n;
+	}
+
+	/** The slot of a fire prefired for `at`, counted as parked until then; null without a slot. */
+	slot(release: (() => void) | null, at: number): (() => void) | null {
+		if (!release) return null;
+		this.byInstant.set(at, (this.byInstant.get(at) ?? 0) + 1);
+		let given = false;
+		return () => {
+			if (given) return;
+			given = true;
+			const k = this.byInstant.get(at);
+			// Gone from the map once its instant passed (count prunes it).
+			if (k !== undefined) {
+				if (k > 1) this.byInstant.set(at, k - 1);
+				else this.byInstant.delete(at);
+			}
+			release();
+		};
+	}
+}
+
 /** A fire blocked by a stale claim of our own is tried again after this (the claim goes with its session). */
 export const STALE_CLAIM_RETRY_MS = 500;
 
 export class Dispatcher {
+	private readonly parked = new Parked();
+
 	constructor(private readonly deps: DispatcherDeps) {}
 
 	/**
@@ -65,16 +103,20 @@ export class Dispatcher {
 		const fire = new Fire(job, scheduledAt, trigger, attempt, this.deps.observe ?? null);
 		// Handed over ahead of the instant: prefire (claim, record and spawn now, release at the
 		// instant) or wait for the instant.
-		// Prefired fires take at most half the process slots: the other half stays for the fires
-		// taken at their instant, which would otherwise wait for a slot held by a parked process (a
-		// lead of seconds times the fires a second can be more than all the slots).
-		const slotFree = slots.running < slots.limit / 2 && slots.queued === 0 && backlog.calm();
-		const mode = prefireDecision(job, { trigger, attempt, at: scheduledAt }, clock.now(), this.deps.lead.current(), slotFree);
+		// Parked processes (prefired, their instant not come) take at most half the process slots:
+		// the other half stays for the fires taken at their instant, which would otherwise wait for a
+		// slot held by a parked process (a lead of seconds times the fires a second can be more than
+		// all the slots). Released ones are running like any other: counting them too refused the
+		// next second's prefire to every job whose run was still going (cluster-lag, 67 per-second
+		// jobs on 256 slots: 134 in use at each instant, the last few fires taken late).
+		const now = clock.now();
+		const slotFree = this.parked.count(now) < slots.limit / 2 && slots.running < slots.limit && slots.queued === 0 && backlog.calm();
+		const mode = prefireDecision(job, { trigger, attempt, at: scheduledAt }, now, this.deps.lead.current(), slotFree);
 		// A prefired fire holds its process slot from now on (given to the process, or dropped
 		// below): the slots bound the prefired fires. It takes no room in the backlog's capacity,
 		// which is for the fires taken on at their instant (a held fire waits without using the
 		// machine, and a lead of seconds would otherwise fill the capacity with parked fires).
-		let slot = mode === "prefire" ? slots.tryAcquire() : null;
+		let slot = mode === "prefire" ? this.parked.slot(slots.tryAcquire(), scheduledAt) : null;
 		let ticket: Ticket | null = null;
 		const dropSlot = () => {
 			slot?.();

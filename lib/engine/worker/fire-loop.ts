@@ -64,7 +64,11 @@ export class FireLoop {
 		const { schedule, tz } = this.deps.state.scheduleOf(job);
 		const [next] = nextFireTimes(schedule, tz, after, 1);
 		if (next === undefined) this.crontab.delete(job.id);
-		else this.crontab.set(job.id, next, prefireLeadMs(job, this.deps.lead()));
+		// Handed over a lead ahead, but not before `after` (the fire before it, when there is one): a
+		// job has at most one fire parked at a time, so a lead longer than a job's period takes no
+		// second process slot per job (cluster-lag: a lead of 1.01 s on per-second jobs parked two
+		// fires per job, past the prefire bound of half the slots, and the rest started late).
+		else this.crontab.set(job.id, next, prefireLeadMs(job, this.deps.lead()), after);
 	}
 
 	/**

@@ -196,16 +196,32 @@ describe("prefire", () => {
 	test("the lead follows reality: when claim + record + spawn take longer than it, it grows and later fires start on time", async () => {
 		const h = await harness();
 		await h.start();
-		await h.assign(workerJob("slow", { env: { SPAWN_MS: "1500" } }, T0)); // spawning takes 1.5 s, the lead is 1 s
-		await h.clock.advanceTo(s(10) + 500);
+		// Spawning takes 1.5 s, the lead is 1 s; a fire every 3 s (a job's next fire is handed over no
+		// earlier than its previous instant: the lead of a per-second job stops at 1 s).
+		await h.assign(workerJob("slow", { schedule: "*/3 * * * * *", env: { SPAWN_MS: "1500" } }, T0));
+		await h.clock.advanceTo(s(20) + 500);
 		const late = (p: { scheduledAt: number; startedAt: number }) => p.startedAt - p.scheduledAt;
 		const started = h.started("slow");
-		expect(late(started[0])).toBeGreaterThan(0);
-		// The first fire, handed over 0.5 s ahead (the job came at 0.5 s), started 1 s late: the lead
-		// becomes 0.5 s + 1.5 x 1 s.
-		expect(h.engine.status().prefireLeadMs).toBe(2000);
-		// Fires handed over with the grown lead start at their instant.
-		expect(started.filter((p) => p.scheduledAt >= s(5)).map(late)).toEqual([0, 0, 0, 0, 0, 0]);
+		// The first fire (at 3 s), handed over 1 s ahead, was ready and started 0.5 s late: the lead
+		// becomes 1 s + 1.5 x 0.5 s.
+		expect(late(started[0])).toBe(500);
+		expect(h.engine.status().prefireLeadMs).toBe(1750);
+		// The fire at 6 s was in the crontab with the old lead already (set when the one at 3 s was
+		// handed over); fires handed over with the grown lead start at their instant.
+		expect(started.slice(1).map((p) => [p.scheduledAt, late(p)])).toEqual([[s(6), 500], ...[9, 12, 15, 18].map((t) => [s(t), 0])]);
+	});
+
+	test("a lead longer than the job's period parks one fire per job, handed over at the previous instant", async () => {
+		const h = await harness({ prefireMs: 2500, maxConcurrentRuns: 8 });
+		await h.start();
+		await h.assign(...["q1", "q2", "q3"].map((id) => workerJob(id, { env: { DURATION_MS: "50" } }, T0)));
+		await h.clock.advanceTo(s(10));
+		const spawned = h.started("q1").filter((p) => p.scheduledAt >= s(3));
+		expect(spawned.length).toBeGreaterThan(5);
+		// Each fire spawned (held) at its predecessor's instant, not 2.5 s ahead: one parked process per job.
+		expect(spawned.map((p) => p.scheduledAt - p.spawnedAt)).toEqual(spawned.map(() => 1000));
+		expect(h.runner.peak).toBeLessThanOrEqual(6);
+		expect(h.runner.started.every((p) => p.startedAt === p.scheduledAt)).toBe(true);
 	});
 
 	test("a fire ready in time but released late (a busy machine) does not grow the lead", async () => {
@@ -231,6 +247,19 @@ describe("prefire", () => {
 		expect(ids.filter((id) => h.path(id, s(60)).includes("waiting")).length).toBe(2);
 		await h.clock.advanceTo(s(61));
 		expect(h.runner.started.map((p) => p.startedAt - p.scheduledAt)).toEqual([0, 0, 0, 0]);
+	});
+
+	test("the half-slots bound counts parked processes only: a job whose runs outlast the second still has its next fire prefired", async () => {
+		// 2 jobs, runs of 1.5 s, 8 slots: at each hand-over (a lead ahead: the previous instant) 4
+		// processes run (2 released then, 2 a second before), none is parked.
+		const h = await harness({ maxConcurrentRuns: 8 });
+		await h.start();
+		await h.assign(...["r1", "r2"].map((id) => workerJob(id, { env: { DURATION_MS: "1500" } }, T0)));
+		await h.clock.advanceTo(s(12));
+		for (const id of ["r1", "r2"]) {
+			for (let at = s(3); at <= s(10); at += 1000) expect(h.path(id, at)).toContain("held");
+		}
+		expect(h.runner.started.every((p) => p.startedAt === p.scheduledAt)).toBe(true);
 	});
 
 	test("a worker without a free process slot does not prefire: the fire waits for its instant", async () => {
