@@ -13,7 +13,7 @@ import { startNode, type TestNode } from "../support/node";
 const DATABASE_URL = process.env.DATABASE_URL?.trim() || null;
 const ADMIN = { user: { id: "admin", name: "admin", admin: true } };
 
-type Backend = { name: string; open(): Promise<{ node: TestNode; close(): Promise<void> }> };
+type Backend = { name: string; open: () => Promise<{ node: TestNode; close: () => Promise<void> }> };
 
 const backends: Backend[] = [
 	{
