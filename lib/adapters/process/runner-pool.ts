@@ -59,6 +59,11 @@ export class RunnerPool {
 		const child = fork(this.script, [], {
 			stdio: ["ignore", "inherit", "inherit", "ipc"],
 			serialization: "advanced",
+			// A small young generation: libuv forks, and a fork costs in proportion to the memory the
+			// parent has touched (its page tables, then a copy-on-write fault per page it writes
+			// after). The default semi-space (16 MiB) kept a runner at 70-90 MiB; at 1 MiB it stays
+			// near 60 MiB and spends a sixth less per spawn. None of the worker's flags are wanted here.
+			execArgv: ["--max-semi-space-size=1"],
 			env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
 		});
 		const runner: Runner = { child, inflight: 0, alive: true };
