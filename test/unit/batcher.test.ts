@@ -1,4 +1,4 @@
-import { Batcher } from "../../lib/engine/batcher";
+import { Batcher, batchLength } from "../../lib/engine/batcher";
 
 const schedule = (fn: () => void) => void setImmediate(fn);
 
@@ -24,6 +24,23 @@ describe("Batcher", () => {
 		const b = new Batcher<number, number>(async (items) => (calls.push(items), items), { maxBatch: 2, schedule });
 		await Promise.all([1, 2, 3, 4, 5].map((x) => b.add(x)));
 		expect(calls).toEqual([[1, 2], [3, 4], [5]]);
+	});
+
+	it("closes a batch at maxWeight; an item heavier than the bound goes alone", async () => {
+		const calls: number[][] = [];
+		const b = new Batcher<number, number>(async (items) => (calls.push(items), items), { maxWeight: 10, weigh: (x) => x, schedule });
+		await Promise.all([4, 4, 4, 12, 1, 9, 3].map((x) => b.add(x)));
+		expect(calls).toEqual([[4, 4], [4], [12], [1, 9], [3]]);
+	});
+
+	it.each([
+		{ items: [], bounds: {}, n: 0 },
+		{ items: [1, 2, 3], bounds: { maxBatch: 2 }, n: 2 },
+		{ items: [5, 5, 5], bounds: { maxWeight: 10, weigh: (x: number) => x }, n: 2 },
+		{ items: [11, 1], bounds: { maxWeight: 10, weigh: (x: number) => x }, n: 1 },
+		{ items: [1, 1, 1], bounds: { maxBatch: 2, maxWeight: 10, weigh: (x: number) => x }, n: 2 },
+	])("batchLength($items, $bounds) = $n", ({ items, bounds, n }) => {
+		expect(batchLength(items, bounds)).toBe(n);
 	});
 
 	it("rejects every caller of a failed batch, and a wrong-length answer", async () => {

@@ -7,7 +7,7 @@
 import type { Clock, TimerHandle } from "../../core/clock";
 import type { Run, RunStatus, RunTrigger } from "../../core/types";
 import type { WorkerJob } from "../../core/views";
-import { Batcher } from "../batcher";
+import { Batcher, batchLength, type BatchBounds } from "../batcher";
 import type { FinishRequest, JobsClient, Logger, NotRunRequest, OutboxStore, ProcessResult, StartRequest, WorkerMetrics } from "./ports";
 
 /**
@@ -25,6 +25,25 @@ export const OUTBOX_RETRY_MS = 250;
 const NOT_RUN_BATCH = 2000;
 /** Results per write when the outbox drains. */
 const OUTBOX_BATCH = 500;
+/**
+ * Results' size per write, as JSON: a call to the jobs service is one NATS message in a cluster, and
+ * NATS refuses a message past its max_payload (1 MiB by default). Unbounded, 500 results of 64 KiB
+ * output each made a 32 MiB batch that failed every time, in the outbox too: the runs stayed
+ * `running` for good.
+ */
+export const FINISH_BATCH_BYTES = 512 * 1024;
+
+/** A result's size in a message: its output and error as JSON strings, and the rest. */
+export function resultBytes(r: FinishRequest): number {
+	return 256 + jsonBytes(r.output) + (r.error === null ? 0 : jsonBytes(r.error));
+}
+
+function jsonBytes(s: string): number {
+	// Escapes (control characters take 6 bytes) and UTF-8 (up to 3 bytes a character) both count.
+	return Buffer.byteLength(JSON.stringify(s), "utf8");
+}
+
+const FINISH_BOUNDS = { maxBatch: OUTBOX_BATCH, weigh: resultBytes, maxWeight: FINISH_BATCH_BYTES };
 
 export interface WorkerStats {
 	fired: number;
@@ -62,7 +81,7 @@ export class RunRecorder {
 	constructor(private readonly deps: RecorderDeps) {
 		const schedule = (fn: () => void) => void deps.clock.setTimeout(fn, 0);
 		this.starts = new Batcher((runs) => deps.jobs.startRuns(runs), { schedule });
-		this.finishes = new Batcher((results) => deps.jobs.finishRuns(results), { schedule });
+		this.finishes = new Batcher((results) => deps.jobs.finishRuns(results), { schedule, ...FINISH_BOUNDS });
 		// One write for every fire recorded skipped or missed in the same turn (an overload records
 		// hundreds a second).
 		this.notRuns = new Batcher(
@@ -135,10 +154,11 @@ export class RunRecorder {
 
 	private async drainOutbox(): Promise<void> {
 		this.outboxTimer = null;
-		const recorded = await this.drain(this.notRunLater, (batch) => this.deps.jobs.recordRuns(batch));
+		const recorded = await this.drain(this.notRunLater, { maxBatch: OUTBOX_BATCH }, (batch) => this.deps.jobs.recordRuns(batch));
 		if (!recorded) return;
 		await this.drain(
 			this.outbox,
+			FINISH_BOUNDS,
 			(batch) => this.deps.jobs.finishRuns(batch),
 			(n) => {
 				this.deps.outbox.save(this.outbox);
@@ -148,9 +168,9 @@ export class RunRecorder {
 	}
 
 	/** Write a queue of kept records, oldest first, a batch at a time; false (and a retry armed) when a write fails. */
-	private async drain<T>(queue: T[], write: (batch: T[]) => Promise<unknown>, written?: (n: number) => void): Promise<boolean> {
+	private async drain<T>(queue: T[], bounds: BatchBounds<T>, write: (batch: T[]) => Promise<unknown>, written?: (n: number) => void): Promise<boolean> {
 		while (queue.length > 0) {
-			const batch = queue.slice(0, OUTBOX_BATCH);
+			const batch = queue.slice(0, batchLength(queue, bounds));
 			try {
 				await write(batch);
 			} catch {

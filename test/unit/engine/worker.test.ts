@@ -12,9 +12,9 @@ import type { WorkerJob } from "../../../lib/core/views";
 import { WorkerEngine } from "../../../lib/engine/worker/engine";
 import { TRANSITIONS, type FireOutcome, type StageName } from "../../../lib/engine/worker/fire";
 import { GIVE_BACK_RETRY_MS } from "../../../lib/engine/worker/fire-loop";
-import { NO_METRICS } from "../../../lib/engine/worker/ports";
+import { NO_METRICS, type FinishRequest } from "../../../lib/engine/worker/ports";
 import { PrefireLead } from "../../../lib/engine/worker/prefire-lead";
-import { RunRecorder } from "../../../lib/engine/worker/recorder";
+import { FINISH_BATCH_BYTES, resultBytes, RunRecorder } from "../../../lib/engine/worker/recorder";
 import { decideMissedFires, type MissedCause } from "../../../lib/engine/worker/recovery";
 import { FakeClock } from "../../support/fake-clock";
 import { FakeJobs, FakeRunner, MemoryOutbox, recordingLogger, workerJob, type LogLine } from "../../support/worker-fakes";
@@ -456,6 +456,30 @@ describe("database faults", () => {
 		const late = h.started("a").filter((p) => p.scheduledAt > s(1));
 		expect(late.map((p) => (p.scheduledAt - T0) / 1000)).toEqual([2, 3]);
 		for (const p of late) expect(p.startedAt - back).toBeLessThanOrEqual(500);
+	});
+
+	test("large outputs: no result write is larger than a NATS message takes, at the instant or from the outbox", async () => {
+		const h = await harness({ prefireMs: 0 });
+		await h.start();
+		// 24 jobs whose runs each end with 64 KiB of output (FakeRunner prints the executable), in the same turn.
+		const big = (i: number) => `${i}`.padEnd(64 * 1024, "x");
+		await h.assign(...Array.from({ length: 24 }, (_, i) => workerJob(`big${i}`, { executable: big(i), env: { DURATION_MS: "100" } }, T0)));
+		await h.clock.advanceTo(s(1) + 50);
+		h.jobs.failing.add("finishRuns"); // the ends of the fire of 1 s go to the outbox
+		await h.clock.advanceTo(s(1) + 400);
+		expect(h.engine.status().pendingResults).toBe(24);
+		h.jobs.failing.delete("finishRuns");
+		await h.clock.advanceTo(s(3) + 500);
+		const writes = h.jobs.calls.filter((c) => c.method === "finishRuns").map((c) => c.args as FinishRequest[]);
+		const bytes = (batch: FinishRequest[]) => batch.reduce((n, r) => n + resultBytes(r), 0);
+		expect(writes.length).toBeGreaterThan(3);
+		for (const w of writes) expect(bytes(w)).toBeLessThanOrEqual(FINISH_BATCH_BYTES);
+		expect(h.engine.status().pendingResults).toBe(0);
+		for (let i = 0; i < 24; i++) {
+			const rows = h.jobs.rowsOf(`big${i}`);
+			// The fires of 1, 2 and 3 s, each written once with its whole output (compared as a flag: the strings are 64 KiB).
+			expect(rows.map((r) => [r.status, r.output === `${big(i)}\n`])).toEqual([1, 2, 3].map(() => ["succeeded", true]));
+		}
 	});
 
 	test("database down at the finish record: the result waits in the outbox (persisted) and is written later", async () => {
