@@ -19,12 +19,15 @@ import { MemoryCoordination, MemoryCoordinationHub } from "../lib/adapters/memor
 import { transporterFor } from "../lib/adapters/moleculer/nats-transporter";
 import { type ObjectStore } from "../lib/adapters/object-store";
 import { createObjectStore } from "./object-store";
+import { loadSecretBox, type SecretBox } from "../lib/adapters/secrets/secret-box";
 
 export interface NodeDeps {
 	clock?: Clock;
 	/** Shared in-process coordination (single-node default, tests); ignored when config.zookeeper is set. */
 	hub?: MemoryCoordinationHub;
 	objectStore?: ObjectStore;
+	/** Seals and opens jobs' secretEnv; default: from the configuration (lib/adapters/secrets/secret-box.ts loadSecretBox). */
+	secrets?: SecretBox;
 }
 
 /**
@@ -70,6 +73,9 @@ export function createNode(config: Config, deps: NodeDeps = {}): ServiceBroker {
 	const coordination = coordinationFactory(config, hub);
 	// NATS through our transporter, which follows its connection (lib/adapters/moleculer/nats-transporter.ts).
 	const transporter = config.transporter ? transporterFor(config.transporter) : undefined;
+	// The jobs service seals secret values, the worker opens them; a node with neither needs no key.
+	const needsKey = config.services.includes("jobs") || config.services.includes("worker");
+	const secrets = deps.secrets ?? (needsKey ? loadSecretBox(config) : null);
 	const broker = new ServiceBroker({ ...brokerOptions(config), transporter, middlewares: [orderedStop()] });
 	// Each factory types `this` with its own service shape; the broker takes the base schema type.
 	const add = (schema: unknown) => broker.createService(schema as ServiceSchema);
@@ -82,13 +88,13 @@ export function createNode(config: Config, deps: NodeDeps = {}): ServiceBroker {
 				add(createUsersService({ config, clock }));
 				break;
 			case "jobs":
-				add(createJobsService({ config, clock, objectStore }));
+				add(createJobsService({ config, clock, objectStore, secrets: secrets as SecretBox }));
 				break;
 			case "manager":
 				add(createManagerService({ config, clock, coordination }));
 				break;
 			case "worker":
-				add(createWorkerService({ config, clock, coordination, objectStore }));
+				add(createWorkerService({ config, clock, coordination, objectStore, secrets: secrets as SecretBox }));
 				break;
 		}
 	}

@@ -73,6 +73,7 @@ export class BenchCluster {
 			TRANSPORTER,
 			NAMESPACE: this.namespace,
 			CRONJOB_ADMIN_TOKEN: this.token,
+			CRONJOB_SECRET_KEY: randomBytes(32).toString("hex"),
 			LOG_LEVEL: "info",
 			...extraEnv,
 		};

@@ -62,6 +62,10 @@ export interface Config {
 	backlogTotal: number;
 	misfireThresholdMs: number;
 	metricsPort: number | null;
+	/** CRONJOB_SECRET_KEY (32 bytes, hex or base64), which seals jobs' secretEnv; null = the generated key file of the embedded default. */
+	secretKey: string | null;
+	/** CRONJOB_SECRET_KEY_PREVIOUS: keys being rotated out, which still open what they sealed. */
+	secretKeyPrevious: string[];
 }
 
 function int(env: NodeJS.ProcessEnv, name: string, def: number): number {
@@ -136,5 +140,10 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config 
 		backlogTotal: int(env, "CRONJOB_BACKLOG_MAX", DEFAULT_BACKLOG_BOUNDS.total),
 		misfireThresholdMs: int(env, "CRONJOB_MISFIRE_THRESHOLD_MS", DEFAULT_BACKLOG_BOUNDS.thresholdMs),
 		metricsPort: str(env, "METRICS_PORT") ? int(env, "METRICS_PORT", 3030) : null,
+		secretKey: str(env, "CRONJOB_SECRET_KEY"),
+		secretKeyPrevious: (str(env, "CRONJOB_SECRET_KEY_PREVIOUS") ?? "")
+			.split(",")
+			.map((k) => k.trim())
+			.filter(Boolean),
 	};
 }

@@ -80,6 +80,24 @@ load_env() {
 	done < <(bash "$REPO/scripts/services.sh" env)
 }
 
+# The key that seals jobs' secretEnv, shared by every node: CRONJOB_SECRET_KEY when set, else the
+# one kept in the state folder (0600), else a new random one.
+secret_key() {
+	local f="$STATE/secret-key" key
+	mkdir -p "$STATE"
+	if [[ -n "${CRONJOB_SECRET_KEY:-}" ]]; then
+		key="$CRONJOB_SECRET_KEY"
+	elif [[ -s "$f" ]]; then
+		key="$(cat "$f")"
+	else
+		key="$(node -e 'process.stdout.write(require("crypto").randomBytes(32).toString("hex"))')"
+		log "generated a secret key (kept in $f)"
+	fi
+	(umask 077 && printf '%s\n' "$key" >"$f")
+	chmod 600 "$f"
+	printf '%s' "$key"
+}
+
 # The admin token the nodes get: CRONJOB_ADMIN_TOKEN when set, else the one kept in the state
 # folder, else a new random one. Whichever it is, it is (re)written to <state>/admin-token (0600).
 admin_token() {
@@ -143,7 +161,9 @@ cmd_start() {
 	bash "$REPO/scripts/services.sh" start
 	load_env
 	export CRONJOB_ADMIN_TOKEN
-	CRONJOB_ADMIN_TOKEN="$(admin_token)"
+	CRONJOB_ADMIN_TOKEN="$(admin_token)
+	export CRONJOB_SECRET_KEY
+	CRONJOB_SECRET_KEY="$(secret_key)""
 	if [[ ! -f "$ENTRY" ]]; then
 		log "building dist/ (tsc)"
 		(cd "$REPO" && npx tsc -p tsconfig.json) || die "build failed"

@@ -96,6 +96,10 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 			log4XXResponses: false,
 			logRequest: "debug",
 			logResponse: "debug",
+			// Never the bodies or answers (moleculer-web logs them at debug by default): a job's
+			// secretEnv values, and a new user's token, would be in them.
+			logRequestParams: null,
+			logResponseData: null,
 			onError,
 			routes: [
 				{

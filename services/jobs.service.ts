@@ -9,6 +9,7 @@
 import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
 import type { BrokerNode, Context, ServiceSchema, ServiceSettingSchema } from "moleculer";
+import { Op } from "sequelize";
 import type { Clock } from "../lib/core/clock";
 import type { Config } from "../lib/config";
 import { serverTime, syncModel } from "../lib/adapters/sql/db";
@@ -19,11 +20,12 @@ import { Executables } from "../lib/adapters/executables";
 import { type ObjectStore } from "../lib/adapters/object-store";
 import { ErrorsMixin } from "../lib/adapters/moleculer/errors";
 import { FINISH_RUNS_PARAMS, RECORD_RUNS_PARAMS, START_RUNS_PARAMS } from "../lib/adapters/moleculer/run-params";
-import { conflict, invalidField, notFound, unauthorized, unavailable } from "../lib/core/errors";
+import { conflict, forbidden, invalidField, notFound, unauthorized, unavailable } from "../lib/core/errors";
 import { SETTABLE_FIELDS } from "../lib/core/job-schema";
 import { nextFireTimes, validateTimezone, parseSchedule } from "../lib/core/schedule";
 import type { AuthUser, RunRecord, RunResult, RunStart } from "../lib/core/types";
-import { validateJobCreate, validateJobPatch } from "../lib/core/validation";
+import { checkEnvDisjoint, sealSecretEnv, validateJobCreate, validateJobPatch } from "../lib/core/validation";
+import type { SecretBox } from "../lib/adapters/secrets/secret-box";
 import { iso, jobRowChanges, jobView, newJobRow, runView, workerJobView, type JobRow, type WorkerJob } from "../lib/core/views";
 import { DbMixin, type DbMixinHost } from "../mixins/db.mixin";
 
@@ -31,6 +33,8 @@ export interface JobsDeps {
 	config: Config;
 	clock: Clock;
 	objectStore: ObjectStore;
+	/** Seals secretEnv values before they are stored (this service never opens them, but to rotate the key). */
+	secrets: SecretBox;
 }
 
 type Meta = { user?: AuthUser; $statusCode?: number; $location?: string; $responseType?: string; $responseHeaders?: Record<string, string> };
@@ -58,6 +62,11 @@ const PAGE = {
 
 /** Ids per IN (...) list. */
 const CHUNK = 1000;
+
+/** A job's sealed secretEnv values, by key ({} for none, or a row from before the column). */
+function storedSecrets(row: JobRow): Record<string, string> {
+	return row.secretEnv ? (JSON.parse(row.secretEnv) as Record<string, string>) : {};
+}
 
 /** A backend's health: ok, or the error of the probe. */
 async function probe(fn: () => Promise<unknown>): Promise<{ ok: boolean; error?: string }> {
@@ -103,12 +112,48 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 		settings: { idField: "id" },
 
 		actions: {
+			/**
+			 * Re-seal every secretEnv value sealed with another key than the current one (after a key
+			 * rotation: CRONJOB_SECRET_KEY the new key, CRONJOB_SECRET_KEY_PREVIOUS the old). The one
+			 * place outside a worker that opens secret values; an operator's action (the REPL:
+			 * `call jobs.rotateSecrets`, or an admin's call). Answers how many values it re-sealed.
+			 */
+			rotateSecrets: {
+				params: {},
+				async handler(this: JobsThis, ctx: Ctx) {
+					const caller = ctx.meta.user;
+					if (caller && !caller.admin) throw forbidden("Only admins may rotate the secret key");
+					const rows = (await this.guard(() =>
+						this.adapter.model.findAll({ attributes: ["id", "secretEnv"], where: { secretEnv: { [Op.ne]: null } }, raw: true }),
+					)) as unknown as Pick<JobRow, "id" | "secretEnv">[];
+					let values = 0;
+					let jobs = 0;
+					for (const row of rows) {
+						const sealed = storedSecrets(row as JobRow);
+						if (!Object.values(sealed).some((v) => deps.secrets.stale(v))) continue;
+						const next = Object.fromEntries(
+							Object.entries(sealed).map(([k, v]) => {
+								if (!deps.secrets.stale(v)) return [k, v];
+								values++;
+								return [k, deps.secrets.seal(deps.secrets.open(v))];
+							}),
+						);
+						await this.guard(() => this.table.update(row.id, { secretEnv: JSON.stringify(next), updatedAt: clock.now() }));
+						this.changed(row.id, "updated");
+						jobs++;
+					}
+					return { jobs, values, keyId: deps.secrets.currentId };
+				},
+			},
+
 			// ---- REST-facing ----
 			createJob: {
 				params: JOB_PARAMS,
 				async handler(this: JobsThis, ctx: Ctx) {
 					const user = this.requireUser(ctx);
 					const input = validateJobCreate({ ...ctx.params }, { admin: user.admin, userRunAs: config.userRunAs });
+					checkEnvDisjoint(input.env, input.secretEnv);
+					input.secretEnv = sealSecretEnv(input.secretEnv, {}, (v) => deps.secrets.seal(v));
 					const stored = await executables.save(input.type, input.executable);
 					const now = clock.now();
 					const row = newJobRow(input, { id: randomUUID(), owner: user.id, createdAt: now, updatedAt: now, ...stored });
@@ -145,6 +190,12 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					const job = await this.findOwned(ctx, id);
 					if (job.deletedAt !== null) throw conflict("The job was deleted", "id");
 					const patch = validateJobPatch(body, { admin: user.admin, currentType: job.type, userRunAs: config.userRunAs });
+					if (patch.env !== undefined || patch.secretEnv !== undefined) {
+						const stored = storedSecrets(job);
+						const secretEnv = patch.secretEnv ?? stored;
+						checkEnvDisjoint(patch.env ?? (JSON.parse(job.env) as Record<string, string>), secretEnv);
+						if (patch.secretEnv !== undefined) patch.secretEnv = sealSecretEnv(patch.secretEnv, stored, (v) => deps.secrets.seal(v));
+					}
 					const now = clock.now();
 					const changes: Partial<JobRow> = { ...jobRowChanges(patch), updatedAt: now };
 					if (patch.executable !== undefined) {

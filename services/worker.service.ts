@@ -12,6 +12,7 @@ import { ErrorsMixin } from "../lib/adapters/moleculer/errors";
 import { brokerJobsClient } from "../lib/adapters/moleculer/jobs-client";
 import { workerMetrics } from "../lib/adapters/moleculer/metrics";
 import type { ObjectStore } from "../lib/adapters/object-store";
+import type { SecretBox } from "../lib/adapters/secrets/secret-box";
 import { JobProcessRunner } from "../lib/adapters/process/job-runner";
 import type { Config } from "../lib/config";
 import type { Clock } from "../lib/core/clock";
@@ -23,6 +24,8 @@ export interface WorkerDeps {
 	clock: Clock;
 	coordination: CoordinationFactory;
 	objectStore: ObjectStore;
+	/** Opens the jobs' secretEnv values for the run's environment. */
+	secrets: SecretBox;
 }
 
 /** How long a stopping worker lets its running processes finish. */
@@ -91,6 +94,7 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 				defaultRunUser: config.defaultRunUser,
 				maxOutputBytes: config.maxOutputBytes,
 				runners: config.runners,
+				secrets: deps.secrets,
 				log: (msg) => logger.warn(msg),
 			});
 			const outbox = new OutboxFile(path.join(config.dataDir, `outbox-${config.nodeId.replace(/[^A-Za-z0-9_.-]/g, "_")}.json`), (msg, err) =>

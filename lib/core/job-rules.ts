@@ -166,29 +166,36 @@ export const MAX_STARTING_DEADLINE_SEC = 31 * 24 * 3600;
 /** Seconds after its instant within which a fire must start, or null (no deadline). */
 export const startingDeadline: Rule<number | null> = (v, { field }) => (v === null ? null : checkInteger(field, v, 1, MAX_STARTING_DEADLINE_SEC));
 
-export const env: Rule<Record<string, string>> = (v) => {
-	if (typeof v !== "object" || v === null || Array.isArray(v)) {
-		throw new FieldError("env", `env must be an object of string values, got ${jsonType(v)}`);
-	}
-	const keys = Object.keys(v);
-	if (keys.length > MAX_ENV_ENTRIES) throw new FieldError("env", `env may have at most ${MAX_ENV_ENTRIES} entries, got ${keys.length}`);
-	const out: Record<string, string> = {};
-	for (const key of keys) {
-		const shown = JSON.stringify(key.length > 64 ? `${key.slice(0, 64)}...` : key);
-		if (key.length > ENV_KEY_MAX_LENGTH || !ENV_KEY_PATTERN.test(key)) {
-			throw new FieldError("env", `env key ${shown} must match ${ENV_KEY_PATTERN.source} (at most ${ENV_KEY_MAX_LENGTH} characters)`);
+/** An environment map's rule, for the field `name` (env, secretEnv). */
+const envMap =
+	(name: "env" | "secretEnv"): Rule<Record<string, string>> =>
+	(v) => {
+		if (typeof v !== "object" || v === null || Array.isArray(v)) {
+			throw new FieldError(name, `${name} must be an object of string values, got ${jsonType(v)}`);
 		}
-		if (key === "__proto__") throw new FieldError("env", `env key ${shown} is not allowed`);
-		if (key.toUpperCase().startsWith(RESERVED_ENV_PREFIX)) {
-			throw new FieldError("env", `env key ${shown} is reserved: names starting with ${RESERVED_ENV_PREFIX} are set by the worker`);
+		const keys = Object.keys(v);
+		if (keys.length > MAX_ENV_ENTRIES) throw new FieldError(name, `${name} may have at most ${MAX_ENV_ENTRIES} entries, got ${keys.length}`);
+		const out: Record<string, string> = {};
+		for (const key of keys) {
+			const shown = JSON.stringify(key.length > 64 ? `${key.slice(0, 64)}...` : key);
+			if (key.length > ENV_KEY_MAX_LENGTH || !ENV_KEY_PATTERN.test(key)) {
+				throw new FieldError(name, `${name} key ${shown} must match ${ENV_KEY_PATTERN.source} (at most ${ENV_KEY_MAX_LENGTH} characters)`);
+			}
+			if (key === "__proto__") throw new FieldError(name, `${name} key ${shown} is not allowed`);
+			if (key.toUpperCase().startsWith(RESERVED_ENV_PREFIX)) {
+				throw new FieldError(name, `${name} key ${shown} is reserved: names starting with ${RESERVED_ENV_PREFIX} are set by the worker`);
+			}
+			const value = (v as Record<string, unknown>)[key];
+			if (typeof value !== "string") throw new FieldError(name, `${name} value of ${shown} must be a string, got ${jsonType(value)}`);
+			if (value.length > MAX_ENV_VALUE_LENGTH) {
+				throw new FieldError(name, `${name} value of ${shown} may be at most ${MAX_ENV_VALUE_LENGTH} characters`);
+			}
+			if (value.includes("\0")) throw new FieldError(name, `${name} value of ${shown} must not contain NUL characters`);
+			out[key] = value;
 		}
-		const value = (v as Record<string, unknown>)[key];
-		if (typeof value !== "string") throw new FieldError("env", `env value of ${shown} must be a string, got ${jsonType(value)}`);
-		if (value.length > MAX_ENV_VALUE_LENGTH) {
-			throw new FieldError("env", `env value of ${shown} may be at most ${MAX_ENV_VALUE_LENGTH} characters`);
-		}
-		if (value.includes("\0")) throw new FieldError("env", `env value of ${shown} must not contain NUL characters`);
-		out[key] = value;
-	}
-	return out;
-};
+		return out;
+	};
+
+export const env = envMap("env");
+/** secretEnv: as env; a value equal to SECRET_MASK keeps the stored one (a patch; refused on create by the service). */
+export const secretEnv = envMap("secretEnv");

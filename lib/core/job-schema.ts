@@ -16,6 +16,8 @@
  * - flag: a boolean (SQLite answers 0/1: views read it with !!);
  * - number: a BIGINT that a driver may answer as a string: views read it with Number();
  * - json: the column holds JSON text; views parse it (`fallback` when empty or unreadable);
+ * - secret: a JSON object of sealed values (the jobs service seals them before the row is built);
+ *   the API view answers each value as SECRET_MASK, the worker's view the sealed values;
  * - time: epoch milliseconds; the API view answers an ISO 8601 string, the worker's view the number;
  * - derived: no column, computed at read time.
  */
@@ -39,7 +41,10 @@ export type Column = (
 	index?: boolean;
 };
 
-export type Encoding = "plain" | "flag" | "number" | "json" | "time" | "derived";
+export type Encoding = "plain" | "flag" | "number" | "json" | "secret" | "time" | "derived";
+
+/** What the API answers for each secret value (and what a patch sends to keep one as it is). */
+export const SECRET_MASK = "********";
 
 /** How users set a field (POST /jobs, PATCH /jobs/{id}). */
 export interface Input<V> {
@@ -138,6 +143,15 @@ export const JOB_SCHEMA = {
 		{ column: { kind: "text" }, input: { rule: rule.env, default: () => ({}) }, api: true, worker: true },
 		() => ({}),
 	),
+	/**
+	 * Environment entries whose values are secret: sealed at rest (AES-256-GCM, lib/adapters/secrets),
+	 * answered masked, opened only on the worker that runs the job. Keys as env's, none in both.
+	 */
+	secretEnv: field<Record<string, string>>()(
+		"secret",
+		{ column: { kind: "text", nullable: true }, input: { rule: rule.secretEnv, default: () => ({}) }, api: true, worker: true },
+		() => ({}),
+	),
 	suspended: field<boolean>()("flag", { column: { kind: "boolean" }, input: { rule: rule.boolean, default: () => false }, api: true, worker: true }),
 	/** SHA-256 (hex) and size of the stored object, for script and binary jobs. */
 	digest: field<string | null>()("plain", { column: { kind: "string", length: 64, nullable: true }, api: true, worker: true }),
@@ -174,7 +188,8 @@ export type WorkerField = Where<{ worker: true }>;
 /** A field's value (as validated, as the worker sees it). */
 export type FieldValue<K extends FieldName> = Exclude<Schema[K]["value"], undefined>;
 type EncodingOf<K extends FieldName> = Schema[K]["encoding"];
-type RowValue<K extends FieldName> = EncodingOf<K> extends "json" ? (null extends FieldValue<K> ? string | null : string) : FieldValue<K>;
+type RowValue<K extends FieldName> =
+	EncodingOf<K> extends "secret" ? string | null : EncodingOf<K> extends "json" ? (null extends FieldValue<K> ? string | null : string) : FieldValue<K>;
 type ApiValue<K extends FieldName> = EncodingOf<K> extends "time" ? (null extends FieldValue<K> ? string | null : string) : FieldValue<K>;
 
 /** The jobs table's row: times as epoch ms, json fields as text. */

@@ -29,6 +29,8 @@
  *   starting with CRONJOB_ (any case: reserved for the variables the worker sets), not "__proto__";
  *   values at most
  *   4096 characters, no NUL. Default {}.
+ * - `secretEnv`: as env, the values secret (sealed at rest by the jobs service: sealSecretEnv);
+ *   no key in both env and secretEnv (checkEnvDisjoint). Default {}.
  * - JSON types are strict: no numeric strings, no string booleans; null is refused for every field
  *   except name, runAs and timeout (where it means "none"/default).
  * - Patch: every field optional, at least one required; `type` may only change together with
@@ -36,7 +38,7 @@
  */
 import { FieldError } from "./errors";
 import { jsonType, type ValidationOptions } from "./job-rules";
-import { JOB_SCHEMA, SETTABLE_FIELDS, type Input, type SettableField } from "./job-schema";
+import { JOB_SCHEMA, SECRET_MASK, SETTABLE_FIELDS, type Input, type SettableField } from "./job-schema";
 import type { JobSettings, JobType } from "./types";
 
 export type { ValidationOptions } from "./job-rules";
@@ -129,4 +131,28 @@ export function validateJobPatch(body: unknown, opts: PatchValidationOptions): J
 	const out: Record<string, unknown> = {};
 	for (const f of present) out[f] = field(f, rec[f], opts, (out.type as JobType | undefined) ?? opts.currentType);
 	return out;
+}
+
+/**
+ * A job's secretEnv as stored: each given value sealed (`seal`), a value equal to SECRET_MASK kept
+ * as `stored` has it (a client sends back what it read), entries not given dropped (replaced as a
+ * whole, as env). The mask for a key with nothing stored (every key on create) is refused.
+ */
+export function sealSecretEnv(given: Record<string, string>, stored: Record<string, string>, seal: (plain: string) => string): Record<string, string> {
+	const out: Record<string, string> = {};
+	for (const [key, value] of Object.entries(given)) {
+		if (value === SECRET_MASK) {
+			if (stored[key] === undefined) throw new FieldError("secretEnv", `secretEnv value of ${JSON.stringify(key)} is the mask ${SECRET_MASK}: give its value`);
+			out[key] = stored[key];
+		} else out[key] = seal(value);
+	}
+	return out;
+}
+
+/** env and secretEnv name different variables: FieldError("secretEnv") for a key in both. */
+export function checkEnvDisjoint(env: Record<string, string>, secretEnv: Record<string, string>): void {
+	for (const key of Object.keys(secretEnv)) {
+		if (Object.prototype.hasOwnProperty.call(env, key))
+			throw new FieldError("secretEnv", `secretEnv key ${JSON.stringify(key)} is also in env: a variable is one or the other`);
+	}
 }

@@ -8,6 +8,7 @@ import {
 	SETTABLE_FIELDS,
 	WORKER_FIELDS,
 	fieldSpec,
+	SECRET_MASK,
 	type ApiField,
 	type ColumnField,
 	type DerivedField,
@@ -90,6 +91,10 @@ function reader(name: FieldName, view: "api" | "worker"): (row: JobRow) => unkno
 			const fallback = spec.fallback;
 			return (row) => parseJson(get(row) as string | null, fallback?.() ?? null);
 		}
+		case "secret":
+			// The sealed values for the worker (it opens them); each masked for the API.
+			if (view === "worker") return (row) => parseJson<Record<string, string>>(get(row) as string | null, {});
+			return (row) => masked(parseJson<Record<string, string>>(get(row) as string | null, {}));
 		case "time":
 			if (view === "api") return (row) => iso(get(row) as number | null);
 			return (row) => (get(row) === null ? null : Number(get(row)));
@@ -111,9 +116,15 @@ const WORKER_READERS: [string, (row: JobRow) => unknown][] = WORKER_FIELDS.map((
 	k in DERIVED_WORKER ? DERIVED_WORKER[k as keyof typeof DERIVED_WORKER] : reader(k, "worker"),
 ]);
 
-/** A settable field's value as its column holds it. */
+/** Each value of a secret map as SECRET_MASK. */
+export function masked(values: Record<string, string>): Record<string, string> {
+	return Object.fromEntries(Object.keys(values).map((k) => [k, SECRET_MASK]));
+}
+
+/** A settable field's value as its column holds it (a secret map's values already sealed by the service). */
 function write(name: SettableField, value: unknown): unknown {
-	return fieldSpec(name).encoding === "json" ? JSON.stringify(value) : value;
+	const encoding = fieldSpec(name).encoding;
+	return encoding === "json" || encoding === "secret" ? JSON.stringify(value) : value;
 }
 
 export function jobView(row: JobRow, now: number): Job {

@@ -32,7 +32,7 @@ beforeAll(async () => {
 		errorLines.push(args.map(String).join(" "));
 		original(...args);
 	});
-	const common = { TRANSPORTER: "Fake", NAMESPACE: namespace };
+	const common = { TRANSPORTER: "Fake", NAMESPACE: namespace, CRONJOB_SECRET_KEY: "11".repeat(32) };
 	a = await startNode({ ...common, NODE_ID: `${namespace}-a`, SERVICES: "api,jobs,manager,worker" }, { hub });
 	b = await startNode({ ...common, NODE_ID: `${namespace}-b`, SERVICES: "worker", CRONJOB_DATA_DIR: tempDir() }, { hub, clock: aheadClock(SKEW_MS) });
 });

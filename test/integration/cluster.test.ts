@@ -222,6 +222,7 @@ maybe("cluster as processes (MariaDB, ZooKeeper, NATS)", () => {
 			TRANSPORTER: TRANSPORTER as string,
 			NAMESPACE,
 			CRONJOB_ADMIN_TOKEN: TOKEN,
+			CRONJOB_SECRET_KEY: randomBytes(32).toString("hex"),
 			LOG_LEVEL: "info",
 		};
 		for (const k of ["S3_ENDPOINT", "S3_BUCKET", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]) {

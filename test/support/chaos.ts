@@ -109,6 +109,8 @@ export class ChaosCluster {
 			TRANSPORTER: servers.nats.url,
 			NAMESPACE: `chaos-${this.id}`,
 			CRONJOB_ADMIN_TOKEN: this.token,
+			// One key for the cluster's processes (a cluster refuses to start without one).
+			CRONJOB_SECRET_KEY: randomBytes(32).toString("hex"),
 			LOG_LEVEL: "info",
 			...opts.env,
 		};

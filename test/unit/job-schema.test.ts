@@ -29,6 +29,7 @@ interface OldSettings {
 	misfire: MisfirePolicy;
 	startingDeadline: number | null;
 	env: Record<string, string>;
+	secretEnv: Record<string, string>;
 	suspended: boolean;
 }
 interface OldJob extends OldSettings {
@@ -43,12 +44,13 @@ interface OldJob extends OldSettings {
 	createdAt: string;
 	updatedAt: string;
 }
-interface OldRow extends Omit<OldSettings, "env"> {
+interface OldRow extends Omit<OldSettings, "env" | "secretEnv"> {
 	id: string;
 	status: JobStatus;
 	digest: string | null;
 	size: number | null;
 	env: string;
+	secretEnv: string | null;
 	owner: string;
 	worker: string | null;
 	lastScheduledAt: number | null;

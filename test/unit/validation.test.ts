@@ -31,6 +31,7 @@ describe("validateJobCreate: defaults and normalization", () => {
 			misfire: "run_once",
 			startingDeadline: null,
 			env: {},
+			secretEnv: {},
 			suspended: false,
 		});
 	});
@@ -51,6 +52,7 @@ describe("validateJobCreate: defaults and normalization", () => {
 			misfire: "run_all",
 			startingDeadline: 30,
 			env: { FOO: "bar", _X1: "" },
+			secretEnv: { TOKEN: "s3cret" },
 			suspended: true,
 		};
 		expect(validateJobCreate(body, USER)).toEqual<JobCreateInput>({
@@ -67,6 +69,7 @@ describe("validateJobCreate: defaults and normalization", () => {
 			misfire: "run_all",
 			startingDeadline: 30,
 			env: { FOO: "bar", _X1: "" },
+			secretEnv: { TOKEN: "s3cret" },
 			suspended: true,
 		});
 	});

@@ -14,6 +14,7 @@ import type { PreparedProcess, ProcessRunner } from "../../engine/worker/ports";
 import type { ArtifactCache } from "../local/artifact-cache";
 import { DEFAULT_PATH, effectiveRunUser, resolveUser, runProcess, type ExecSpec, type ResolvedUser } from "./executor";
 import { RunnerPool } from "./runner-pool";
+import type { SecretBox } from "../secrets/secret-box";
 
 export interface JobRunnerOptions {
 	clock: Clock;
@@ -27,6 +28,8 @@ export interface JobRunnerOptions {
 	runners: number;
 	/** Handed on to the runner pool on its own (not called as a method). */
 	log: (msg: string) => void;
+	/** Opens the job's secretEnv values (sealed at rest and on the wire: opened here, for the run only). */
+	secrets: SecretBox;
 }
 
 export class JobProcessRunner implements ProcessRunner {
@@ -48,9 +51,13 @@ export class JobProcessRunner implements ProcessRunner {
 			user = this.users.get(userName) ?? (await resolveUser(userName));
 			this.users.set(userName, user);
 		}
+		const secret: Record<string, string> = {};
+		// A value that does not open fails the run with the reason (RunSetupError), naming no value.
+		for (const [k, sealed] of Object.entries(job.secretEnv)) secret[k] = opts.secrets.open(sealed);
 		const env: Record<string, string> = {
 			PATH: DEFAULT_PATH,
 			...job.env,
+			...secret,
 			CRONJOB_JOB_ID: job.id,
 			CRONJOB_RUN_ID: run.id,
 			CRONJOB_SCHEDULED_AT: run.scheduledAt,
