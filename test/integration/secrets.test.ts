@@ -113,7 +113,7 @@ describe("secretEnv", () => {
 		const oldKey = fs.readFileSync(path.join(dataDir, "secret-key"), "utf8").trim();
 		const newKey = "5a".repeat(32);
 		node = await startNode({ CRONJOB_DATA_DIR: dataDir, CRONJOB_SECRET_KEY: newKey, CRONJOB_SECRET_KEY_PREVIOUS: oldKey });
-		const rotated = await node.broker.call<{ jobs: number; values: number }>("jobs.rotateSecrets", {});
+		const rotated = await node.broker.call<{ jobs: number; values: number }, Record<string, never>>("jobs.rotateSecrets", {});
 		expect(rotated).toMatchObject({ jobs: 1, values: 2 });
 		expect(await node.broker.call("jobs.rotateSecrets", {})).toMatchObject({ jobs: 0, values: 0 });
 		await node.stop();
