@@ -7,7 +7,7 @@
  * themselves in job-rules.ts); this module runs them.
  *
  * Check order: the body itself, unknown fields, then type, executable, schedule, timezone, name,
- * runAs, timeout, recurring, concurrency, retries, misfire, env, suspended.
+ * runAs, timeout, recurring, concurrency, retries, misfire, startingDeadline, env, secretEnv, suspended.
  *
  * Rules:
  * - `type` (required on create): "command" | "script" | "binary".

@@ -144,6 +144,7 @@ describe("job schema", () => {
 			"misfire",
 			"startingDeadline",
 			"env",
+			"secretEnv",
 			"suspended",
 		]);
 		const created = validateJobCreate({ type: "command", executable: "x", schedule: "* * * * *" }, { admin: false });
