@@ -161,9 +161,9 @@ cmd_start() {
 	bash "$REPO/scripts/services.sh" start
 	load_env
 	export CRONJOB_ADMIN_TOKEN
-	CRONJOB_ADMIN_TOKEN="$(admin_token)
+	CRONJOB_ADMIN_TOKEN="$(admin_token)"
 	export CRONJOB_SECRET_KEY
-	CRONJOB_SECRET_KEY="$(secret_key)""
+	CRONJOB_SECRET_KEY="$(secret_key)"
 	if [[ ! -f "$ENTRY" ]]; then
 		log "building dist/ (tsc)"
 		(cd "$REPO" && npx tsc -p tsconfig.json) || die "build failed"
