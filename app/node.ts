@@ -82,7 +82,7 @@ export function createNode(config: Config, deps: NodeDeps = {}): ServiceBroker {
 	for (const name of config.services) {
 		switch (name) {
 			case "api":
-				add(createApiService({ config }));
+				add(createApiService({ config, clock }));
 				break;
 			case "users":
 				add(createUsersService({ config, clock }));

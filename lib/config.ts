@@ -5,6 +5,7 @@
 import * as os from "node:os";
 import * as path from "node:path";
 import { ConfigError } from "./core/errors";
+import type { RateLimit } from "./core/rate-limit";
 import { DEFAULT_BACKLOG_BOUNDS, maxInFlightFor } from "./core/policies";
 
 export const ALL_SERVICES = ["api", "users", "jobs", "manager", "worker"] as const;
@@ -62,6 +63,10 @@ export interface Config {
 	backlogTotal: number;
 	misfireThresholdMs: number;
 	metricsPort: number | null;
+	/** Requests per token, per client address, and failed authentications per address (0: no limit). */
+	rateLimits: { token: RateLimit; address: RateLimit; authFailures: RateLimit };
+	/** Take the client's address from X-Forwarded-For (behind a proxy that sets it, as deploy/haproxy.cfg does). */
+	trustProxy: boolean;
 	/** CRONJOB_SECRET_KEY (32 bytes, hex or base64), which seals jobs' secretEnv; null = the generated key file of the embedded default. */
 	secretKey: string | null;
 	/** CRONJOB_SECRET_KEY_PREVIOUS: keys being rotated out, which still open what they sealed. */
@@ -96,6 +101,15 @@ export function parseServices(raw: string | null): ServiceName[] {
 		if (n === "jobs") out.add("users");
 	}
 	return ALL_SERVICES.filter((s) => out.has(s));
+}
+
+/** "RATE[:BURST]" requests a second (burst default: twice the rate, at least 1); "0" = no limit. */
+function rateLimit(env: NodeJS.ProcessEnv, name: string, fallback: string): RateLimit {
+	const raw = str(env, name) ?? fallback;
+	const m = /^\s*(\d+(?:\.\d+)?)\s*(?::\s*(\d+)\s*)?$/.exec(raw);
+	if (!m) throw new ConfigError(name, `${name} must be RATE or RATE:BURST (requests a second, e.g. 50:100; 0 = no limit), got ${JSON.stringify(raw)}`);
+	const perSecond = Number(m[1]);
+	return { perSecond, burst: m[2] !== undefined ? Number(m[2]) : Math.max(1, Math.ceil(perSecond * 2)) };
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config {
@@ -140,6 +154,12 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config 
 		backlogTotal: int(env, "CRONJOB_BACKLOG_MAX", DEFAULT_BACKLOG_BOUNDS.total),
 		misfireThresholdMs: int(env, "CRONJOB_MISFIRE_THRESHOLD_MS", DEFAULT_BACKLOG_BOUNDS.thresholdMs),
 		metricsPort: str(env, "METRICS_PORT") ? int(env, "METRICS_PORT", 3030) : null,
+		rateLimits: {
+			token: rateLimit(env, "CRONJOB_RATE_LIMIT", "50:100"),
+			address: rateLimit(env, "CRONJOB_RATE_LIMIT_ADDRESS", "100:200"),
+			authFailures: rateLimit(env, "CRONJOB_AUTH_FAIL_LIMIT", "0.2:10"),
+		},
+		trustProxy: ["1", "true", "yes"].includes((str(env, "CRONJOB_TRUST_PROXY") ?? "").toLowerCase()),
 		secretKey: str(env, "CRONJOB_SECRET_KEY"),
 		secretKeyPrevious: (str(env, "CRONJOB_SECRET_KEY_PREVIOUS") ?? "")
 			.split(",")

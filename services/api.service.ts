@@ -2,13 +2,16 @@
  * api.gateway: the REST API on moleculer-web. Every route but GET /health needs a bearer token;
  * errors are JSON {name, message, code, type, data} with data.field naming the offending field.
  */
+import { createHash } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Errors, type Context, type Service, type ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
 import type { Config } from "../lib/config";
-import { unauthorized, unavailable, type UnavailableError } from "../lib/core/errors";
+import { RateLimitedError, unauthorized, unavailable, type UnavailableError } from "../lib/core/errors";
 import { toMoleculerError } from "../lib/adapters/moleculer/errors";
 import type { AuthUser } from "../lib/core/types";
+import type { Clock } from "../lib/core/clock";
+import { RateLimiter, type Take } from "../lib/core/rate-limit";
 
 /**
  * Health entries that are reported but never make /health answer 503: a worker with a bad clock gets
@@ -18,6 +21,7 @@ export const ADVISORY_HEALTH = new Set(["workerClocks", "workerClock"]);
 
 export interface ApiDeps {
 	config: Config;
+	clock: Clock;
 }
 
 type Req = IncomingMessage & { $ctx?: Context; headers: Record<string, string | string[] | undefined> };
@@ -76,14 +80,38 @@ export function errorBody(raw: unknown): { status: number; body: Record<string, 
 	return { status: code, body: { name, message, code, type, data } };
 }
 
+/** The client's address: the socket's, or with trustProxy the left-most X-Forwarded-For entry. */
+export function clientAddress(req: Pick<IncomingMessage, "socket" | "headers">, trustProxy: boolean): string {
+	if (trustProxy) {
+		const fwd = req.headers["x-forwarded-for"];
+		const first = (Array.isArray(fwd) ? fwd[0] : fwd)?.split(",")[0]?.trim();
+		if (first) return first;
+	}
+	return req.socket.remoteAddress ?? "unknown";
+}
+
+/** A refusal as the 429 it answers (Retry-After in whole seconds, at least 1). */
+function refused(take: Take, what: "token" | "address" | "authentication"): void {
+	if (!take.ok) throw toMoleculerError(new RateLimitedError(Math.max(1, Math.ceil(take.retryAfterMs / 1000)), what));
+}
+
 export default function createApiService(deps: ApiDeps): ServiceSchema {
-	const { config } = deps;
+	const { config, clock } = deps;
+	// Per API process (each node limits what reaches it): requests per token, per address, and
+	// failed authentications per address, the last one strict (a guessed token costs a slot).
+	const limits = {
+		token: new RateLimiter(config.rateLimits.token),
+		address: new RateLimiter(config.rateLimits.address),
+		authFailures: new RateLimiter(config.rateLimits.authFailures),
+	};
 	// Base64 grows by 4/3; the JSON body may carry a little more than the executable.
 	const jsonLimit = Math.ceil((config.maxUploadBytes * 4) / 3) + 64 * 1024;
 	const onError = function (this: ApiThis, _req: Req, res: ServerResponse, err: unknown) {
 		const { status, body } = errorBody(err);
 		if (status >= 500 && status !== 503) this.logger.error("Request failed", err);
 		res.setHeader("Content-Type", "application/json; charset=utf-8");
+		const retryAfter = (body.data as { retryAfter?: unknown } | null)?.retryAfter;
+		if (status === 429 && typeof retryAfter === "number") res.setHeader("Retry-After", String(retryAfter));
 		res.writeHead(status);
 		res.end(JSON.stringify(body));
 	};
@@ -179,13 +207,23 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 		methods: {
 			/** Bearer token -> ctx.meta.user; 401 otherwise. */
 			async authenticate(this: ApiThis, ctx: Context, _route: unknown, req: Req): Promise<AuthUser> {
+				const now = clock.now();
+				const address = clientAddress(req, config.trustProxy);
+				// An address that failed too often is refused before its token is looked at.
+				refused(limits.authFailures.allows(address, now), "authentication");
+				refused(limits.address.take(address, now), "address");
+				const failed = (message?: string) => {
+					limits.authFailures.take(address, now);
+					return toMoleculerError(unauthorized(message));
+				};
 				const headers: Record<string, string | string[] | undefined> = req.headers;
 				const header = headers.authorization;
 				const value = Array.isArray(header) ? header[0] : header;
 				const m = value ? /^Bearer\s+(\S+)\s*$/i.exec(value) : null;
-				if (!m) throw toMoleculerError(unauthorized());
+				if (!m) throw failed();
 				const user = await ctx.call<AuthUser | null, { token: string }>("users.authenticate", { token: m[1] });
-				if (!user) throw toMoleculerError(unauthorized("Invalid bearer token"));
+				if (!user) throw failed("Invalid bearer token");
+				refused(limits.token.take(createHash("sha256").update(m[1]).digest("hex"), now), "token");
 				return user;
 			},
 		},

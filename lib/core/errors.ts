@@ -15,6 +15,7 @@ export type ErrorType =
 	| "UNAUTHORIZED"
 	| "PAYLOAD_TOO_LARGE"
 	| "CONFLICT"
+	| "RATE_LIMITED"
 	| "SERVICE_UNAVAILABLE"
 	| "OBJECT_STORE_ERROR"
 	| "INTEGRITY_ERROR"
@@ -114,6 +115,23 @@ export class ConflictError extends CronjobError {
 }
 
 /** 503: a backend (database, object store, coordination, worker) is unreachable; retry later. */
+/** Too many requests from one token or address: 429, with the seconds to wait (Retry-After). */
+export class RateLimitedError extends CronjobError {
+	readonly code = 429;
+	readonly type = "RATE_LIMITED";
+	constructor(
+		readonly retryAfterSec: number,
+		what: "token" | "address" | "authentication",
+	) {
+		super(
+			what === "authentication"
+				? `Too many failed authentications from this address; try again in ${retryAfterSec} s`
+				: `Too many requests from this ${what}; try again in ${retryAfterSec} s`,
+			{ field: "authorization", retryAfter: retryAfterSec },
+		);
+	}
+}
+
 export class UnavailableError extends CronjobError {
 	readonly code = 503;
 	readonly type = "SERVICE_UNAVAILABLE";

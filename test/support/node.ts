@@ -39,6 +39,10 @@ export async function startNode(env: Record<string, string> = {}, deps: NodeDeps
 		PORT: "0",
 		LOG_LEVEL: "warn",
 		NODE_ID: `test-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
+		// Tests send bursts from one address with a few tokens: no request limits unless a test sets them.
+		CRONJOB_RATE_LIMIT: "0",
+		CRONJOB_RATE_LIMIT_ADDRESS: "0",
+		CRONJOB_AUTH_FAIL_LIMIT: "0",
 		...env,
 		CRONJOB_DATA_DIR: dataDir,
 	});
