@@ -147,6 +147,9 @@ async function measure(jobs: number, seconds: number, apiRate: number) {
 		NODE_ID: "bench",
 		SERVICES: "api,jobs,manager,worker",
 		CRONJOB_PREFIRE_MS: arg("prefire-ms", "1000"),
+		// The probe's requests measure latency, not the gateway's limits (one token, one address).
+		CRONJOB_RATE_LIMIT: "0",
+		CRONJOB_RATE_LIMIT_ADDRESS: "0",
 	});
 	const broker = createNode(config);
 	await broker.start();
