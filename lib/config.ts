@@ -63,6 +63,8 @@ export interface Config {
 	backlogTotal: number;
 	misfireThresholdMs: number;
 	metricsPort: number | null;
+	/** Audit records older than this are dropped (0: kept for ever). */
+	auditRetentionDays: number;
 	/** Requests per token, per client address, and failed authentications per address (0: no limit). */
 	rateLimits: { token: RateLimit; address: RateLimit; authFailures: RateLimit };
 	/** Take the client's address from X-Forwarded-For (behind a proxy that sets it, as deploy/haproxy.cfg does). */
@@ -154,6 +156,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config 
 		backlogTotal: int(env, "CRONJOB_BACKLOG_MAX", DEFAULT_BACKLOG_BOUNDS.total),
 		misfireThresholdMs: int(env, "CRONJOB_MISFIRE_THRESHOLD_MS", DEFAULT_BACKLOG_BOUNDS.thresholdMs),
 		metricsPort: str(env, "METRICS_PORT") ? int(env, "METRICS_PORT", 3030) : null,
+		auditRetentionDays: int(env, "CRONJOB_AUDIT_RETENTION_DAYS", 365),
 		rateLimits: {
 			token: rateLimit(env, "CRONJOB_RATE_LIMIT", "50:100"),
 			address: rateLimit(env, "CRONJOB_RATE_LIMIT_ADDRESS", "100:200"),

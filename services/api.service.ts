@@ -159,6 +159,7 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 						"POST /users": "users.createUser",
 						"GET /users": "users.listUsers",
 						"DELETE /users/:id": "users.removeUser",
+						"GET /audit": "jobs.audit",
 					},
 					onError,
 				},
@@ -224,6 +225,8 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 				const user = await ctx.call<AuthUser | null, { token: string }>("users.authenticate", { token: m[1] });
 				if (!user) throw failed("Invalid bearer token");
 				refused(limits.token.take(createHash("sha256").update(m[1]).digest("hex"), now), "token");
+				// For the audit log: where the request came from.
+				(ctx.meta as { clientAddress?: string }).clientAddress = address;
 				return user;
 			},
 		},

@@ -9,7 +9,7 @@
 import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
 import type { BrokerNode, Context, ServiceSchema, ServiceSettingSchema } from "moleculer";
-import { Op } from "sequelize";
+import { Op, type Transaction } from "sequelize";
 import type { Clock } from "../lib/core/clock";
 import type { Config } from "../lib/config";
 import { serverTime, syncModel } from "../lib/adapters/sql/db";
@@ -26,6 +26,8 @@ import { nextFireTimes, validateTimezone, parseSchedule } from "../lib/core/sche
 import type { AuthUser, RunRecord, RunResult, RunStart } from "../lib/core/types";
 import { checkEnvDisjoint, sealSecretEnv, validateJobCreate, validateJobPatch } from "../lib/core/validation";
 import type { SecretBox } from "../lib/adapters/secrets/secret-box";
+import { AuditTable } from "../lib/adapters/sql/audit-table";
+import { jobChange, jobPatchAction, refusedOutcome, type AuditAction, type AuditActor, type AuditRecord } from "../lib/core/audit";
 import { iso, jobRowChanges, jobView, newJobRow, runView, workerJobView, type JobRow, type WorkerJob } from "../lib/core/views";
 import { DbMixin, type DbMixinHost } from "../mixins/db.mixin";
 
@@ -37,15 +39,35 @@ export interface JobsDeps {
 	secrets: SecretBox;
 }
 
-type Meta = { user?: AuthUser; $statusCode?: number; $location?: string; $responseType?: string; $responseHeaders?: Record<string, string> };
+type Meta = {
+	user?: AuthUser;
+	clientAddress?: string;
+	$statusCode?: number;
+	$location?: string;
+	$responseType?: string;
+	$responseHeaders?: Record<string, string>;
+};
 type Ctx<P = Record<string, unknown>> = Context<P, Meta>;
 
 interface JobsThis extends DbMixinHost {
 	table: JobTable;
 	ledger: RunLedger;
+	audit: AuditTable;
+	lastPrune: number;
 	requireUser(ctx: Ctx<unknown>): AuthUser;
 	findOwned(ctx: Ctx<unknown>, id: string): Promise<JobRow>;
 	changed(id: string, op: string): void;
+	/** Make a change and its audit record in one transaction (or neither). */
+	audited(
+		ctx: Ctx<unknown>,
+		action: AuditAction,
+		target: string,
+		change: Record<string, unknown> | null,
+		write: (t: Transaction) => Promise<void>,
+	): Promise<void>;
+	/** Record a refused request (nothing changed); never throws. */
+	auditRefused(ctx: Ctx<unknown>, action: AuditAction, target: string | null, err: unknown): Promise<void>;
+	pruneAudit(): Promise<void>;
 }
 
 /** Fields a user may send (the schema's settable ones); lib/core/validation checks and types them. */
@@ -66,6 +88,13 @@ const CHUNK = 1000;
 /** A job's sealed secretEnv values, by key ({} for none, or a row from before the column). */
 function storedSecrets(row: JobRow): Record<string, string> {
 	return row.secretEnv ? (JSON.parse(row.secretEnv) as Record<string, string>) : {};
+}
+
+/** Who made a request (the gateway puts the user, with the token's name when it has one, and the client's address in meta). */
+function actorOf(meta: Meta): AuditActor {
+	const user = meta.user;
+	const tokenName = (user as { tokenName?: string | null } | undefined)?.tokenName ?? null;
+	return { userId: user?.id ?? null, userName: user?.name ?? null, tokenName, address: meta.clientAddress ?? null };
 }
 
 /** A backend's health: ok, or the error of the probe. */
@@ -104,6 +133,8 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					// Safe when several processes start at once (a lost table/index race is retried).
 					await syncModel(runs);
 					this.table = new JobTable(this.adapter.model);
+					this.audit = await AuditTable.open(this.adapter.db, "job_audit");
+					this.lastPrune = 0;
 					this.ledger = new RunLedger(this.adapter.db, { jobs: this.adapter.model, runs }, clock);
 				},
 			}),
@@ -146,18 +177,53 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				},
 			},
 
+			/** GET /audit (admins): the job changes and refused job requests, newest first; filters and paging. */
+			audit: {
+				params: {
+					user: { type: "string", min: 1, max: 64, optional: true },
+					job: { type: "string", min: 1, max: 64, optional: true },
+					action: { type: "string", min: 1, max: 32, optional: true },
+					from: { type: "string", min: 1, max: 40, optional: true },
+					to: { type: "string", min: 1, max: 40, optional: true },
+					...PAGE,
+				},
+				async handler(this: JobsThis, ctx: Ctx<{ user?: string; job?: string; action?: string; from?: string; to?: string; limit?: number; offset?: number }>) {
+					const caller = this.requireUser(ctx);
+					if (!caller.admin) throw forbidden("Only admins may read the audit log");
+					const time = (field: "from" | "to"): number | undefined => {
+						const v = ctx.params[field];
+						if (v === undefined) return undefined;
+						const ms = Date.parse(v);
+						if (!Number.isFinite(ms)) throw invalidField(field, `${field} must be an ISO 8601 time, e.g. 2026-12-01T00:00:00Z`);
+						return ms;
+					};
+					const { limit = 100, offset = 0 } = ctx.params;
+					const rows = await this.guard(() =>
+						this.audit.list({ user: ctx.params.user, target: ctx.params.job, action: ctx.params.action, from: time("from"), to: time("to"), limit, offset }),
+					);
+					return rows.map((r) => ({ ...r, at: iso(r.at) }));
+				},
+			},
+
 			// ---- REST-facing ----
 			createJob: {
 				params: JOB_PARAMS,
 				async handler(this: JobsThis, ctx: Ctx) {
 					const user = this.requireUser(ctx);
-					const input = validateJobCreate({ ...ctx.params }, { admin: user.admin, userRunAs: config.userRunAs });
-					checkEnvDisjoint(input.env, input.secretEnv);
+					let input;
+					try {
+						input = validateJobCreate({ ...ctx.params }, { admin: user.admin, userRunAs: config.userRunAs });
+						checkEnvDisjoint(input.env, input.secretEnv);
+					} catch (err) {
+						await this.auditRefused(ctx, "job.create", null, err);
+						throw err;
+					}
+					const change = jobChange({ ...input });
 					input.secretEnv = sealSecretEnv(input.secretEnv, {}, (v) => deps.secrets.seal(v));
 					const stored = await executables.save(input.type, input.executable);
 					const now = clock.now();
 					const row = newJobRow(input, { id: randomUUID(), owner: user.id, createdAt: now, updatedAt: now, ...stored });
-					await this.guard(() => this.table.insert(row));
+					await this.audited(ctx, "job.create", row.id, change, (t) => this.table.insert(row, t));
 					this.changed(row.id, "created");
 					ctx.meta.$statusCode = 201;
 					ctx.meta.$location = `/jobs/${row.id}`;
@@ -187,15 +253,23 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				async handler(this: JobsThis, ctx: Ctx<{ id: string } & Record<string, unknown>>) {
 					const user = this.requireUser(ctx);
 					const { id, ...body } = ctx.params;
-					const job = await this.findOwned(ctx, id);
-					if (job.deletedAt !== null) throw conflict("The job was deleted", "id");
-					const patch = validateJobPatch(body, { admin: user.admin, currentType: job.type, userRunAs: config.userRunAs });
-					if (patch.env !== undefined || patch.secretEnv !== undefined) {
-						const stored = storedSecrets(job);
-						const secretEnv = patch.secretEnv ?? stored;
-						checkEnvDisjoint(patch.env ?? (JSON.parse(job.env) as Record<string, string>), secretEnv);
-						if (patch.secretEnv !== undefined) patch.secretEnv = sealSecretEnv(patch.secretEnv, stored, (v) => deps.secrets.seal(v));
+					let job: JobRow;
+					let patch;
+					try {
+						job = await this.findOwned(ctx, id);
+						if (job.deletedAt !== null) throw conflict("The job was deleted", "id");
+						patch = validateJobPatch(body, { admin: user.admin, currentType: job.type, userRunAs: config.userRunAs });
+						if (patch.env !== undefined || patch.secretEnv !== undefined) {
+							const stored = storedSecrets(job);
+							const secretEnv = patch.secretEnv ?? stored;
+							checkEnvDisjoint(patch.env ?? (JSON.parse(job.env) as Record<string, string>), secretEnv);
+							if (patch.secretEnv !== undefined) patch.secretEnv = sealSecretEnv(patch.secretEnv, stored, (v) => deps.secrets.seal(v));
+						}
+					} catch (err) {
+						await this.auditRefused(ctx, jobPatchAction(body), id, err);
+						throw err;
 					}
+					const change = jobChange({ ...patch });
 					const now = clock.now();
 					const changes: Partial<JobRow> = { ...jobRowChanges(patch), updatedAt: now };
 					if (patch.executable !== undefined) {
@@ -207,7 +281,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					if (patch.schedule !== undefined || patch.timezone !== undefined || patch.suspended === false) {
 						changes.lastScheduledAt = Math.max(job.lastScheduledAt ?? 0, now);
 					}
-					await this.guard(() => this.table.update(id, changes));
+					await this.audited(ctx, jobPatchAction(patch), id, change, (t) => this.table.update(id, changes, t));
 					this.changed(id, "updated");
 					return jobView({ ...job, ...changes }, clock.now());
 				},
@@ -216,10 +290,16 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 			removeJob: {
 				params: { id: ID },
 				async handler(this: JobsThis, ctx: Ctx<{ id: string }>) {
-					const job = await this.findOwned(ctx, ctx.params.id);
+					let job: JobRow;
+					try {
+						job = await this.findOwned(ctx, ctx.params.id);
+					} catch (err) {
+						await this.auditRefused(ctx, "job.delete", ctx.params.id, err);
+						throw err;
+					}
 					const now = clock.now();
 					const changes: Partial<JobRow> = { status: "finished", deletedAt: job.deletedAt ?? now, worker: null, updatedAt: now };
-					await this.guard(() => this.table.update(job.id, changes));
+					await this.audited(ctx, "job.delete", job.id, null, (t) => this.table.update(job.id, changes, t));
 					this.changed(job.id, "removed");
 					return jobView({ ...job, ...changes }, clock.now());
 				},
@@ -228,19 +308,28 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 			triggerJob: {
 				params: { id: ID },
 				async handler(this: JobsThis, ctx: Ctx<{ id: string }>) {
-					const job = await this.findOwned(ctx, ctx.params.id);
-					if (job.deletedAt !== null) throw conflict("The job was deleted", "id");
+					let job: JobRow;
+					try {
+						job = await this.findOwned(ctx, ctx.params.id);
+						if (job.deletedAt !== null) throw conflict("The job was deleted", "id");
+					} catch (err) {
+						await this.auditRefused(ctx, "job.run", ctx.params.id, err);
+						throw err;
+					}
 					// The registry's node catalog (typed `any` by moleculer): its nodes by id.
 					const nodes = this.broker.registry.nodes as { get(id: string): BrokerNode | undefined };
 					const opts = job.worker && nodes.get(job.worker)?.available ? { nodeID: job.worker } : {};
 					try {
-						const run = await ctx.call("worker.runNow", { jobId: job.id }, opts);
+						const run = await ctx.call<{ id?: string }, { jobId: string }>("worker.runNow", { jobId: job.id }, opts);
 						ctx.meta.$statusCode = 202;
+						// The run itself is the change (recorded by the worker): this records who asked for it.
+						await this.audited(ctx, "job.run", job.id, { run: run?.id ?? null }, () => Promise.resolve());
 						return run;
 					} catch (err) {
 						const e = err as { name?: string };
-						if (e.name === "ServiceNotFoundError" || e.name === "ServiceNotAvailableError") throw unavailable("worker", "no live worker");
-						throw err;
+						const down = e.name === "ServiceNotFoundError" || e.name === "ServiceNotAvailableError" ? unavailable("worker", "no live worker") : err;
+						await this.auditRefused(ctx, "job.run", job.id, down);
+						throw down;
 					}
 				},
 			},
@@ -417,6 +506,41 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				const user = ctx.meta.user;
 				if (!user) throw unauthorized();
 				return user;
+			},
+
+			async audited(
+				this: JobsThis,
+				ctx: Ctx<unknown>,
+				action: AuditAction,
+				target: string,
+				change: Record<string, unknown> | null,
+				write: (t: Transaction) => Promise<void>,
+			) {
+				const rec: AuditRecord = { id: randomUUID(), at: clock.now(), ...actorOf(ctx.meta), action, target, change, outcome: "ok" };
+				await this.guard(() =>
+					this.adapter.db.transaction(async (t) => {
+						await write(t);
+						await this.audit.insert(rec, t);
+					}),
+				);
+				await this.pruneAudit();
+			},
+
+			async auditRefused(this: JobsThis, ctx: Ctx<unknown>, action: AuditAction, target: string | null, err: unknown) {
+				const rec: AuditRecord = { id: randomUUID(), at: clock.now(), ...actorOf(ctx.meta), action, target, change: null, outcome: refusedOutcome(err) };
+				try {
+					await this.guard(() => this.audit.insert(rec));
+				} catch (e) {
+					this.logger.warn(`Cannot record a refused ${action} in the audit log: ${(e as Error).message}`);
+				}
+			},
+
+			/** Drop records past the retention, at most once an hour. */
+			async pruneAudit(this: JobsThis) {
+				const now = clock.now();
+				if (config.auditRetentionDays <= 0 || now - this.lastPrune < 3_600_000) return;
+				this.lastPrune = now;
+				await this.guard(() => this.audit.prune(now - config.auditRetentionDays * 86_400_000), true).catch(() => undefined);
 			},
 
 			async findOwned(this: JobsThis, ctx: Ctx<unknown>, id: string): Promise<JobRow> {

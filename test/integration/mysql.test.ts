@@ -184,7 +184,7 @@ describeDb(`MySQL/MariaDB (DATABASE_URL${DATABASE_URL ? "" : " is unset: skipped
 		expect(logged.filter((l) => /error|reconnect|fail/i.test(l))).toEqual([]);
 
 		const [tables] = (await admin.query("SELECT TABLE_NAME AS t FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME", [db.name])) as any;
-		expect((tables as any[]).map((r) => r.t)).toEqual(["jobs", "runs", "users"]);
+		expect((tables as any[]).map((r) => r.t).sort()).toEqual(["job_audit", "jobs", "runs", "users"]);
 		const indexes = async () => {
 			const [rows] = (await admin.query(
 				"SELECT TABLE_NAME AS t, INDEX_NAME AS i, NON_UNIQUE AS nu, GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX) AS c FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? GROUP BY TABLE_NAME, INDEX_NAME, NON_UNIQUE ORDER BY TABLE_NAME, INDEX_NAME",
@@ -194,6 +194,10 @@ describeDb(`MySQL/MariaDB (DATABASE_URL${DATABASE_URL ? "" : " is unset: skipped
 		};
 		const created = await indexes();
 		expect(created).toEqual([
+			"job_audit.PRIMARY(id) unique",
+			"job_audit.job_audit_at(at)",
+			"job_audit.job_audit_target(target)",
+			"job_audit.job_audit_user_id(userId)",
 			"jobs.PRIMARY(id) unique",
 			"jobs.jobs_owner(owner)",
 			"jobs.jobs_status(status)",

@@ -2,7 +2,7 @@
  * The queries of the `jobs` table (its model: lib/adapters/sql/models.ts), one statement each; the
  * caller wraps each call (connection errors, SQLite's one-at-a-time lock) and does the paging.
  */
-import { Op, type Model, type ModelStatic } from "sequelize";
+import { Op, type Model, type ModelStatic, type Transaction } from "sequelize";
 import type { JobRow } from "../../core/views";
 
 export interface JobFilter {
@@ -44,12 +44,12 @@ export class JobTable {
 		return (await this.model.findAll({ where: { id: [...ids] }, raw: true })) as unknown as JobRow[];
 	}
 
-	async insert(row: JobRow): Promise<void> {
-		await this.model.create(row as never);
+	async insert(row: JobRow, transaction?: Transaction): Promise<void> {
+		await this.model.create(row as never, transaction ? { transaction } : {});
 	}
 
-	async update(ids: string | readonly string[], changes: Partial<JobRow>): Promise<void> {
-		await this.model.update(changes, { where: { id: typeof ids === "string" ? ids : [...ids] } });
+	async update(ids: string | readonly string[], changes: Partial<JobRow>, transaction?: Transaction): Promise<void> {
+		await this.model.update(changes, { where: { id: typeof ids === "string" ? ids : [...ids] }, ...(transaction ? { transaction } : {}) });
 	}
 
 	/**

@@ -1,0 +1,92 @@
+/**
+ * The audit log of job changes (a real node, the embedded default): a scripted session of creates,
+ * patches, suspends, resumes, a manual run and a delete, each recorded once with who, from where,
+ * what (secrets masked) and the outcome; refused requests recorded with their outcome; GET /audit
+ * for admins only, with filters and paging; an audit row and its change written together.
+ */
+import { SECRET_MASK } from "../../lib/core/job-schema";
+import { startNode, type TestNode } from "../support/node";
+import { waitFor } from "../support/wait";
+
+interface Rec {
+	at: string;
+	action: string;
+	target: string | null;
+	userName: string | null;
+	address: string | null;
+	change: Record<string, unknown> | null;
+	outcome: string;
+}
+
+describe("audit log", () => {
+	let node: TestNode;
+	beforeAll(async () => {
+		node = await startNode({});
+	});
+	afterAll(() => node?.stop());
+
+	const audit = async (query = "") => (await node.request("GET", `/audit${query}`)).body as Rec[];
+
+	test("every job change of a session is recorded once, in order, secrets masked; refused ones with their outcome", async () => {
+		const t0 = new Date().toISOString();
+		const created = await node.request("POST", "/jobs", {
+			body: { type: "command", executable: "true", schedule: "0 0 1 1 *", secretEnv: { TOKEN: "do-not-log-me" } },
+		});
+		expect(created.status).toBe(201);
+		const id = created.body.id as string;
+		expect((await node.request("PATCH", `/jobs/${id}`, { body: { schedule: "0 1 1 1 *" } })).status).toBe(200);
+		expect((await node.request("PATCH", `/jobs/${id}`, { body: { suspended: true } })).status).toBe(200);
+		expect((await node.request("PATCH", `/jobs/${id}`, { body: { suspended: false } })).status).toBe(200);
+		expect((await node.request("PATCH", `/jobs/${id}`, { body: { timeout: -1 } })).status).toBe(422);
+		await waitFor(async () => (await node.request("GET", `/jobs/${id}`)).body?.worker !== null, 10_000, "the job assigned");
+		expect((await node.request("POST", `/jobs/${id}/run`)).status).toBe(202);
+		expect((await node.request("DELETE", `/jobs/${id}`)).status).toBe(200);
+		expect((await node.request("DELETE", "/jobs/no-such-job")).status).toBe(404);
+
+		const mine = (await audit(`?job=${id}&from=${encodeURIComponent(t0)}`)).reverse();
+		expect(mine.map((r) => [r.action, r.outcome])).toEqual([
+			["job.create", "ok"],
+			["job.update", "ok"],
+			["job.suspend", "ok"],
+			["job.resume", "ok"],
+			["job.update", "422 VALIDATION_ERROR timeout"],
+			["job.run", "ok"],
+			["job.delete", "ok"],
+		]);
+		for (const r of mine) expect(r).toMatchObject({ userName: "admin", address: expect.stringMatching(/127\.0\.0\.1/) as unknown });
+		expect(mine[0].change).toMatchObject({ schedule: "0 0 1 1 *", secretEnv: { TOKEN: SECRET_MASK } });
+		expect(mine[1].change).toEqual({ schedule: "0 1 1 1 *" });
+		expect(JSON.stringify(await audit())).not.toContain("do-not-log-me");
+		expect((await audit("?job=no-such-job")).map((r) => [r.action, r.outcome])).toEqual([["job.delete", "404 NOT_FOUND id"]]);
+	});
+
+	test("filters and paging; admins only; bad filters are a 4xx naming the field", async () => {
+		const all = await audit("?limit=1000");
+		expect(all.length).toBeGreaterThanOrEqual(8);
+		const page = await audit("?limit=2&offset=1");
+		expect(page.map((r) => r.at)).toEqual(all.slice(1, 3).map((r) => r.at));
+		expect((await audit("?action=job.suspend")).every((r) => r.action === "job.suspend")).toBe(true);
+		expect(await audit(`?to=${encodeURIComponent("2000-01-01T00:00:00Z")}`)).toEqual([]);
+		const bad = await node.request("GET", "/audit?from=yesterday");
+		expect(bad.status).toBe(422);
+		expect(bad.body.data.field).toBe("from");
+		const admin = { user: { id: "admin", name: "admin", admin: true } };
+		const { token } = await node.broker.call<{ token: string }, { name: string }>("users.createUser", { name: "plain" }, { meta: admin });
+		expect((await node.request("GET", "/audit", { token })).status).toBe(403);
+	});
+
+	test("the change and its record in one transaction: when the record cannot be written, the change does not happen", async () => {
+		const jobs = node.broker.getLocalService("jobs") as unknown as { adapter: { db: { query(sql: string): Promise<unknown> } } };
+		const before = ((await node.request("GET", "/jobs?limit=1000")).body as unknown[]).length;
+		await jobs.adapter.db.query("ALTER TABLE job_audit RENAME TO job_audit_away");
+		try {
+			const res = await node.request("POST", "/jobs", { body: { type: "command", executable: "true", schedule: "0 0 1 1 *" } });
+			expect(res.status).toBeGreaterThanOrEqual(500);
+			expect(((await node.request("GET", "/jobs?limit=1000")).body as unknown[]).length).toBe(before);
+		} finally {
+			await jobs.adapter.db.query("ALTER TABLE job_audit_away RENAME TO job_audit");
+		}
+		expect((await node.request("POST", "/jobs", { body: { type: "command", executable: "true", schedule: "0 0 1 1 *" } })).status).toBe(201);
+		expect(((await node.request("GET", "/jobs?limit=1000")).body as unknown[]).length).toBe(before + 1);
+	});
+});
