@@ -1,5 +1,7 @@
 /**
- * api.gateway: the REST API on moleculer-web. Every route but GET /health needs a bearer token;
+ * api.gateway: the REST API on moleculer-web. Its routes and the role each needs are one table,
+ * lib/core/roles.ts ROUTES; every route but GET /health needs a bearer token (401) of a role at least
+ * the route's (403 naming it), checked here before the action is called;
  * errors are JSON {name, message, code, type, data} with data.field naming the offending field.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -8,6 +10,7 @@ import ApiGateway from "moleculer-web";
 import type { Config } from "../lib/config";
 import { unauthorized, unavailable, type UnavailableError } from "../lib/core/errors";
 import { toMoleculerError } from "../lib/adapters/moleculer/errors";
+import { authorizeRoute, ROUTES, type RouteRule } from "../lib/core/roles";
 import type { AuthUser } from "../lib/core/types";
 
 /**
@@ -76,6 +79,20 @@ export function errorBody(raw: unknown): { status: number; body: Record<string, 
 	return { status: code, body: { name, message, code, type, data } };
 }
 
+/** moleculer-web's aliases ("METHOD /path": action) of these routes. */
+function aliasesOf(routes: readonly RouteRule[]): Record<string, string> {
+	return Object.fromEntries(routes.map((r) => [`${r.method} ${r.path}`, r.action]));
+}
+
+/**
+ * The token of an Authorization header, or null when the header is malformed: "Bearer", one space or
+ * more, then 1 to 512 visible ASCII characters (the users service's bound; a longer one is no token of ours).
+ */
+export function bearerToken(header: string): string | null {
+	const m = /^Bearer +([\x21-\x7e]{1,512}) *$/i.exec(header);
+	return m ? m[1] : null;
+}
+
 export default function createApiService(deps: ApiDeps): ServiceSchema {
 	const { config } = deps;
 	// Base64 grows by 4/3; the JSON body may carry a little more than the executable.
@@ -104,7 +121,7 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 					authentication: false,
 					bodyParsers: { json: false },
 					mappingPolicy: "restrict",
-					aliases: { "GET /health": "api.health" },
+					aliases: aliasesOf(ROUTES.filter((r) => r.role === null)),
 					onError,
 				},
 				{
@@ -113,21 +130,9 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 					authentication: true,
 					mappingPolicy: "restrict",
 					bodyParsers: { json: { limit: jsonLimit, strict: true } },
-					aliases: {
-						"POST /jobs": "jobs.createJob",
-						"GET /jobs": "jobs.listJobs",
-						"GET /jobs/:id": "jobs.getJob",
-						"PATCH /jobs/:id": "jobs.updateJob",
-						"DELETE /jobs/:id": "jobs.removeJob",
-						"POST /jobs/:id/run": "jobs.triggerJob",
-						"GET /jobs/:id/runs": "jobs.jobRuns",
-						"GET /jobs/:id/executable": "jobs.jobExecutable",
-						"GET /schedule/preview": "jobs.preview",
-						"GET /workers": "manager.workers",
-						"POST /users": "users.createUser",
-						"GET /users": "users.listUsers",
-						"DELETE /users/:id": "users.removeUser",
-					},
+					// Every route and the role it needs: lib/core/roles.ts ROUTES, checked by authorize().
+					authorization: true,
+					aliases: aliasesOf(ROUTES.filter((r) => r.role !== null)),
 					onError,
 				},
 			],
@@ -173,16 +178,33 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 		},
 
 		methods: {
-			/** Bearer token -> ctx.meta.user; 401 otherwise. */
+			/** Bearer token -> ctx.meta.user; 401 otherwise (missing, malformed, unknown, revoked, expired). */
 			async authenticate(this: ApiThis, ctx: Context, _route: unknown, req: Req): Promise<AuthUser> {
 				const headers: Record<string, string | string[] | undefined> = req.headers;
 				const header = headers.authorization;
 				const value = Array.isArray(header) ? header[0] : header;
-				const m = value ? /^Bearer\s+(\S+)\s*$/i.exec(value) : null;
-				if (!m) throw toMoleculerError(unauthorized());
-				const user = await ctx.call<AuthUser | null, { token: string }>("users.authenticate", { token: m[1] });
+				if (!value) throw toMoleculerError(unauthorized());
+				const token = bearerToken(value);
+				if (!token) throw toMoleculerError(unauthorized("Malformed authorization header: expected Bearer <token>"));
+				const user = await ctx.call<AuthUser | null, { token: string }>("users.authenticate", { token });
 				if (!user) throw toMoleculerError(unauthorized("Invalid bearer token"));
 				return user;
+			},
+
+			/** The route's role (ROUTES), before the action is called; the action checks ownership. */
+			authorize(
+				this: ApiThis,
+				ctx: Context<unknown, { user?: AuthUser | null }>,
+				_route: unknown,
+				_req: Req,
+				_res: ServerResponse,
+				alias: { action?: string | null },
+			) {
+				try {
+					authorizeRoute(ctx.meta.user, alias.action);
+				} catch (err) {
+					throw toMoleculerError(err);
+				}
 			},
 		},
 	};

@@ -2,9 +2,10 @@
  * jobs: persists jobs and their runs (DbMixin: moleculer-db + sequelize; SQLite on the embedded
  * default, MySQL/MariaDB with DATABASE_URL). Owns the `jobs` and `runs` tables
  * (lib/adapters/sql/models.ts, from the job schema). REST-facing actions take the caller from
- * ctx.meta.user and check ownership; the worker and manager use the internal ones over the broker,
- * thin calls into the run ledger (lib/adapters/sql/run-ledger.ts) and the models. Uploaded
- * executables go to the object store (lib/adapters/executables.ts).
+ * ctx.meta.user and check its role, ownership and runAs (lib/core/roles.ts); the worker and manager
+ * use the internal ones over the broker, thin calls into the run ledger
+ * (lib/adapters/sql/run-ledger.ts) and the models. Uploaded executables go to the object store
+ * (lib/adapters/executables.ts).
  */
 import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
@@ -21,6 +22,7 @@ import { ErrorsMixin } from "../lib/adapters/moleculer/errors";
 import { FINISH_RUNS_PARAMS, RECORD_RUNS_PARAMS, START_RUNS_PARAMS } from "../lib/adapters/moleculer/run-params";
 import { conflict, invalidField, notFound, unauthorized, unavailable } from "../lib/core/errors";
 import { SETTABLE_FIELDS } from "../lib/core/job-schema";
+import { readsAllJobs, requireJobAccess, requireRole, requireRunAs, roleOf } from "../lib/core/roles";
 import { nextFireTimes, validateTimezone, parseSchedule } from "../lib/core/schedule";
 import type { AuthUser, RunRecord, RunResult, RunStart } from "../lib/core/types";
 import { validateJobCreate, validateJobPatch } from "../lib/core/validation";
@@ -40,7 +42,7 @@ interface JobsThis extends DbMixinHost {
 	table: JobTable;
 	ledger: RunLedger;
 	requireUser(ctx: Ctx<unknown>): AuthUser;
-	findOwned(ctx: Ctx<unknown>, id: string): Promise<JobRow>;
+	findOwned(ctx: Ctx<unknown>, id: string, mode: "read" | "write"): Promise<JobRow>;
 	changed(id: string, op: string): void;
 }
 
@@ -108,7 +110,8 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				params: JOB_PARAMS,
 				async handler(this: JobsThis, ctx: Ctx) {
 					const user = this.requireUser(ctx);
-					const input = validateJobCreate({ ...ctx.params }, { admin: user.admin, userRunAs: config.userRunAs });
+					requireRole(user, "member", "Creating a job");
+					const input = validateJobCreate({ ...ctx.params }, { admin: roleOf(user) === "admin", userRunAs: config.userRunAs });
 					const stored = await executables.save(input.type, input.executable);
 					const now = clock.now();
 					const row = newJobRow(input, { id: randomUUID(), owner: user.id, createdAt: now, updatedAt: now, ...stored });
@@ -125,7 +128,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				async handler(this: JobsThis, ctx: Ctx<{ status?: string; limit?: number; offset?: number }>) {
 					const user = this.requireUser(ctx);
 					const { status, limit = 100, offset = 0 } = ctx.params;
-					const rows = await this.guard(() => this.table.list({ owner: user.admin ? undefined : user.id, status, limit, offset }));
+					const rows = await this.guard(() => this.table.list({ owner: readsAllJobs(user) ? undefined : user.id, status, limit, offset }));
 					return rows.map((r) => jobView(r, clock.now()));
 				},
 			},
@@ -133,7 +136,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 			getJob: {
 				params: { id: ID },
 				async handler(this: JobsThis, ctx: Ctx<{ id: string }>) {
-					return jobView(await this.findOwned(ctx, ctx.params.id), clock.now());
+					return jobView(await this.findOwned(ctx, ctx.params.id, "read"), clock.now());
 				},
 			},
 
@@ -142,9 +145,10 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				async handler(this: JobsThis, ctx: Ctx<{ id: string } & Record<string, unknown>>) {
 					const user = this.requireUser(ctx);
 					const { id, ...body } = ctx.params;
-					const job = await this.findOwned(ctx, id);
+					const job = await this.findOwned(ctx, id, "write");
 					if (job.deletedAt !== null) throw conflict("The job was deleted", "id");
-					const patch = validateJobPatch(body, { admin: user.admin, currentType: job.type, userRunAs: config.userRunAs });
+					requireRunAs(user, job, config.userRunAs);
+					const patch = validateJobPatch(body, { admin: roleOf(user) === "admin", currentType: job.type, userRunAs: config.userRunAs });
 					const now = clock.now();
 					const changes: Partial<JobRow> = { ...jobRowChanges(patch), updatedAt: now };
 					if (patch.executable !== undefined) {
@@ -165,7 +169,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 			removeJob: {
 				params: { id: ID },
 				async handler(this: JobsThis, ctx: Ctx<{ id: string }>) {
-					const job = await this.findOwned(ctx, ctx.params.id);
+					const job = await this.findOwned(ctx, ctx.params.id, "write");
 					const now = clock.now();
 					const changes: Partial<JobRow> = { status: "finished", deletedAt: job.deletedAt ?? now, worker: null, updatedAt: now };
 					await this.guard(() => this.table.update(job.id, changes));
@@ -177,8 +181,9 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 			triggerJob: {
 				params: { id: ID },
 				async handler(this: JobsThis, ctx: Ctx<{ id: string }>) {
-					const job = await this.findOwned(ctx, ctx.params.id);
+					const job = await this.findOwned(ctx, ctx.params.id, "write");
 					if (job.deletedAt !== null) throw conflict("The job was deleted", "id");
+					requireRunAs(this.requireUser(ctx), job, config.userRunAs);
 					// The registry's node catalog (typed `any` by moleculer): its nodes by id.
 					const nodes = this.broker.registry.nodes as { get(id: string): BrokerNode | undefined };
 					const opts = job.worker && nodes.get(job.worker)?.available ? { nodeID: job.worker } : {};
@@ -197,7 +202,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 			jobRuns: {
 				params: { id: ID, ...PAGE },
 				async handler(this: JobsThis, ctx: Ctx<{ id: string; limit?: number; offset?: number }>) {
-					const job = await this.findOwned(ctx, ctx.params.id);
+					const job = await this.findOwned(ctx, ctx.params.id, "read");
 					const page = { limit: ctx.params.limit ?? 100, offset: ctx.params.offset ?? 0 };
 					return (await this.guard(() => this.ledger.runsOf(job.id, page))).map(runView);
 				},
@@ -206,7 +211,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 			jobExecutable: {
 				params: { id: ID },
 				async handler(this: JobsThis, ctx: Ctx<{ id: string }>): Promise<Readable> {
-					const job = await this.findOwned(ctx, ctx.params.id);
+					const job = await this.findOwned(ctx, ctx.params.id, "read");
 					if (!job.digest) throw invalidField("id", "Only script and binary jobs have a stored executable");
 					const stream = await executables.open(job.digest);
 					ctx.meta.$responseType = "application/octet-stream";
@@ -368,10 +373,12 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				return user;
 			},
 
-			async findOwned(this: JobsThis, ctx: Ctx<unknown>, id: string): Promise<JobRow> {
+			/** The job if the caller may read it (mode "read") or change and run it ("write"): lib/core/roles.ts. */
+			async findOwned(this: JobsThis, ctx: Ctx<unknown>, id: string, mode: "read" | "write"): Promise<JobRow> {
 				const user = this.requireUser(ctx);
 				const row = await this.guard(() => this.table.find(id));
-				if (!row || (!user.admin && row.owner !== user.id)) throw notFound("Job", id);
+				if (!row) throw notFound("Job", id);
+				requireJobAccess(user, row, mode);
 				return row;
 			},
 
