@@ -1,5 +1,7 @@
 /**
- * api.gateway: the REST API on moleculer-web. Every route but GET /health needs a bearer token;
+ * api.gateway: the REST API on moleculer-web. Its routes and the role each needs are one table,
+ * lib/core/roles.ts ROUTES; every route but GET /health needs a bearer token (401) of a role at least
+ * the route's (403 naming it), checked here before the action is called;
  * errors are JSON {name, message, code, type, data} with data.field naming the offending field.
  */
 import { createHash } from "node:crypto";
@@ -9,6 +11,7 @@ import ApiGateway from "moleculer-web";
 import type { Config } from "../lib/config";
 import { RateLimitedError, unauthorized, unavailable, type UnavailableError } from "../lib/core/errors";
 import { toMoleculerError } from "../lib/adapters/moleculer/errors";
+import { authorizeRoute, ROUTES, type RouteRule } from "../lib/core/roles";
 import type { AuthUser } from "../lib/core/types";
 import type { Clock } from "../lib/core/clock";
 import { RateLimiter, type Take } from "../lib/core/rate-limit";
@@ -95,6 +98,20 @@ function refused(take: Take, what: "token" | "address" | "authentication"): void
 	if (!take.ok) throw toMoleculerError(new RateLimitedError(Math.max(1, Math.ceil(take.retryAfterMs / 1000)), what));
 }
 
+/** moleculer-web's aliases ("METHOD /path": action) of these routes. */
+function aliasesOf(routes: readonly RouteRule[]): Record<string, string> {
+	return Object.fromEntries(routes.map((r) => [`${r.method} ${r.path}`, r.action]));
+}
+
+/**
+ * The token of an Authorization header, or null when the header is malformed: "Bearer", one space or
+ * more, then 1 to 512 visible ASCII characters (the users service's bound; a longer one is no token of ours).
+ */
+export function bearerToken(header: string): string | null {
+	const m = /^Bearer +([\x21-\x7e]{1,512}) *$/i.exec(header);
+	return m ? m[1] : null;
+}
+
 export default function createApiService(deps: ApiDeps): ServiceSchema {
 	const { config, clock } = deps;
 	// Per API process (each node limits what reaches it): requests per token, per address, and
@@ -136,7 +153,7 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 					authentication: false,
 					bodyParsers: { json: false },
 					mappingPolicy: "restrict",
-					aliases: { "GET /health": "api.health" },
+					aliases: aliasesOf(ROUTES.filter((r) => r.role === null)),
 					onError,
 				},
 				{
@@ -145,22 +162,9 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 					authentication: true,
 					mappingPolicy: "restrict",
 					bodyParsers: { json: { limit: jsonLimit, strict: true } },
-					aliases: {
-						"POST /jobs": "jobs.createJob",
-						"GET /jobs": "jobs.listJobs",
-						"GET /jobs/:id": "jobs.getJob",
-						"PATCH /jobs/:id": "jobs.updateJob",
-						"DELETE /jobs/:id": "jobs.removeJob",
-						"POST /jobs/:id/run": "jobs.triggerJob",
-						"GET /jobs/:id/runs": "jobs.jobRuns",
-						"GET /jobs/:id/executable": "jobs.jobExecutable",
-						"GET /schedule/preview": "jobs.preview",
-						"GET /workers": "manager.workers",
-						"POST /users": "users.createUser",
-						"GET /users": "users.listUsers",
-						"DELETE /users/:id": "users.removeUser",
-						"GET /audit": "jobs.audit",
-					},
+					// Every route and the role it needs: lib/core/roles.ts ROUTES, checked by authorize().
+					authorization: true,
+					aliases: aliasesOf(ROUTES.filter((r) => r.role !== null)),
 					onError,
 				},
 			],
@@ -206,7 +210,7 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 		},
 
 		methods: {
-			/** Bearer token -> ctx.meta.user; 401 otherwise. */
+			/** Bearer token -> ctx.meta.user; 401 otherwise (missing, malformed, unknown, revoked, expired). */
 			async authenticate(this: ApiThis, ctx: Context, _route: unknown, req: Req): Promise<AuthUser> {
 				const now = clock.now();
 				const address = clientAddress(req, config.trustProxy);
@@ -220,14 +224,38 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 				const headers: Record<string, string | string[] | undefined> = req.headers;
 				const header = headers.authorization;
 				const value = Array.isArray(header) ? header[0] : header;
-				const m = value ? /^Bearer\s+(\S+)\s*$/i.exec(value) : null;
-				if (!m) throw failed();
-				const user = await ctx.call<AuthUser | null, { token: string }>("users.authenticate", { token: m[1] });
+				if (!value) throw failed();
+				const token = bearerToken(value);
+				if (!token) throw failed("Malformed authorization header: expected Bearer <token>");
+				let user: AuthUser | null;
+				try {
+					user = await ctx.call<AuthUser | null, { token: string }>("users.authenticate", { token });
+				} catch (err) {
+					// An expired token is a failed authentication too.
+					if ((err as { code?: unknown }).code === 401) limits.authFailures.take(address, now);
+					throw err;
+				}
 				if (!user) throw failed("Invalid bearer token");
-				refused(limits.token.take(createHash("sha256").update(m[1]).digest("hex"), now), "token");
+				refused(limits.token.take(createHash("sha256").update(token).digest("hex"), now), "token");
 				// For the audit log: where the request came from.
 				(ctx.meta as { clientAddress?: string }).clientAddress = address;
 				return user;
+			},
+
+			/** The route's role (ROUTES), before the action is called; the action checks ownership. */
+			authorize(
+				this: ApiThis,
+				ctx: Context<unknown, { user?: AuthUser | null }>,
+				_route: unknown,
+				_req: Req,
+				_res: ServerResponse,
+				alias: { action?: string | null },
+			) {
+				try {
+					authorizeRoute(ctx.meta.user, alias.action);
+				} catch (err) {
+					throw toMoleculerError(err);
+				}
 			},
 		},
 	};

@@ -2,9 +2,10 @@
  * jobs: persists jobs and their runs (DbMixin: moleculer-db + sequelize; SQLite on the embedded
  * default, MySQL/MariaDB with DATABASE_URL). Owns the `jobs` and `runs` tables
  * (lib/adapters/sql/models.ts, from the job schema). REST-facing actions take the caller from
- * ctx.meta.user and check ownership; the worker and manager use the internal ones over the broker,
- * thin calls into the run ledger (lib/adapters/sql/run-ledger.ts) and the models. Uploaded
- * executables go to the object store (lib/adapters/executables.ts).
+ * ctx.meta.user and check its role, ownership and runAs (lib/core/roles.ts); the worker and manager
+ * use the internal ones over the broker, thin calls into the run ledger
+ * (lib/adapters/sql/run-ledger.ts) and the models. Uploaded executables go to the object store
+ * (lib/adapters/executables.ts).
  */
 import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
@@ -22,6 +23,7 @@ import { ErrorsMixin } from "../lib/adapters/moleculer/errors";
 import { FINISH_RUNS_PARAMS, RECORD_RUNS_PARAMS, START_RUNS_PARAMS } from "../lib/adapters/moleculer/run-params";
 import { conflict, forbidden, invalidField, notFound, unauthorized, unavailable } from "../lib/core/errors";
 import { SETTABLE_FIELDS } from "../lib/core/job-schema";
+import { readsAllJobs, requireJobAccess, requireRole, requireRunAs, roleOf } from "../lib/core/roles";
 import { nextFireTimes, validateTimezone, parseSchedule } from "../lib/core/schedule";
 import type { AuthUser, RunRecord, RunResult, RunStart } from "../lib/core/types";
 import { checkEnvDisjoint, sealSecretEnv, validateJobCreate, validateJobPatch } from "../lib/core/validation";
@@ -55,7 +57,7 @@ interface JobsThis extends DbMixinHost {
 	audit: AuditTable;
 	lastPrune: number;
 	requireUser(ctx: Ctx<unknown>): AuthUser;
-	findOwned(ctx: Ctx<unknown>, id: string): Promise<JobRow>;
+	findOwned(ctx: Ctx<unknown>, id: string, mode: "read" | "write"): Promise<JobRow>;
 	changed(id: string, op: string): void;
 	/** Make a change and its audit record in one transaction (or neither). */
 	audited(
@@ -93,8 +95,7 @@ function storedSecrets(row: JobRow): Record<string, string> {
 /** Who made a request (the gateway puts the user, with the token's name when it has one, and the client's address in meta). */
 function actorOf(meta: Meta): AuditActor {
 	const user = meta.user;
-	const tokenName = (user as { tokenName?: string | null } | undefined)?.tokenName ?? null;
-	return { userId: user?.id ?? null, userName: user?.name ?? null, tokenName, address: meta.clientAddress ?? null };
+	return { userId: user?.id ?? null, userName: user?.name ?? null, tokenName: user?.tokenName ?? null, address: meta.clientAddress ?? null };
 }
 
 /** A backend's health: ok, or the error of the probe. */
@@ -153,7 +154,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				params: {},
 				async handler(this: JobsThis, ctx: Ctx) {
 					const caller = ctx.meta.user;
-					if (caller && !caller.admin) throw forbidden("Only admins may rotate the secret key");
+					if (caller && roleOf(caller) !== "admin") throw forbidden("Only admins may rotate the secret key");
 					const rows = (await this.guard(() =>
 						this.adapter.model.findAll({ attributes: ["id", "secretEnv"], where: { secretEnv: { [Op.ne]: null } }, raw: true }),
 					)) as unknown as Pick<JobRow, "id" | "secretEnv">[];
@@ -188,8 +189,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					...PAGE,
 				},
 				async handler(this: JobsThis, ctx: Ctx<{ user?: string; job?: string; action?: string; from?: string; to?: string; limit?: number; offset?: number }>) {
-					const caller = this.requireUser(ctx);
-					if (!caller.admin) throw forbidden("Only admins may read the audit log");
+					requireRole(this.requireUser(ctx), "admin", "Reading the audit log");
 					const time = (field: "from" | "to"): number | undefined => {
 						const v = ctx.params[field];
 						if (v === undefined) return undefined;
@@ -212,7 +212,8 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					const user = this.requireUser(ctx);
 					let input;
 					try {
-						input = validateJobCreate({ ...ctx.params }, { admin: user.admin, userRunAs: config.userRunAs });
+						requireRole(user, "member", "Creating a job");
+						input = validateJobCreate({ ...ctx.params }, { admin: roleOf(user) === "admin", userRunAs: config.userRunAs });
 						checkEnvDisjoint(input.env, input.secretEnv);
 					} catch (err) {
 						await this.auditRefused(ctx, "job.create", null, err);
@@ -236,7 +237,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				async handler(this: JobsThis, ctx: Ctx<{ status?: string; limit?: number; offset?: number }>) {
 					const user = this.requireUser(ctx);
 					const { status, limit = 100, offset = 0 } = ctx.params;
-					const rows = await this.guard(() => this.table.list({ owner: user.admin ? undefined : user.id, status, limit, offset }));
+					const rows = await this.guard(() => this.table.list({ owner: readsAllJobs(user) ? undefined : user.id, status, limit, offset }));
 					return rows.map((r) => jobView(r, clock.now()));
 				},
 			},
@@ -244,7 +245,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 			getJob: {
 				params: { id: ID },
 				async handler(this: JobsThis, ctx: Ctx<{ id: string }>) {
-					return jobView(await this.findOwned(ctx, ctx.params.id), clock.now());
+					return jobView(await this.findOwned(ctx, ctx.params.id, "read"), clock.now());
 				},
 			},
 
@@ -256,9 +257,10 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					let job: JobRow;
 					let patch;
 					try {
-						job = await this.findOwned(ctx, id);
+						job = await this.findOwned(ctx, id, "write");
 						if (job.deletedAt !== null) throw conflict("The job was deleted", "id");
-						patch = validateJobPatch(body, { admin: user.admin, currentType: job.type, userRunAs: config.userRunAs });
+						requireRunAs(user, job, config.userRunAs);
+						patch = validateJobPatch(body, { admin: roleOf(user) === "admin", currentType: job.type, userRunAs: config.userRunAs });
 						if (patch.env !== undefined || patch.secretEnv !== undefined) {
 							const stored = storedSecrets(job);
 							const secretEnv = patch.secretEnv ?? stored;
@@ -292,7 +294,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				async handler(this: JobsThis, ctx: Ctx<{ id: string }>) {
 					let job: JobRow;
 					try {
-						job = await this.findOwned(ctx, ctx.params.id);
+						job = await this.findOwned(ctx, ctx.params.id, "write");
 					} catch (err) {
 						await this.auditRefused(ctx, "job.delete", ctx.params.id, err);
 						throw err;
@@ -310,8 +312,9 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				async handler(this: JobsThis, ctx: Ctx<{ id: string }>) {
 					let job: JobRow;
 					try {
-						job = await this.findOwned(ctx, ctx.params.id);
+						job = await this.findOwned(ctx, ctx.params.id, "write");
 						if (job.deletedAt !== null) throw conflict("The job was deleted", "id");
+						requireRunAs(this.requireUser(ctx), job, config.userRunAs);
 					} catch (err) {
 						await this.auditRefused(ctx, "job.run", ctx.params.id, err);
 						throw err;
@@ -337,7 +340,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 			jobRuns: {
 				params: { id: ID, ...PAGE },
 				async handler(this: JobsThis, ctx: Ctx<{ id: string; limit?: number; offset?: number }>) {
-					const job = await this.findOwned(ctx, ctx.params.id);
+					const job = await this.findOwned(ctx, ctx.params.id, "read");
 					const page = { limit: ctx.params.limit ?? 100, offset: ctx.params.offset ?? 0 };
 					return (await this.guard(() => this.ledger.runsOf(job.id, page))).map(runView);
 				},
@@ -346,7 +349,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 			jobExecutable: {
 				params: { id: ID },
 				async handler(this: JobsThis, ctx: Ctx<{ id: string }>): Promise<Readable> {
-					const job = await this.findOwned(ctx, ctx.params.id);
+					const job = await this.findOwned(ctx, ctx.params.id, "read");
 					if (!job.digest) throw invalidField("id", "Only script and binary jobs have a stored executable");
 					const stream = await executables.open(job.digest);
 					ctx.meta.$responseType = "application/octet-stream";
@@ -543,10 +546,12 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				await this.guard(() => this.audit.prune(now - config.auditRetentionDays * 86_400_000), true).catch(() => undefined);
 			},
 
-			async findOwned(this: JobsThis, ctx: Ctx<unknown>, id: string): Promise<JobRow> {
+			/** The job if the caller may read it (mode "read") or change and run it ("write"): lib/core/roles.ts. */
+			async findOwned(this: JobsThis, ctx: Ctx<unknown>, id: string, mode: "read" | "write"): Promise<JobRow> {
 				const user = this.requireUser(ctx);
 				const row = await this.guard(() => this.table.find(id));
-				if (!row || (!user.admin && row.owner !== user.id)) throw notFound("Job", id);
+				if (!row) throw notFound("Job", id);
+				requireJobAccess(user, row, mode);
 				return row;
 			},
 

@@ -1,17 +1,35 @@
 /**
- * users: API users and their bearer tokens. Owns the `users` table. Tokens are 32 random bytes,
- * shown once at creation and stored as their SHA-256 (they are high-entropy secrets, so a fast hash
- * is enough); a token is never logged.
+ * users: API users, their roles and their named bearer tokens. Owns the `users` and `tokens` tables
+ * (lib/adapters/sql/user-tables.ts). Tokens are 32 random bytes, answered once at creation and stored
+ * as their SHA-256 under a unique index (they are high-entropy secrets, so a fast hash is enough); a
+ * token is never logged. Who may do what is decided in lib/core/roles.ts.
+ *
+ * Every request's token is looked up here, one indexed read per request (no cache): a revoked token
+ * (its row deleted) is refused at once by every API node. A token's last-used time is written at most
+ * once a minute (lib/core/tokens.ts shouldTouch), not on every request.
  */
-import { createHash, randomBytes, randomUUID } from "node:crypto";
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Context, ServiceSchema, ServiceSettingSchema } from "moleculer";
-import { DataTypes } from "sequelize";
 import type { Clock } from "../lib/core/clock";
 import type { Config } from "../lib/config";
-import { isUniqueViolation } from "../lib/adapters/sql/db";
-import { conflict, forbidden, notFound, unauthorized } from "../lib/core/errors";
+import { isUniqueViolation, syncModel } from "../lib/adapters/sql/db";
+import { defineTokenModel, userModel, UserTables, type TokenRow, type UserRow } from "../lib/adapters/sql/user-tables";
+import { conflict, invalidField, notFound, unauthorized } from "../lib/core/errors";
+import {
+	callerOf,
+	changedRole,
+	newTokenRole,
+	newUserRole,
+	requireRole,
+	requireTokenListing,
+	requireTokenRevocation,
+	ROLES,
+	storedRole,
+	type Role,
+} from "../lib/core/roles";
+import { DEFAULT_TOKEN_NAME, expiryOf, isExpired, shouldTouch, tokenName, tokenView } from "../lib/core/tokens";
 import type { AuthUser, User } from "../lib/core/types";
 import { iso } from "../lib/core/views";
 import { ErrorsMixin } from "../lib/adapters/moleculer/errors";
@@ -22,18 +40,11 @@ export interface UsersDeps {
 	clock: Clock;
 }
 
-interface UserRow {
-	id: string;
-	name: string;
-	admin: boolean;
-	tokenHash: string;
-	createdAt: number;
-}
-
 type Ctx<P = Record<string, unknown>> = Context<P, { user?: AuthUser; $statusCode?: number; $location?: string }>;
 
 interface UsersThis extends DbMixinHost {
-	requireAdmin(ctx: Ctx<unknown>): AuthUser;
+	tables: UserTables;
+	caller(ctx: Ctx<unknown>): AuthUser;
 	ensureAdmin(): Promise<void>;
 }
 
@@ -47,10 +58,27 @@ export function newToken(): string {
 	return randomBytes(32).toString("base64url");
 }
 
-const view = (r: UserRow): User => ({ id: r.id, name: r.name, admin: !!r.admin, createdAt: iso(Number(r.createdAt)) as string });
+/** The two hashes are equal, compared in constant time (both are SHA-256 in hex). */
+function sameHash(a: string, b: string): boolean {
+	const x = Buffer.from(a, "hex");
+	const y = Buffer.from(b, "hex");
+	return x.length === 32 && y.length === 32 && timingSafeEqual(x, y);
+}
+
+const view = (r: UserRow): User => {
+	const role = storedRole(r);
+	return { id: r.id, name: r.name, role, admin: role === "admin", viewAll: r.viewAll === true, createdAt: iso(Number(r.createdAt)) as string };
+};
+
+const NAME = { type: "string", min: 1, max: 64, pattern: /^[A-Za-z0-9_.@-]+$/ };
+const ROLE = { type: "enum", values: [...ROLES], optional: true };
 
 export default function createUsersService(deps: UsersDeps): ServiceSchema<ServiceSettingSchema, UsersThis> {
 	const { config, clock } = deps;
+	const newTokenRow = (userId: string, name: string, role: Role | null, expiresAt: number | null): { row: TokenRow; secret: string } => {
+		const secret = newToken();
+		return { secret, row: { id: randomUUID(), userId, name, tokenHash: hashToken(secret), role, expiresAt, createdAt: clock.now(), lastUsedAt: null } };
+	};
 	return {
 		name: "users",
 		mixins: [
@@ -58,124 +86,235 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 				config,
 				clock,
 				owner: "users",
-				model: () => ({
-					name: "user",
-					define: {
-						id: { type: DataTypes.STRING(36), primaryKey: true },
-						name: { type: DataTypes.STRING(64), allowNull: false, unique: "users_name_unique" },
-						admin: { type: DataTypes.BOOLEAN, allowNull: false },
-						tokenHash: { type: DataTypes.STRING(64), allowNull: false, unique: "users_token_unique" },
-						createdAt: { type: DataTypes.BIGINT, allowNull: false },
-					},
-					options: { tableName: "users", timestamps: false },
-				}),
-				// Few writes (users are managed by hand): no lock needed.
+				model: userModel,
+				// Few writes (users and tokens are managed by hand, last-used once a minute): no lock needed.
 				serializeSqlite: false,
 				async afterConnected(this: UsersThis) {
+					const tokens = defineTokenModel(this.adapter.db);
+					await syncModel(tokens);
+					this.tables = new UserTables(this.adapter.db, this.adapter.model, tokens);
+					const moved = await this.tables.moveLegacyTokens();
+					if (moved > 0) this.logger.info(`Moved the tokens of ${moved} user(s) to the tokens table (named "${DEFAULT_TOKEN_NAME}")`);
 					await this.ensureAdmin();
 				},
 			}),
 			ErrorsMixin(),
 		],
 		actions: {
-			/** Resolve a bearer token to its user, or null. */
+			/**
+			 * Resolve a bearer token to its caller: null for an unknown (or revoked) token, 401 for an
+			 * expired one. One indexed read; last-used written at most once a minute.
+			 */
 			authenticate: {
 				visibility: "public",
 				params: { token: { type: "string", min: 1, max: 512 } },
 				async handler(this: UsersThis, ctx: Ctx<{ token: string }>): Promise<AuthUser | null> {
-					const row = (await this.guard(() =>
-						this.adapter.model.findOne({ where: { tokenHash: hashToken(ctx.params.token) }, raw: true }),
-					)) as unknown as UserRow | null;
-					return row ? { id: row.id, name: row.name, admin: !!row.admin } : null;
+					const hash = hashToken(ctx.params.token);
+					const found = await this.guard(() => this.tables.lookup(hash));
+					if (!found || !sameHash(found.token.tokenHash, hash)) return null;
+					const now = clock.now();
+					if (isExpired(found.token.expiresAt, now)) throw unauthorized("The bearer token has expired");
+					if (shouldTouch(found.token.lastUsedAt, now)) {
+						try {
+							await this.guard(() => this.tables.touch(found.token.id, now));
+						} catch (err) {
+							this.logger.warn(`Could not write the last use of token ${found.token.id}: ${(err as Error).message}`);
+						}
+					}
+					return callerOf(found.user, found.token);
 				},
 			},
 
 			createUser: {
 				params: {
-					name: { type: "string", min: 1, max: 64, pattern: /^[A-Za-z0-9_.@-]+$/ },
-					admin: { type: "boolean", optional: true, default: false },
+					name: NAME,
+					admin: { type: "boolean", optional: true },
+					role: ROLE,
+					viewAll: { type: "boolean", optional: true },
 					$$strict: true,
 				},
-				async handler(this: UsersThis, ctx: Ctx<{ name: string; admin: boolean }>) {
-					this.requireAdmin(ctx);
-					const token = newToken();
-					const row: UserRow = { id: randomUUID(), name: ctx.params.name, admin: !!ctx.params.admin, tokenHash: hashToken(token), createdAt: clock.now() };
+				async handler(this: UsersThis, ctx: Ctx<{ name: string; admin?: boolean; role?: Role; viewAll?: boolean }>) {
+					requireRole(ctx.meta.user, "admin", "Managing users");
+					const role = newUserRole(ctx.params);
+					const id = randomUUID();
+					const user = { id, name: ctx.params.name, admin: role === "admin", role, viewAll: !!ctx.params.viewAll, createdAt: clock.now() };
+					const { row, secret } = newTokenRow(id, DEFAULT_TOKEN_NAME, null, null);
 					try {
-						await this.guard(() => this.adapter.model.create(row as never));
+						await this.guard(() => this.tables.createUser(user, row));
 					} catch (err) {
-						if (isUniqueViolation(err)) throw conflict(`A user named ${row.name} exists`, "name");
+						if (isUniqueViolation(err)) throw conflict(`A user named ${user.name} exists`, "name");
 						throw err;
 					}
 					ctx.meta.$statusCode = 201;
-					ctx.meta.$location = `/users/${row.id}`;
-					return { ...view(row), token };
+					ctx.meta.$location = `/users/${id}`;
+					return { ...view({ ...user, tokenHash: "" }), token: secret, tokenId: row.id };
 				},
 			},
 
 			listUsers: {
 				params: {},
 				async handler(this: UsersThis, ctx: Ctx) {
-					this.requireAdmin(ctx);
-					const rows = (await this.guard(() => this.adapter.model.findAll({ order: [["createdAt", "ASC"]], raw: true }))) as unknown as UserRow[];
-					return rows.map(view);
+					requireRole(ctx.meta.user, "admin", "Managing users");
+					return (await this.guard(() => this.tables.listUsers())).map(view);
+				},
+			},
+
+			/** Change a user's role or viewAll (admins; not one's own role, not the built-in admin's). */
+			updateUser: {
+				params: { id: { type: "string", min: 1, max: 64 }, role: ROLE, viewAll: { type: "boolean", optional: true }, $$strict: true },
+				async handler(this: UsersThis, ctx: Ctx<{ id: string; role?: Role; viewAll?: boolean }>) {
+					const me = this.caller(ctx);
+					requireRole(me, "admin", "Managing users");
+					const { id, role: newRole, viewAll } = ctx.params;
+					if (newRole === undefined && viewAll === undefined) throw invalidField("body", "nothing to update: give role or viewAll");
+					const row = await this.guard(() => this.tables.user(id));
+					if (!row) throw notFound("User", id);
+					const current = storedRole(row);
+					const role = changedRole(current, { role: newRole });
+					if (role !== current && id === me.id) throw conflict("You cannot change your own role", "role");
+					if (role !== current && row.name === BUILTIN_ADMIN) throw conflict("The built-in admin stays admin", "role");
+					const next = { ...row, role, admin: role === "admin", viewAll: viewAll ?? row.viewAll === true };
+					await this.guard(() => this.tables.setRole(id, role, next.viewAll));
+					return view(next);
 				},
 			},
 
 			removeUser: {
 				params: { id: { type: "string", min: 1, max: 64 } },
 				async handler(this: UsersThis, ctx: Ctx<{ id: string }>) {
-					const me = this.requireAdmin(ctx);
+					const me = this.caller(ctx);
+					requireRole(me, "admin", "Managing users");
 					if (ctx.params.id === me.id) throw conflict("You cannot delete yourself", "id");
-					const row = (await this.guard(() => this.adapter.model.findByPk(ctx.params.id, { raw: true }))) as unknown as UserRow | null;
+					const row = await this.guard(() => this.tables.user(ctx.params.id));
 					if (!row) throw notFound("User", ctx.params.id);
 					if (row.name === BUILTIN_ADMIN) throw conflict("The built-in admin cannot be deleted", "id");
-					await this.guard(() => this.adapter.model.destroy({ where: { id: row.id } }));
+					await this.guard(() => this.tables.removeUser(row.id));
 					return view(row);
+				},
+			},
+
+			/** A new token of the caller's: the secret is answered this once. */
+			createToken: {
+				params: { name: { type: "any" }, role: ROLE, expiresAt: { type: "any", optional: true }, $$strict: true },
+				async handler(this: UsersThis, ctx: Ctx<{ name: unknown; role?: Role; expiresAt?: unknown }>) {
+					const me = this.caller(ctx);
+					const name = tokenName(ctx.params.name);
+					const expiresAt = expiryOf(ctx.params.expiresAt, clock.now());
+					const role = newTokenRole(me, ctx.params.role);
+					const { row, secret } = newTokenRow(me.id, name, role, expiresAt);
+					try {
+						await this.guard(() => this.tables.insertToken(row));
+					} catch (err) {
+						if (isUniqueViolation(err)) throw conflict(`You have a token named ${name}`, "name");
+						throw err;
+					}
+					ctx.meta.$statusCode = 201;
+					ctx.meta.$location = `/tokens/${row.id}`;
+					return { ...tokenView(row, clock.now(), me.tokenId), token: secret };
+				},
+			},
+
+			/** The caller's tokens (an admin: `user`'s), without their secrets. */
+			listTokens: {
+				params: { user: { type: "string", min: 1, max: 64, optional: true } },
+				async handler(this: UsersThis, ctx: Ctx<{ user?: string }>) {
+					const me = this.caller(ctx);
+					const userId = requireTokenListing(me, ctx.params.user);
+					if (userId !== me.id && !(await this.guard(() => this.tables.user(userId)))) throw notFound("User", userId);
+					const now = clock.now();
+					return (await this.guard(() => this.tables.tokensOf(userId))).map((t) => tokenView(t, now, me.tokenId));
+				},
+			},
+
+			/** Revoke a token: its row goes, and the next request with it is a 401 on every node. */
+			revokeToken: {
+				params: { id: { type: "string", min: 1, max: 64 } },
+				async handler(this: UsersThis, ctx: Ctx<{ id: string }>) {
+					const me = this.caller(ctx);
+					const token = await this.guard(() => this.tables.token(ctx.params.id));
+					if (!token) throw notFound("Token", ctx.params.id);
+					requireTokenRevocation(me, token);
+					if (!(await this.guard(() => this.tables.removeToken(token.id)))) throw notFound("Token", token.id);
+					return tokenView(token, clock.now(), me.tokenId);
 				},
 			},
 		},
 
 		methods: {
-			requireAdmin(ctx: Ctx<unknown>): AuthUser {
+			caller(ctx: Ctx<unknown>): AuthUser {
 				const user = ctx.meta.user;
 				if (!user) throw unauthorized();
-				if (!user.admin) throw forbidden("Only admins may manage users");
 				return user;
 			},
 
 			/**
-			 * The built-in admin: CRONJOB_ADMIN_TOKEN sets its token (re-hashed at every start, so a
-			 * rotated variable takes effect); without it, the first start generates a token, prints it
+			 * The built-in admin: CRONJOB_ADMIN_TOKEN sets its "default" token (re-hashed at every start,
+			 * so a rotated variable takes effect); without it, the first start generates a token, prints it
 			 * once and writes it to <data>/admin-token (0600).
 			 */
 			async ensureAdmin(this: UsersThis) {
-				const model = this.adapter.model;
-				const existing = (await model.findOne({ where: { name: BUILTIN_ADMIN }, raw: true })) as unknown as UserRow | null;
+				const tables = this.tables;
+				let admin = await tables.userNamed(BUILTIN_ADMIN);
 				if (config.adminToken) {
 					const tokenHash = hashToken(config.adminToken);
-					if (existing) {
-						if (existing.tokenHash !== tokenHash) await model.update({ tokenHash, admin: true }, { where: { id: existing.id } });
-					} else {
-						await model.create({ id: randomUUID(), name: BUILTIN_ADMIN, admin: true, tokenHash, createdAt: clock.now() } as never).catch((err: unknown) => {
+					if (!admin) {
+						const id = randomUUID();
+						const user = { id, name: BUILTIN_ADMIN, admin: true, role: "admin", viewAll: false, createdAt: clock.now() };
+						const token: TokenRow = {
+							id: randomUUID(),
+							userId: id,
+							name: DEFAULT_TOKEN_NAME,
+							tokenHash,
+							role: null,
+							expiresAt: null,
+							createdAt: clock.now(),
+							lastUsedAt: null,
+						};
+						try {
+							await tables.createUser(user, token);
+							return;
+						} catch (err) {
 							if (!isUniqueViolation(err)) throw err; // another node created it at the same time
-						});
+						}
+						admin = await tables.userNamed(BUILTIN_ADMIN);
+						if (!admin) return;
+					}
+					if (storedRole(admin) !== "admin") await tables.setRole(admin.id, "admin", admin.viewAll === true);
+					const current = await tables.tokenNamed(admin.id, DEFAULT_TOKEN_NAME);
+					if (current && current.tokenHash === tokenHash) return;
+					try {
+						if (current) await tables.setTokenHash(current.id, tokenHash);
+						else
+							await tables.insertToken({
+								id: randomUUID(),
+								userId: admin.id,
+								name: DEFAULT_TOKEN_NAME,
+								tokenHash,
+								role: null,
+								expiresAt: null,
+								createdAt: clock.now(),
+								lastUsedAt: null,
+							});
+					} catch (err) {
+						if (!isUniqueViolation(err)) throw err; // another node set it at the same time
 					}
 					return;
 				}
-				if (existing || (await model.count({ where: { admin: true } })) > 0) return;
-				const token = newToken();
+				if (admin || (await tables.countAdmins()) > 0) return;
+				const id = randomUUID();
+				const { row, secret } = newTokenRow(id, DEFAULT_TOKEN_NAME, null, null);
 				try {
-					await model.create({ id: randomUUID(), name: BUILTIN_ADMIN, admin: true, tokenHash: hashToken(token), createdAt: clock.now() } as never);
+					await tables.createUser({ id, name: BUILTIN_ADMIN, admin: true, role: "admin", viewAll: false, createdAt: clock.now() }, row);
 				} catch (err) {
 					if (isUniqueViolation(err)) return;
 					throw err;
 				}
 				fs.mkdirSync(config.dataDir, { recursive: true });
 				const file = path.join(config.dataDir, "admin-token");
-				fs.writeFileSync(file, token + "\n", { mode: 0o600 });
+				fs.writeFileSync(file, secret + "\n", { mode: 0o600 });
 				fs.chmodSync(file, 0o600);
 				// Printed once, on stdout, never through the logger.
-				process.stdout.write(`\nGenerated the admin token (also written to ${file}, mode 0600):\n  ${token}\n\n`);
+				process.stdout.write(`\nGenerated the admin token (also written to ${file}, mode 0600):\n  ${secret}\n\n`);
 			},
 		},
 	};

@@ -87,6 +87,23 @@ export class ForbiddenError extends CronjobError {
 	}
 }
 
+/**
+ * 403: the caller's role (the narrower of its user's and its token's: lib/core/roles.ts) is narrower
+ * than the one needed; `data.requiredRole` names the role needed, `data.role` the caller's.
+ */
+export class RoleRequiredError extends CronjobError {
+	readonly code = 403;
+	readonly type = "FORBIDDEN";
+	constructor(
+		readonly requiredRole: string,
+		readonly role: string,
+		what: string,
+		field?: string,
+	) {
+		super(`${what} needs the ${requiredRole} role (this request has ${role})`, { field: field ?? null, requiredRole, role });
+	}
+}
+
 /** 404: no such thing, or one the caller may not see (the same answer, on purpose). */
 export class NotFoundError extends CronjobError {
 	readonly code = 404;

@@ -1,5 +1,6 @@
 /** Shared data shapes. Plain types only: no I/O here. */
 import type { JobSettingsOf, JobViewOf } from "./job-schema";
+import type { Role } from "./roles";
 
 export type JobType = "command" | "script" | "binary";
 export type JobStatus = "scheduled" | "finished" | "error";
@@ -44,15 +45,29 @@ export interface Run {
 export interface User {
 	id: string;
 	name: string;
+	role: Role;
+	/** role === "admin" (the field from before roles). */
 	admin: boolean;
+	/** Reads every job (a viewer's or member's grant; operators and admins always do). */
+	viewAll: boolean;
 	createdAt: string;
 }
 
-/** What an authenticated request carries in ctx.meta.user. */
+/** What an authenticated request carries in ctx.meta.user (built by roles.ts callerOf). */
 export interface AuthUser {
 	id: string;
 	name: string;
+	/** The role this request acts with: the narrower of the user's and its token's. */
+	role: Role;
+	/** The user's own role. */
+	userRole: Role;
+	/** Reads every job: granted to the user, or implied by an operator or admin user. */
+	viewAll: boolean;
+	/** role === "admin": runAs root and other accounts (the job validation's `admin`). */
 	admin: boolean;
+	/** The token the request came with, and its name (the audit log's "who"). */
+	tokenId: string;
+	tokenName?: string | null;
 }
 
 /** A finished run as the worker reports it to the jobs service (times in epoch ms). */

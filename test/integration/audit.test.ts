@@ -53,7 +53,7 @@ describe("audit log", () => {
 			["job.run", "ok"],
 			["job.delete", "ok"],
 		]);
-		for (const r of mine) expect(r).toMatchObject({ userName: "admin", address: expect.stringMatching(/127\.0\.0\.1/) as unknown });
+		for (const r of mine) expect(r).toMatchObject({ userName: "admin", tokenName: "default", address: expect.stringMatching(/127\.0\.0\.1/) as unknown });
 		expect(mine[0].change).toMatchObject({ schedule: "0 0 1 1 *", secretEnv: { TOKEN: SECRET_MASK } });
 		expect(mine[1].change).toEqual({ schedule: "0 1 1 1 *" });
 		expect(JSON.stringify(await audit())).not.toContain("do-not-log-me");

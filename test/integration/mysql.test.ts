@@ -184,7 +184,7 @@ describeDb(`MySQL/MariaDB (DATABASE_URL${DATABASE_URL ? "" : " is unset: skipped
 		expect(logged.filter((l) => /error|reconnect|fail/i.test(l))).toEqual([]);
 
 		const [tables] = (await admin.query("SELECT TABLE_NAME AS t FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME", [db.name])) as any;
-		expect((tables as any[]).map((r) => r.t).sort()).toEqual(["job_audit", "jobs", "runs", "users"]);
+		expect((tables as any[]).map((r) => r.t).sort()).toEqual(["job_audit", "jobs", "runs", "tokens", "users"]);
 		const indexes = async () => {
 			const [rows] = (await admin.query(
 				"SELECT TABLE_NAME AS t, INDEX_NAME AS i, NON_UNIQUE AS nu, GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX) AS c FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? GROUP BY TABLE_NAME, INDEX_NAME, NON_UNIQUE ORDER BY TABLE_NAME, INDEX_NAME",
@@ -205,6 +205,9 @@ describeDb(`MySQL/MariaDB (DATABASE_URL${DATABASE_URL ? "" : " is unset: skipped
 			"runs.PRIMARY(id) unique",
 			"runs.runs_fire_unique(jobId,scheduledAt,attempt) unique",
 			"runs.runs_status(status)",
+			"tokens.PRIMARY(id) unique",
+			"tokens.tokens_hash_unique(tokenHash) unique",
+			"tokens.tokens_user_name_unique(userId,name) unique",
 			"users.PRIMARY(id) unique",
 			"users.users_name_unique(name) unique",
 			"users.users_token_unique(tokenHash) unique",
