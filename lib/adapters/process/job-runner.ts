@@ -12,7 +12,7 @@ import type { Run } from "../../core/types";
 import type { WorkerJob } from "../../core/views";
 import type { PreparedProcess, ProcessRunner } from "../../engine/worker/ports";
 import type { ArtifactCache } from "../local/artifact-cache";
-import { DEFAULT_PATH, effectiveRunUser, resolveUser, runProcess, type ExecSpec, type ResolvedUser } from "./executor";
+import { DEFAULT_PATH, effectiveRunUser, resolveUser, runProcess, STORED_FILE_PATH, type ExecSpec, type ResolvedUser } from "./executor";
 import { RunnerPool } from "./runner-pool";
 
 export interface JobRunnerOptions {
@@ -69,13 +69,14 @@ export class JobProcessRunner implements ProcessRunner {
 		if (!job.digest) throw new RunSetupError(`job ${job.id} has no stored executable`);
 		const lease = await opts.artifacts.acquire(job.digest, job.size ?? undefined);
 		try {
-			let file = lease.path;
+			// The cache is private to the worker: the process gets its file open, as /dev/fd/3.
+			let file = STORED_FILE_PATH;
 			let args: string[] = [];
 			if (job.type === "script" && !(await hasShebang(lease.path))) {
 				file = "/bin/sh";
-				args = [lease.path];
+				args = [STORED_FILE_PATH];
 			}
-			return this.prepared({ ...base, file, args }, () => lease.release());
+			return this.prepared({ ...base, file, args, stored: lease.path }, () => lease.release());
 		} catch (err) {
 			lease.release();
 			throw err;
