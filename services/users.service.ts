@@ -11,6 +11,8 @@ import { DataTypes } from "sequelize";
 import type { Clock } from "../lib/core/clock";
 import type { Config } from "../lib/config";
 import { isUniqueViolation } from "../lib/adapters/sql/db";
+import { writePrivateFile } from "../lib/adapters/local/data-dir";
+import { ADMIN_TOKEN_FILE, DATA_DIR_MODE } from "../lib/core/data-layout";
 import { conflict, forbidden, notFound, unauthorized } from "../lib/core/errors";
 import type { AuthUser, User } from "../lib/core/types";
 import { iso } from "../lib/core/views";
@@ -170,10 +172,9 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 					if (isUniqueViolation(err)) return;
 					throw err;
 				}
-				fs.mkdirSync(config.dataDir, { recursive: true });
-				const file = path.join(config.dataDir, "admin-token");
-				fs.writeFileSync(file, token + "\n", { mode: 0o600 });
-				fs.chmodSync(file, 0o600);
+				fs.mkdirSync(config.dataDir, { recursive: true, mode: DATA_DIR_MODE });
+				const file = path.join(config.dataDir, ADMIN_TOKEN_FILE);
+				writePrivateFile(file, token + "\n");
 				// Printed once, on stdout, never through the logger.
 				process.stdout.write(`\nGenerated the admin token (also written to ${file}, mode 0600):\n  ${token}\n\n`);
 			},

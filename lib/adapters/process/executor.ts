@@ -292,7 +292,8 @@ async function prepare(spec: ExecSpec, created: { dir: string | null }): Promise
 		dir = await fsp.mkdtemp(prefix);
 	} catch (e) {
 		if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-		await fsp.mkdir(spec.workRoot, { recursive: true, mode: 0o755 });
+		// Enter only, as the worker makes it (lib/core/data-layout.ts).
+		await fsp.mkdir(spec.workRoot, { recursive: true, mode: 0o711 });
 		dir = await fsp.mkdtemp(prefix);
 	}
 	created.dir = dir;

@@ -12,6 +12,8 @@ import type { Run } from "../../core/types";
 import type { WorkerJob } from "../../core/views";
 import type { PreparedProcess, ProcessRunner } from "../../engine/worker/ports";
 import type { ArtifactCache } from "../local/artifact-cache";
+import { WORK_ROOT_MODE } from "../../core/data-layout";
+import { ensureDirMode } from "../local/data-dir";
 import { DEFAULT_PATH, effectiveRunUser, resolveUser, runProcess, STORED_FILE_PATH, type ExecSpec, type ResolvedUser } from "./executor";
 import { RunnerPool } from "./runner-pool";
 
@@ -36,7 +38,8 @@ export class JobProcessRunner implements ProcessRunner {
 	private readonly currentUser = os.userInfo().username;
 
 	constructor(private readonly opts: JobRunnerOptions) {
-		fs.mkdirSync(opts.workRoot, { recursive: true, mode: 0o755 });
+		// Enter only (0711, also on a root an older version made 0755): see lib/core/data-layout.ts.
+		ensureDirMode(opts.workRoot, WORK_ROOT_MODE);
 		this.pool = opts.runners > 0 ? new RunnerPool(opts.runners, undefined, opts.log, opts.clock) : null;
 	}
 
