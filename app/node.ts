@@ -20,6 +20,8 @@ import { transporterFor } from "../lib/adapters/moleculer/nats-transporter";
 import { type ObjectStore } from "../lib/adapters/object-store";
 import { createObjectStore } from "./object-store";
 import { loadSecretBox, type SecretBox } from "../lib/adapters/secrets/secret-box";
+import { usesDataDir } from "../lib/core/data-layout";
+import { secureDataDir } from "../lib/adapters/local/data-dir";
 
 export interface NodeDeps {
 	clock?: Clock;
@@ -67,6 +69,9 @@ export function orderedStop(): Middleware {
 }
 
 export function createNode(config: Config, deps: NodeDeps = {}): ServiceBroker {
+	// Before any service opens a file in it: the data folder and what an older version left in it
+	// at their private modes (lib/core/data-layout.ts).
+	if (usesDataDir({ services: config.services, sqlite: !config.databaseUrl, localObjects: !config.s3 && !deps.objectStore })) secureDataDir(config.dataDir);
 	const clock = deps.clock ?? systemClock();
 	const hub = deps.hub ?? new MemoryCoordinationHub();
 	const objectStore = deps.objectStore ?? createObjectStore({ dataDir: config.dataDir, s3: config.s3 });

@@ -15,6 +15,8 @@ import type { Context, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import type { Clock } from "../lib/core/clock";
 import type { Config } from "../lib/config";
 import { isUniqueViolation, syncModel } from "../lib/adapters/sql/db";
+import { writePrivateFile } from "../lib/adapters/local/data-dir";
+import { ADMIN_TOKEN_FILE, DATA_DIR_MODE } from "../lib/core/data-layout";
 import { defineTokenModel, userModel, UserTables, type TokenRow, type UserRow } from "../lib/adapters/sql/user-tables";
 import { conflict, invalidField, notFound, unauthorized } from "../lib/core/errors";
 import {
@@ -309,10 +311,9 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 					if (isUniqueViolation(err)) return;
 					throw err;
 				}
-				fs.mkdirSync(config.dataDir, { recursive: true });
-				const file = path.join(config.dataDir, "admin-token");
-				fs.writeFileSync(file, secret + "\n", { mode: 0o600 });
-				fs.chmodSync(file, 0o600);
+				fs.mkdirSync(config.dataDir, { recursive: true, mode: DATA_DIR_MODE });
+				const file = path.join(config.dataDir, ADMIN_TOKEN_FILE);
+				writePrivateFile(file, secret + "\n");
 				// Printed once, on stdout, never through the logger.
 				process.stdout.write(`\nGenerated the admin token (also written to ${file}, mode 0600):\n  ${secret}\n\n`);
 			},

@@ -16,6 +16,7 @@ import type { SecretBox } from "../lib/adapters/secrets/secret-box";
 import { JobProcessRunner } from "../lib/adapters/process/job-runner";
 import type { Config } from "../lib/config";
 import type { Clock } from "../lib/core/clock";
+import { CACHE_DIR, WORK_DIR } from "../lib/core/data-layout";
 import { WorkerEngine } from "../lib/engine/worker/engine";
 import { ZookeeperMixin, type CoordinationFactory, type ZookeeperMixinMethods } from "../mixins/zookeeper.mixin";
 
@@ -89,8 +90,9 @@ export default function createWorkerService(deps: WorkerDeps): ServiceSchema<Ser
 			const logger = this.logger;
 			const runner = new JobProcessRunner({
 				clock,
-				artifacts: new ArtifactCache({ dir: path.join(config.dataDir, "cache"), store: deps.objectStore, clock }),
-				workRoot: path.join(config.dataDir, "work"),
+				artifacts: new ArtifactCache({ dir: path.join(config.dataDir, CACHE_DIR), store: deps.objectStore, clock }),
+				// Run folders under the data folder, behind 0711 parents (why: lib/core/data-layout.ts).
+				workRoot: path.join(config.dataDir, WORK_DIR),
 				defaultRunUser: config.defaultRunUser,
 				maxOutputBytes: config.maxOutputBytes,
 				runners: config.runners,

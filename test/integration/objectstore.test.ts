@@ -340,7 +340,7 @@ describe.each(kinds)("ArtifactCache on the %s store", (kind, make) => {
 		const st = fs.statSync(file);
 		expect(st.mode & 0o777).toBe(0o755);
 		expect(st.uid).toBe(process.getuid!());
-		expect(fs.statSync(dir).mode & 0o777).toBe(0o755);
+		expect(fs.statSync(dir).mode & 0o777).toBe(0o700); // private: jobs get their file open (fd 3)
 		expect(sha256Hex(fs.readFileSync(file))).toBe(digest);
 		expect(execFileSync(file, ["-u"]).toString()).toBe(execFileSync("/usr/bin/id", ["-u"]).toString());
 		expect(execFileSync(file).toString()).toBe(execFileSync("/usr/bin/id").toString());

@@ -6,7 +6,16 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { systemClock } from "../../lib/adapters/system/clock";
-import { DEFAULT_PATH, effectiveRunUser, type ExecResult, type ExecSpec, resolveUser, runProcess, TailBuffer } from "../../lib/adapters/process/executor";
+import {
+	DEFAULT_PATH,
+	effectiveRunUser,
+	type ExecResult,
+	type ExecSpec,
+	resolveUser,
+	runProcess,
+	STORED_FILE_PATH,
+	TailBuffer,
+} from "../../lib/adapters/process/executor";
 
 const isRoot = process.getuid?.() === 0;
 const itRoot = isRoot ? it : it.skip;
@@ -266,6 +275,113 @@ describe("runProcess: user and working folder", () => {
 		expect(res).toMatchObject({ status: "failed", exitCode: null, output: "" });
 		expect(res.error).toMatch(/working folder/);
 		fs.rmSync(file);
+	});
+});
+
+describe("runProcess: a stored executable is handed over as fd 3", () => {
+	let store: string;
+
+	beforeEach(() => {
+		// mkdtemp: 0700, as the worker's cache folder.
+		store = fs.mkdtempSync(path.join(os.tmpdir(), "executor-store-"));
+	});
+
+	afterEach(() => {
+		fs.rmSync(store, { recursive: true, force: true });
+	});
+
+	function stored(content: string | Buffer, mode = 0o755): string {
+		const file = path.join(store, `f${Math.random().toString(36).slice(2)}`);
+		fs.writeFileSync(file, content);
+		fs.chmodSync(file, mode);
+		return file;
+	}
+
+	function spec(file: string, args: string[], storedFile: string, extra: Partial<ExecSpec> = {}): ExecSpec {
+		return { file, args, stored: storedFile, env: {}, user: null, timeoutMs: 10_000, workRoot, ...extra };
+	}
+
+	/** The executor's own descriptors open on a file. */
+	function fdsOn(file: string): number {
+		const real = fs.realpathSync(file);
+		return fs.readdirSync("/proc/self/fd").filter((fd) => {
+			try {
+				return fs.readlinkSync(`/proc/self/fd/${fd}`) === real;
+			} catch {
+				return false;
+			}
+		}).length;
+	}
+
+	/** Whether another process has the file open as its fd 3. */
+	function heldAsFd3(file: string): boolean {
+		const real = fs.realpathSync(file);
+		return fs.readdirSync("/proc").some((e) => {
+			if (!/^\d+$/.test(e) || Number(e) === process.pid) return false;
+			try {
+				return fs.readlinkSync(`/proc/${e}/fd/3`) === real;
+			} catch {
+				return false;
+			}
+		});
+	}
+
+	it("a script with a shebang is exec'd as /dev/fd/3, with its arguments", async () => {
+		const file = stored('#!/bin/sh\necho "$0 $1"\n');
+		const res = await runProcess(spec(STORED_FILE_PATH, ["x y"], file));
+		expect(res).toMatchObject({ status: "succeeded", exitCode: 0, output: `${STORED_FILE_PATH} x y\n` });
+	});
+
+	it("a script without one is read by /bin/sh /dev/fd/3 (no execute bit needed)", async () => {
+		const file = stored('echo "sh $0"', 0o644);
+		const res = await runProcess(spec("/bin/sh", [STORED_FILE_PATH], file));
+		expect(res).toMatchObject({ status: "succeeded", output: `sh ${STORED_FILE_PATH}\n` });
+	});
+
+	it("a binary is exec'd", async () => {
+		const file = stored(fs.readFileSync("/usr/bin/id"));
+		const res = await runProcess(spec(STORED_FILE_PATH, ["-u"], file));
+		expect(res).toMatchObject({ status: "succeeded", output: `${process.getuid?.()}\n` });
+	});
+
+	itRoot("runs as nobody from a folder nobody cannot enter, and the job cannot open the file by its path", async () => {
+		const nobody = await resolveUser("nobody");
+		const file = path.join(store, "job");
+		fs.writeFileSync(file, `#!/bin/sh\ncat ${file} >/dev/null 2>&1 && echo READ || echo DENIED; id -un\n`);
+		fs.chmodSync(file, 0o755);
+		expect(fs.statSync(store).mode & 0o777).toBe(0o700);
+		const res = await runProcess(spec(STORED_FILE_PATH, [], file, { user: nobody }));
+		expect(res).toMatchObject({ status: "succeeded", output: "DENIED\nnobody\n" });
+	});
+
+	it("prefire: held, then released; the executor keeps no descriptor of the file once spawned", async () => {
+		const file = stored("#!/bin/sh\necho released\n");
+		const releaseAt = Date.now() + 1000;
+		const run = runProcess(spec(STORED_FILE_PATH, [], file, { releaseAt }));
+		await waitFor(() => heldAsFd3(file), 1000, "the held process with the file as its fd 3");
+		await waitFor(() => fdsOn(file) === 0, 200, "the executor's descriptor closed");
+		expect(Date.now()).toBeLessThan(releaseAt);
+		const res = await run;
+		expect(res).toMatchObject({ status: "succeeded", output: "released\n", released: true });
+		expect(fdsOn(file)).toBe(0);
+	});
+
+	it("a missing stored file fails before start, naming it", async () => {
+		const missing = path.join(store, "gone");
+		const started: number[] = [];
+		const res = await runProcess(spec(STORED_FILE_PATH, [], missing), (_t, pid) => started.push(pid));
+		expect(res).toMatchObject({ status: "failed", exitCode: null, output: "" });
+		expect(res.error).toContain("ENOENT");
+		expect(res.error).toContain(missing);
+		expect(started).toEqual([]);
+	});
+
+	it("a stored file to exec without an execute bit fails with EACCES, and its descriptor is closed", async () => {
+		const file = stored("#!/bin/sh\necho hi\n", 0o644);
+		const res = await runProcess(spec(STORED_FILE_PATH, [], file));
+		expect(res).toMatchObject({ status: "failed", exitCode: null, output: "" });
+		expect(res.error).toContain("EACCES");
+		expect(fdsOn(file)).toBe(0);
 	});
 });
 

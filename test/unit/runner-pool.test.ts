@@ -5,7 +5,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { DEFAULT_PATH } from "../../lib/adapters/process/executor";
+import { DEFAULT_PATH, STORED_FILE_PATH } from "../../lib/adapters/process/executor";
 import { RunnerPool, runnerScript } from "../../lib/adapters/process/runner-pool";
 
 const workRoot = fs.mkdtempSync(path.join(os.tmpdir(), "runner-pool-"));
@@ -36,6 +36,19 @@ it("runs processes on the runners and answers their results", async () => {
 		expect(r.status).toBe(i % 2 ? "failed" : "succeeded");
 		expect(r.finishedAt).toBeGreaterThanOrEqual(r.startedAt);
 	});
+});
+
+it("hands a stored executable to its process through the runner (fd 3)", async () => {
+	const store = fs.mkdtempSync(path.join(os.tmpdir(), "runner-pool-store-"));
+	const file = path.join(store, "job");
+	fs.writeFileSync(file, '#!/bin/sh\necho "stored $0 $X"\n');
+	fs.chmodSync(file, 0o755);
+	try {
+		const r = await pool.run({ ...spec(""), file: STORED_FILE_PATH, args: [], stored: file });
+		expect(r).toMatchObject({ status: "succeeded", output: `stored ${STORED_FILE_PATH} y\n` });
+	} finally {
+		fs.rmSync(store, { recursive: true, force: true });
+	}
 });
 
 it("cancels a run through its AbortSignal", async () => {

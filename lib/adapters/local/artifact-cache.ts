@@ -5,9 +5,10 @@
  *   temp file (`.<digest>.<pid>.<random>.tmp`, same folder) whose SHA-256 (and size, when given)
  *   matched. A mismatch deletes the temp file and throws ArtifactIntegrityError: a file that does
  *   not match is never left under the final name.
- * - Files are mode 0755 and the folder 0755 (set explicitly, regardless of umask) so a job running
- *   as another user (e.g. nobody) can execute them. Every ancestor folder must be traversable by
- *   that user too; that is not changed here.
+ * - The folder is 0700 (set explicitly, regardless of umask, also on a folder an older version made
+ *   0755): no job can list it or open a file in it by its path, so a job never reads another job's
+ *   executable. Files are 0755: the executor opens a job's own file and hands it to the process as
+ *   an open file (fd 3, run as /dev/fd/3), and the kernel then checks only the file's own mode.
  * - Files found in the folder at start-up are re-hashed on first use (a crash or a disk fault can
  *   leave a renamed file with bad content, since downloads are not fsynced), stale temp files are
  *   deleted. One process per cache folder.
@@ -26,13 +27,14 @@ import { type Clock } from "../../core/clock";
 import { systemClock } from "../system/clock";
 import { assertDigest, DIGEST_RE } from "../../core/upload";
 import { ArtifactIntegrityError, ObjectStoreUnavailable } from "../../core/errors";
+import { CACHED_EXECUTABLE_MODE, PRIVATE_DIR_MODE } from "../../core/data-layout";
 import { type ObjectStore } from "../object-store";
 
 export const DEFAULT_CACHE_MAX_BYTES = 512 * 1024 * 1024;
 export const DEFAULT_CACHE_MAX_AGE_MS = 7 * 24 * 3600 * 1000;
 
-const FILE_MODE = 0o755;
-const DIR_MODE = 0o755;
+const FILE_MODE = CACHED_EXECUTABLE_MODE;
+const DIR_MODE = PRIVATE_DIR_MODE;
 const TEMP_RE = /^\.[0-9a-f]{64}\..*\.tmp$/;
 
 export interface ArtifactCacheOptions {
@@ -96,7 +98,7 @@ export class ArtifactCache {
 	}
 
 	/**
-	 * A local file (mode 0755) whose SHA-256 is `digest`, downloading it when not cached. Rejects with
+	 * A local file (mode 0755, in the private folder) whose SHA-256 is `digest`, downloading it when not cached. Rejects with
 	 * ArtifactIntegrityError, ObjectNotFound, or ObjectStoreUnavailable (transient).
 	 */
 	async path(digest: string, expectedSize?: number): Promise<string> {
@@ -172,7 +174,7 @@ export class ArtifactCache {
 
 	private async load(): Promise<void> {
 		await fsp.mkdir(this.dir, { recursive: true, mode: DIR_MODE });
-		await fsp.chmod(this.dir, DIR_MODE).catch(() => undefined);
+		await fsp.chmod(this.dir, DIR_MODE);
 		for (const name of await fsp.readdir(this.dir)) {
 			const file = path.join(this.dir, name);
 			if (TEMP_RE.test(name)) {

@@ -8,6 +8,10 @@
  *
  * Writes go to a temp file (`.<digest>.<pid>.<random>.tmp`) in the destination folder, are fsynced,
  * then renamed onto the final name: a reader never sees a half-written object under its key.
+ *
+ * Private to the node (lib/core/data-layout.ts): the folder 0700 (set at first use, also on one an
+ * older version made 0755), subfolders 0700, files 0600. Jobs never read the store: the worker
+ * copies what a run needs into its cache.
  */
 import { randomBytes } from "node:crypto";
 import { constants as fsConstants, promises as fsp } from "node:fs";
@@ -19,6 +23,7 @@ import { assertDigest } from "../../core/upload";
 import { ObjectNotFound, ObjectStoreUnavailable } from "../../core/errors";
 import { type ObjectStore, type StoredObject } from "../object-store";
 import { sha256Hex } from "../../core/upload";
+import { OBJECTS_DIR, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from "../../core/data-layout";
 
 export interface LocalObjectStoreOptions {
 	/** The node's data folder; objects live in `<dataDir>/objects`. */
@@ -30,9 +35,11 @@ export class LocalObjectStore implements ObjectStore {
 	/** Absolute path of the objects folder. */
 	readonly root: string;
 	private readonly urlPrefix: string;
+	/** The root made private once (mkdir + chmod), then taken as it is. */
+	private rootReady: Promise<void> | null = null;
 
 	constructor(options: LocalObjectStoreOptions) {
-		this.root = path.resolve(options.dataDir, "objects");
+		this.root = path.resolve(options.dataDir, OBJECTS_DIR);
 		this.urlPrefix = pathToFileURL(this.root).href.replace(/\/?$/, "/") + "sha256/";
 	}
 
@@ -75,8 +82,9 @@ export class LocalObjectStore implements ObjectStore {
 		const dir = path.dirname(file);
 		const tmp = path.join(dir, `.${digest}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
 		try {
-			await fsp.mkdir(dir, { recursive: true });
-			const fh = await fsp.open(tmp, "wx", 0o644);
+			await this.ensureRoot();
+			await fsp.mkdir(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
+			const fh = await fsp.open(tmp, "wx", PRIVATE_FILE_MODE);
 			try {
 				await fh.writeFile(content);
 				await fh.sync();
@@ -115,11 +123,23 @@ export class LocalObjectStore implements ObjectStore {
 
 	async ping(): Promise<void> {
 		try {
-			await fsp.mkdir(this.root, { recursive: true });
+			await this.ensureRoot();
+			await fsp.mkdir(this.root, { recursive: true, mode: PRIVATE_DIR_MODE });
 			await fsp.access(this.root, fsConstants.R_OK | fsConstants.W_OK | fsConstants.X_OK);
 		} catch (err) {
 			throw this.unavailable("access", err);
 		}
+	}
+
+	private ensureRoot(): Promise<void> {
+		this.rootReady ??= (async () => {
+			await fsp.mkdir(this.root, { recursive: true, mode: PRIVATE_DIR_MODE });
+			await fsp.chmod(this.root, PRIVATE_DIR_MODE);
+		})().catch((err: unknown) => {
+			this.rootReady = null;
+			throw err;
+		});
+		return this.rootReady;
 	}
 
 	private unavailable(op: string, err: unknown): ObjectStoreUnavailable {

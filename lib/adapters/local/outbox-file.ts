@@ -2,6 +2,8 @@
  * The worker's outbox on disk: results not yet written to the run ledger live in memory and, while
  * there are any, in one JSON file (written atomically, mode 0600), so they survive a restart while the
  * database is down.
+ * The file sits in the data folder (0711: jobs cannot list it); its mode keeps the outputs in it from
+ * jobs, and the node makes an older one 0600 at start (lib/adapters/local/data-dir.ts).
  */
 import * as fs from "node:fs";
 import type { FinishRequest, OutboxStore } from "../../engine/worker/ports";

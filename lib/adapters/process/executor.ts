@@ -27,6 +27,11 @@
  *   the held shell itself (`/bin/sh -c LINE` semantics, no second exec); a file is exec'd as usual.
  *   Cancelled before the release, the held wrapper is killed and the job's code never runs
  *   (`released: false`); if the pipe closes (its supervisor died), the wrapper exits without running it.
+ * - A stored executable (`spec.stored`, a script or binary in the worker's private cache) is opened
+ *   here, as the worker, and given to the child as fd 3; the child runs it as `/dev/fd/3`
+ *   (STORED_FILE_PATH: exec'd, or read by /bin/sh or the shebang's interpreter). The kernel then
+ *   checks only the file's own mode, not the folders above it, so the cache stays closed to jobs: a
+ *   job can run its own executable and cannot reach another's. fd 3 stays open in the job.
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import * as fsp from "node:fs/promises";
@@ -65,7 +70,15 @@ export interface ExecSpec {
 	signal?: AbortSignal;
 	/** Prefire: spawn now, release the job's code at this instant (the executor's clock). */
 	releaseAt?: number | null;
+	/**
+	 * A stored executable's path (in the worker's private cache): opened by the executor and given to
+	 * the child as fd 3, which `file` or `args` name as STORED_FILE_PATH. Unset for command jobs.
+	 */
+	stored?: string;
 }
+
+/** How a job's process names its stored executable (spec.stored): the open file on its fd 3. */
+export const STORED_FILE_PATH = "/dev/fd/3";
 
 export type ExecStatus = ProcessResult["status"];
 
@@ -264,6 +277,8 @@ function buildEnv(spec: ExecSpec): Record<string, string> {
 
 interface Prepared {
 	dir: string;
+	/** spec.stored, open (fd 3 of the child); closed by the executor once the child is spawned. */
+	stored: fsp.FileHandle | null;
 }
 
 /**
@@ -277,13 +292,14 @@ async function prepare(spec: ExecSpec, created: { dir: string | null }): Promise
 		dir = await fsp.mkdtemp(prefix);
 	} catch (e) {
 		if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-		await fsp.mkdir(spec.workRoot, { recursive: true, mode: 0o755 });
+		// Enter only, as the worker makes it (lib/core/data-layout.ts).
+		await fsp.mkdir(spec.workRoot, { recursive: true, mode: 0o711 });
 		dir = await fsp.mkdtemp(prefix);
 	}
 	created.dir = dir;
 	// mkdtemp makes it 0700.
 	if (spec.user) await fsp.chown(dir, spec.user.uid, spec.user.gid);
-	return { dir };
+	return { dir, stored: null };
 }
 
 /**
@@ -313,14 +329,40 @@ function wrapperArgs(spec: ExecSpec, held: boolean): string[] {
 	return ["-c", held ? HOLD_EXEC : MERGE_STREAMS, spec.file, ...spec.args];
 }
 
+function notExecutable(file: string): Error {
+	return Object.assign(new Error(`spawn ${file} EACCES`), { code: "EACCES" });
+}
+
 /** A missing or non-executable file fails like spawn would (ENOENT, EACCES), before the wrapper runs: the error, or null. */
 async function checkExecutable(file: string): Promise<unknown> {
 	try {
 		const st = await fsp.stat(file);
-		if (!st.isFile() || (st.mode & 0o111) === 0) return Object.assign(new Error(`spawn ${file} EACCES`), { code: "EACCES" });
+		if (!st.isFile() || (st.mode & 0o111) === 0) return notExecutable(file);
 		return null;
 	} catch (e) {
 		return e;
+	}
+}
+
+/**
+ * spec.stored opened for the child (one open and one fstat: what checkExecutable costs a path, plus
+ * the close), checked as checkExecutable checks a path (exec'd: it must be executable), or the error.
+ */
+async function openStored(stored: string, execd: boolean): Promise<{ handle: fsp.FileHandle } | { error: unknown }> {
+	let handle: fsp.FileHandle;
+	try {
+		handle = await fsp.open(stored, "r");
+	} catch (e) {
+		return { error: e };
+	}
+	try {
+		const st = await handle.stat();
+		if (st.isFile() && (!execd || (st.mode & 0o111) !== 0)) return { handle };
+		await handle.close();
+		return { error: notExecutable(stored) };
+	} catch (e) {
+		await handle.close().catch(() => undefined);
+		return { error: e };
 	}
 }
 
@@ -376,23 +418,38 @@ export async function runProcess(spec: ExecSpec, onStart?: (startedAt: number, p
 	if (spec.signal?.aborted) return notStarted(`${abortReasonText(spec.signal)} (before start)`);
 
 	const created: { dir: string | null } = { dir: null };
+	let prepared: Prepared | null = null;
 	try {
-		let prepared: Prepared;
 		try {
 			prepared = await prepare(spec, created);
 		} catch (e) {
 			return notStarted(`cannot prepare the working folder under ${JSON.stringify(spec.workRoot)}: ${errorText(e)}`);
 		}
 		if (spec.signal?.aborted) return notStarted(`${abortReasonText(spec.signal)} (before start)`);
-		// A command line runs in the wrapper shell itself: spawning /bin/sh tells its own failure.
-		const notExecutable = isCommandLine(spec) ? null : await checkExecutable(spec.file);
-		if (notExecutable) return notStarted(describeStartError(spec.file, notExecutable));
+		if (spec.stored !== undefined) {
+			const opened = await openStored(spec.stored, spec.file === STORED_FILE_PATH);
+			if ("error" in opened) return notStarted(describeStartError(spec.stored, opened.error));
+			prepared.stored = opened.handle;
+		} else {
+			// A command line runs in the wrapper shell itself: spawning /bin/sh tells its own failure.
+			const notExecutable = isCommandLine(spec) ? null : await checkExecutable(spec.file);
+			if (notExecutable) return notStarted(describeStartError(spec.file, notExecutable));
+		}
 		return await supervise(spec, prepared, onStart, clock);
 	} catch (e) {
 		return notStarted(`executor error: ${errorText(e)}`);
 	} finally {
+		await closeStored(prepared);
 		if (created.dir) await removeFolder(created.dir);
 	}
+}
+
+/** Close the stored executable's handle (the child has its own fd 3 once spawned). Never throws. */
+async function closeStored(prepared: Prepared | null): Promise<void> {
+	if (!prepared?.stored) return;
+	const handle = prepared.stored;
+	prepared.stored = null;
+	await handle.close().catch(() => undefined);
 }
 
 function supervise(spec: ExecSpec, prepared: Prepared, onStart: ((startedAt: number, pid: number) => void) | undefined, clock: Clock): Promise<ExecResult> {
@@ -525,10 +582,12 @@ function supervise(spec: ExecSpec, prepared: Prepared, onStart: ((startedAt: num
 
 		const env = buildEnv(spec);
 		try {
+			const stdin = held ? "pipe" : "ignore";
 			child = spawn("/bin/sh", wrapperArgs(spec, held), {
 				cwd: prepared.dir,
 				env,
-				stdio: [held ? "pipe" : "ignore", "pipe", "ignore"],
+				// fd 3: the stored executable (STORED_FILE_PATH), when there is one.
+				stdio: prepared.stored ? [stdin, "pipe", "ignore", prepared.stored.fd] : [stdin, "pipe", "ignore"],
 				detached: true,
 				...(spec.user ? { uid: spec.user.uid, gid: spec.user.gid } : {}),
 			});
@@ -540,6 +599,8 @@ function supervise(spec: ExecSpec, prepared: Prepared, onStart: ((startedAt: num
 			finish();
 			return;
 		}
+		// The fork has copied the fd table: the child keeps its fd 3, the executor need not.
+		void closeStored(prepared);
 		const out = child.stdout as Readable;
 		reader = out;
 		out.on("data", (chunk: Buffer) => tail.push(chunk));

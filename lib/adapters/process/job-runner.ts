@@ -12,7 +12,9 @@ import type { Run } from "../../core/types";
 import type { WorkerJob } from "../../core/views";
 import type { PreparedProcess, ProcessRunner } from "../../engine/worker/ports";
 import type { ArtifactCache } from "../local/artifact-cache";
-import { DEFAULT_PATH, effectiveRunUser, resolveUser, runProcess, type ExecSpec, type ResolvedUser } from "./executor";
+import { WORK_ROOT_MODE } from "../../core/data-layout";
+import { ensureDirMode } from "../local/data-dir";
+import { DEFAULT_PATH, effectiveRunUser, resolveUser, runProcess, STORED_FILE_PATH, type ExecSpec, type ResolvedUser } from "./executor";
 import { RunnerPool } from "./runner-pool";
 import type { SecretBox } from "../secrets/secret-box";
 
@@ -39,7 +41,8 @@ export class JobProcessRunner implements ProcessRunner {
 	private readonly currentUser = os.userInfo().username;
 
 	constructor(private readonly opts: JobRunnerOptions) {
-		fs.mkdirSync(opts.workRoot, { recursive: true, mode: 0o755 });
+		// Enter only (0711, also on a root an older version made 0755): see lib/core/data-layout.ts.
+		ensureDirMode(opts.workRoot, WORK_ROOT_MODE);
 		this.pool = opts.runners > 0 ? new RunnerPool(opts.runners, undefined, opts.log, opts.clock) : null;
 	}
 
@@ -76,13 +79,14 @@ export class JobProcessRunner implements ProcessRunner {
 		if (!job.digest) throw new RunSetupError(`job ${job.id} has no stored executable`);
 		const lease = await opts.artifacts.acquire(job.digest, job.size ?? undefined);
 		try {
-			let file = lease.path;
+			// The cache is private to the worker: the process gets its file open, as /dev/fd/3.
+			let file = STORED_FILE_PATH;
 			let args: string[] = [];
 			if (job.type === "script" && !(await hasShebang(lease.path))) {
 				file = "/bin/sh";
-				args = [lease.path];
+				args = [STORED_FILE_PATH];
 			}
-			return this.prepared({ ...base, file, args }, () => lease.release());
+			return this.prepared({ ...base, file, args, stored: lease.path }, () => lease.release());
 		} catch (err) {
 			lease.release();
 			throw err;

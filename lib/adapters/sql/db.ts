@@ -9,6 +9,8 @@ import SqlAdapter from "moleculer-db-adapter-sequelize";
 import { Sequelize, type Model, type ModelStatic, type Options } from "sequelize";
 import type { Config } from "../../config";
 import { ConfigError } from "../../core/errors";
+import { DATA_DIR_MODE, SQLITE_COMPANION_SUFFIXES, sqliteFileName } from "../../core/data-layout";
+import { ensureDirMode, ensurePrivateFile, restrictIfPresent } from "../local/data-dir";
 
 interface SqliteConnection {
 	configure(option: "busyTimeout", value: number): void;
@@ -29,8 +31,13 @@ export function createSequelize(config: Config, owner: string, logger?: (msg: st
 			retry: { max: 0 },
 		});
 	}
-	fs.mkdirSync(config.dataDir, { recursive: true });
-	const storage = path.join(config.dataDir, `${owner}.sqlite`);
+	if (!fs.existsSync(config.dataDir)) ensureDirMode(config.dataDir, DATA_DIR_MODE);
+	const storage = path.join(config.dataDir, sqliteFileName(owner));
+	// The file holds every job's command and env: 0600 before SQLite opens it (SQLite would create it
+	// 0644), and SQLite gives the -wal, -shm and -journal files it makes later the main file's mode.
+	// Those of an older version are made private here too.
+	ensurePrivateFile(storage);
+	for (const suffix of SQLITE_COMPANION_SUFFIXES) restrictIfPresent(storage + suffix);
 	const seq = new Sequelize({ ...common, dialect: "sqlite", storage });
 	// Sequelize opens a separate SQLite connection for each transaction, without a busy timeout, so
 	// a transaction that meets another writer fails at once with SQLITE_BUSY. Give every connection
