@@ -21,9 +21,9 @@ import { ErrorsMixin } from "../lib/adapters/moleculer/errors";
 import { FINISH_RUNS_PARAMS, RECORD_RUNS_PARAMS, START_RUNS_PARAMS } from "../lib/adapters/moleculer/run-params";
 import { conflict, invalidField, notFound, unauthorized, unavailable } from "../lib/core/errors";
 import { SETTABLE_FIELDS } from "../lib/core/job-schema";
-import { nextFireTimes, validateTimezone, parseSchedule } from "../lib/core/schedule";
+import { nextFireTimes, validateTimezone, parseInstant, parseSchedule } from "../lib/core/schedule";
 import type { AuthUser, RunRecord, RunResult, RunStart } from "../lib/core/types";
-import { validateJobCreate, validateJobPatch } from "../lib/core/validation";
+import { ID_PATTERN, MAX_PAGE_LIMIT, MAX_PAGE_OFFSET, validateJobCreate, validateJobPatch } from "../lib/core/validation";
 import { iso, jobRowChanges, jobView, newJobRow, runView, workerJobView, type JobRow, type WorkerJob } from "../lib/core/views";
 import { DbMixin, type DbMixinHost } from "../mixins/db.mixin";
 
@@ -50,10 +50,10 @@ const JOB_PARAMS = {
 	$$strict: false,
 };
 
-const ID = { type: "string", min: 1, max: 64 };
+const ID = { type: "string", pattern: ID_PATTERN };
 const PAGE = {
-	limit: { type: "number", integer: true, min: 1, max: 1000, optional: true, convert: true },
-	offset: { type: "number", integer: true, min: 0, optional: true, convert: true },
+	limit: { type: "number", integer: true, min: 1, max: MAX_PAGE_LIMIT, optional: true, convert: true },
+	offset: { type: "number", integer: true, min: 0, max: MAX_PAGE_OFFSET, optional: true, convert: true },
 };
 
 /** Ids per IN (...) list. */
@@ -228,10 +228,8 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					if (typeof schedule !== "string") throw invalidField("schedule", "schedule is required");
 					const tz = timezone === undefined ? "UTC" : paramText(timezone);
 					let fromMs = clock.now();
-					if (from !== undefined) {
-						fromMs = Date.parse(paramText(from));
-						if (!Number.isFinite(fromMs)) throw invalidField("from", "from must be an ISO 8601 instant");
-					}
+					// Within the years fire times are computed for (croner fails on dates far out).
+					if (from !== undefined) fromMs = parseInstant("from", paramText(from));
 					const n = count === undefined ? 10 : Number(count);
 					if (!Number.isInteger(n) || n < 1 || n > 100) throw invalidField("count", "count must be an integer from 1 to 100");
 					parseSchedule(schedule);

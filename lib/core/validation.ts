@@ -33,6 +33,13 @@
  *   except name, runAs and timeout (where it means "none"/default).
  * - Patch: every field optional, at least one required; `type` may only change together with
  *   `executable`. Pass `currentType` so a new executable for a command job gets the command limits.
+ *
+ * The request edge (the gateway and the actions' params) shares these bounds:
+ * - a path id (`/jobs/{id}`, `/users/{id}`): 1 to 64 characters of ID_PATTERN (ids are UUIDs; no
+ *   control character, NUL or space ever reaches a query);
+ * - paging: `limit` 1 to MAX_PAGE_LIMIT, `offset` 0 to MAX_PAGE_OFFSET (an integer every database
+ *   takes: SQLite refuses an offset past 64 bits, 1e20, with a datatype mismatch);
+ * - a bearer token: at most MAX_TOKEN_LENGTH characters (longer ones are never valid: a 401).
  */
 import { FieldError } from "./errors";
 import { jsonType, type ValidationOptions } from "./job-rules";
@@ -53,6 +60,20 @@ export {
 	RUN_AS_PATTERN,
 	ENV_KEY_PATTERN,
 } from "./job-rules";
+
+/** A path id: what an id we issue (a UUID) or a user name may hold, 1 to 64 characters. */
+export const ID_PATTERN = /^[A-Za-z0-9_.:@~-]{1,64}$/;
+export const MAX_PAGE_LIMIT = 1000;
+export const MAX_PAGE_OFFSET = 2_147_483_647;
+export const MAX_TOKEN_LENGTH = 512;
+
+/** Check a path id named `field`; throws FieldError(field, ...). */
+export function validatePathId(field: string, v: unknown): string {
+	if (typeof v !== "string" || !ID_PATTERN.test(v)) {
+		throw new FieldError(field, `${field} must be 1 to 64 letters, digits or _ . : @ ~ -`);
+	}
+	return v;
+}
 
 /** A validated POST /jobs body, defaults filled in. */
 export type JobCreateInput = JobSettings;

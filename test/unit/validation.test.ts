@@ -1,5 +1,14 @@
 import { FieldError, ForbiddenFieldError } from "../../lib/core/errors";
-import { validateJobCreate, validateJobPatch, type JobCreateInput } from "../../lib/core/validation";
+import {
+	ID_PATTERN,
+	MAX_PAGE_LIMIT,
+	MAX_PAGE_OFFSET,
+	MAX_TOKEN_LENGTH,
+	validateJobCreate,
+	validateJobPatch,
+	validatePathId,
+	type JobCreateInput,
+} from "../../lib/core/validation";
 
 const USER = { admin: false };
 const ADMIN = { admin: true };
@@ -308,5 +317,26 @@ describe("runAs for non-admins is limited to the configured accounts", () => {
 		const run = () => validateJobCreate({ ...base, runAs: user }, { admin, userRunAs: ["nobody"] });
 		if (outcome === "ok") expect(run().runAs).toBe(user);
 		else expect(run).toThrow(ForbiddenFieldError);
+	});
+});
+
+describe("validatePathId: what a path id may hold", () => {
+	test.each(["0b5f6a9e-8d1c-4c39-9a47-2f0a7d6c1e2b", "does-not-exist", "a", "user.name@x", "x".repeat(64), "a~b:c_d"])("%j passes", (id) => {
+		expect(validatePathId("id", id)).toBe(id);
+	});
+
+	test.each(["", "\u0000", "a\u0000", "\n", "a b", "a/b", "x".repeat(65), "ü", "\u007f", "%00"])("%j is a FieldError naming the field", (id) => {
+		expect(errorOf(() => validatePathId("id", id)).field).toBe("id");
+	});
+
+	test.each([[undefined], [null], [5], [["a"]]])("%j (not a string) is refused", (v) => {
+		expect(errorOf(() => validatePathId("jobId", v)).field).toBe("jobId");
+	});
+
+	test("the bounds the edge shares", () => {
+		expect(MAX_PAGE_LIMIT).toBe(1000);
+		expect(Number.isSafeInteger(MAX_PAGE_OFFSET)).toBe(true);
+		expect(MAX_TOKEN_LENGTH).toBe(512);
+		expect(ID_PATTERN.test("x".repeat(64))).toBe(true);
 	});
 });
