@@ -62,6 +62,28 @@ export interface Config {
 	backlogTotal: number;
 	misfireThresholdMs: number;
 	metricsPort: number | null;
+	/**
+	 * Origins a browser may call the API from (CORS): exact origins (`https://app.example.com`), `*`
+	 * wildcards in them (`https://*.example.com`), or `*` for any. Empty: CORS is off.
+	 */
+	corsOrigins: string[];
+}
+
+/** An origin as a browser sends it (scheme://host[:port]), `*` allowed in the host; or `*` alone. */
+const CORS_ORIGIN = /^(?:\*|https?:\/\/(?:[A-Za-z0-9*.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?)$/;
+
+/** `CRONJOB_CORS_ORIGINS=https://a.example.com,https://*.example.org`: the allowed origins; unset or empty: none. */
+export function parseCorsOrigins(raw: string | null): string[] {
+	const origins = (raw ?? "")
+		.split(",")
+		.map((o) => o.trim())
+		.filter(Boolean);
+	for (const o of origins) {
+		if (!CORS_ORIGIN.test(o)) {
+			throw new ConfigError("CRONJOB_CORS_ORIGINS", `CRONJOB_CORS_ORIGINS: ${JSON.stringify(o)} is not an origin (scheme://host[:port], or *)`);
+		}
+	}
+	return origins;
 }
 
 function int(env: NodeJS.ProcessEnv, name: string, def: number): number {
@@ -136,5 +158,6 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config 
 		backlogTotal: int(env, "CRONJOB_BACKLOG_MAX", DEFAULT_BACKLOG_BOUNDS.total),
 		misfireThresholdMs: int(env, "CRONJOB_MISFIRE_THRESHOLD_MS", DEFAULT_BACKLOG_BOUNDS.thresholdMs),
 		metricsPort: str(env, "METRICS_PORT") ? int(env, "METRICS_PORT", 3030) : null,
+		corsOrigins: parseCorsOrigins(str(env, "CRONJOB_CORS_ORIGINS")),
 	};
 }
