@@ -11,10 +11,11 @@
  *
  * Rules:
  * - `type` (required on create): "command" | "script" | "binary".
- * - `executable` (required on create): non-empty string. For `command` at most 64 KiB of UTF-8 and
+ * - `executable` (required on create): non-empty string. For `command` at most 65535 bytes of UTF-8 and
  *   no NUL character (it is handed to a shell). For script/binary it is base64 content or a URL,
  *   checked elsewhere (lib/upload); here only a non-empty string.
- * - `schedule` (required on create): see lib/schedule (parseSchedule); stored trimmed.
+ * - `schedule` (required on create): see lib/schedule (parseSchedule); stored trimmed, at most 200
+ *   characters (the column).
  * - `timezone`: IANA name, default "UTC" (see validateTimezone; case is normalized).
  * - `name`: string of at most 200 characters without control characters, or null; "" means null.
  * - `runAs`: POSIX user name /^[a-z_][a-z0-9_-]{0,31}$/ or null (the worker's default user).
@@ -28,7 +29,7 @@
  * - `env`: object of string → string, at most 100 entries; keys /^[A-Za-z_][A-Za-z0-9_]*$/ and not
  *   starting with CRONJOB_ (any case: reserved for the variables the worker sets), not "__proto__";
  *   values at most
- *   4096 characters, no NUL. Default {}.
+ *   4096 characters, no NUL; at most 65535 bytes as JSON in all (its TEXT column). Default {}.
  * - JSON types are strict: no numeric strings, no string booleans; null is refused for every field
  *   except name, runAs and timeout (where it means "none"/default).
  * - Patch: every field optional, at least one required; `type` may only change together with
@@ -52,6 +53,8 @@ export {
 	CONCURRENCY_POLICIES,
 	MISFIRE_POLICIES,
 	MAX_COMMAND_BYTES,
+	MAX_SCHEDULE_LENGTH,
+	MAX_ENV_BYTES,
 	MAX_NAME_LENGTH,
 	MAX_TIMEOUT_SEC,
 	MAX_RETRIES,
