@@ -20,6 +20,7 @@
 import * as http from "node:http";
 import * as zlib from "node:zlib";
 import fc from "fast-check";
+import mysql from "mysql2/promise";
 import { QueryTypes, type Model, type ModelStatic, type Sequelize } from "sequelize";
 import { ADMIN_TOKEN, startNode, type TestNode } from "../support/node";
 import { waitFor } from "../support/wait";
@@ -362,8 +363,32 @@ function wire(value: fc.Arbitrary<unknown>): fc.Arbitrary<{ headers: Record<stri
 	);
 }
 
+/**
+ * FUZZ_DATABASE_URL (a MySQL/MariaDB server, e.g. scripts/services.sh's DATABASE_URL): the same
+ * properties on a fresh database there (`cronjob_test_fuzz_<pid>`, dropped afterwards), where the
+ * columns' lengths hold (SQLite takes anything). Off by default.
+ */
+const FUZZ_DATABASE_URL = process.env.FUZZ_DATABASE_URL?.trim() || null;
+let mysqlAdmin: mysql.Connection | null = null;
+let mysqlDatabase: string | null = null;
+
+async function databaseEnv(): Promise<Record<string, string>> {
+	if (!FUZZ_DATABASE_URL) return {};
+	const u = new URL(FUZZ_DATABASE_URL);
+	mysqlAdmin = await mysql.createConnection({
+		host: u.hostname,
+		port: Number(u.port || 3306),
+		user: decodeURIComponent(u.username),
+		password: decodeURIComponent(u.password),
+	});
+	mysqlDatabase = `cronjob_test_fuzz_${process.pid}`;
+	await mysqlAdmin.query(`CREATE DATABASE \`${mysqlDatabase}\``);
+	u.pathname = `/${mysqlDatabase}`;
+	return { DATABASE_URL: u.toString() };
+}
+
 beforeAll(async () => {
-	node = await startNode();
+	node = await startNode(await databaseEnv());
 	const jobsSvc = node.broker.getLocalService("jobs") as unknown as { adapter: { db: Sequelize } };
 	const usersSvc = node.broker.getLocalService("users") as unknown as { adapter: { model: ModelStatic<Model> } };
 	jobsDb = jobsSvc.adapter.db;
@@ -385,6 +410,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
 	await node?.stop();
+	if (mysqlAdmin && mysqlDatabase) await mysqlAdmin.query(`DROP DATABASE IF EXISTS \`${mysqlDatabase}\``);
+	await mysqlAdmin?.end();
 });
 
 beforeEach(() => {
