@@ -73,6 +73,28 @@ export interface Config {
 	secretKey: string | null;
 	/** CRONJOB_SECRET_KEY_PREVIOUS: keys being rotated out, which still open what they sealed. */
 	secretKeyPrevious: string[];
+	/**
+	 * Origins a browser may call the API from (CORS): exact origins (`https://app.example.com`), `*`
+	 * wildcards in them (`https://*.example.com`), or `*` for any. Empty: CORS is off.
+	 */
+	corsOrigins: string[];
+}
+
+/** An origin as a browser sends it (scheme://host[:port]), `*` allowed in the host; or `*` alone. */
+const CORS_ORIGIN = /^(?:\*|https?:\/\/(?:[A-Za-z0-9*.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?)$/;
+
+/** `CRONJOB_CORS_ORIGINS=https://a.example.com,https://*.example.org`: the allowed origins; unset or empty: none. */
+export function parseCorsOrigins(raw: string | null): string[] {
+	const origins = (raw ?? "")
+		.split(",")
+		.map((o) => o.trim())
+		.filter(Boolean);
+	for (const o of origins) {
+		if (!CORS_ORIGIN.test(o)) {
+			throw new ConfigError("CRONJOB_CORS_ORIGINS", `CRONJOB_CORS_ORIGINS: ${JSON.stringify(o)} is not an origin (scheme://host[:port], or *)`);
+		}
+	}
+	return origins;
 }
 
 function int(env: NodeJS.ProcessEnv, name: string, def: number): number {
@@ -168,5 +190,6 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd()): Config 
 			.split(",")
 			.map((k) => k.trim())
 			.filter(Boolean),
+		corsOrigins: parseCorsOrigins(str(env, "CRONJOB_CORS_ORIGINS")),
 	};
 }

@@ -3,18 +3,35 @@
  * lib/core/roles.ts ROUTES; every route but GET /health needs a bearer token (401) of a role at least
  * the route's (403 naming it), checked here before the action is called;
  * errors are JSON {name, message, code, type, data} with data.field naming the offending field.
+ *
+ * The edge checks what moleculer-web leaves to the actions, before any action runs: path ids
+ * (validatePathId), the body's content encoding and charset (bodyError), the token's length.
+ * OPTIONS is answered here as a CORS preflight and nothing else (moleculer-web would route it as
+ * the method its Access-Control-Request-Method names, or as GET, and run that action); CORS is off
+ * unless CRONJOB_CORS_ORIGINS names the origins.
  */
 import { createHash } from "node:crypto";
-import type { IncomingMessage, ServerResponse } from "node:http";
+import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import { Errors, type Context, type Service, type ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
 import type { Config } from "../lib/config";
-import { RateLimitedError, unauthorized, unavailable, type UnavailableError } from "../lib/core/errors";
+import {
+	badRequest,
+	forbidden,
+	RateLimitedError,
+	routeNotFound,
+	unauthorized,
+	unavailable,
+	unsupportedMediaType,
+	type UnavailableError,
+} from "../lib/core/errors";
 import { toMoleculerError } from "../lib/adapters/moleculer/errors";
 import { authorizeRoute, ROUTES, type RouteRule } from "../lib/core/roles";
 import type { AuthUser } from "../lib/core/types";
 import type { Clock } from "../lib/core/clock";
 import { RateLimiter, type Take } from "../lib/core/rate-limit";
+import { validatePathId } from "../lib/core/validation";
 
 /**
  * Health entries that are reported but never make /health answer 503: a worker with a bad clock gets
@@ -27,10 +44,95 @@ export interface ApiDeps {
 	clock: Clock;
 }
 
-type Req = IncomingMessage & { $ctx?: Context; headers: Record<string, string | string[] | undefined> };
+type Req = IncomingMessage & { $ctx?: Context; $params?: Record<string, unknown>; headers: Record<string, string | string[] | undefined> };
+
+interface RouteSettings {
+	path: string;
+	aliases?: Record<string, string>;
+}
 
 interface ApiThis extends Service {
-	settings: { port: number };
+	settings: { port: number; routes: RouteSettings[] };
+	preflight(req: Req, res: ServerResponse): void;
+}
+
+/** Request headers a browser may send cross-origin (preflight), and response headers it may read. */
+const CORS_ALLOWED_HEADERS = ["Authorization", "Content-Type", "Content-Encoding"];
+const CORS_EXPOSED_HEADERS = ["Location", "Content-Disposition", "X-Content-SHA256"];
+const CORS_MAX_AGE_S = 600;
+
+/** moleculer-web's own request handler, which ours wraps (OPTIONS never reaches it). */
+const gatewayHttpHandler = (ApiGateway.methods as Record<string, (this: unknown, ...args: unknown[]) => unknown>).httpHandler;
+
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+/**
+ * Whether a browser origin is one of `allowed` (CRONJOB_CORS_ORIGINS): `*` allows any, an entry
+ * matches exactly, and a `*` in an entry stands for any run of host characters (`https://*.example.com`).
+ */
+export function originAllowed(origin: string, allowed: readonly string[]): boolean {
+	return allowed.some((a) => {
+		if (a === "*" || a === origin) return true;
+		if (!a.includes("*")) return false;
+		return new RegExp(`^${a.split("*").map(escapeRegExp).join("[A-Za-z0-9.-]*")}$`).test(origin);
+	});
+}
+
+/** One alias of the route table: its method and a matcher of the raw (still percent-encoded) path. */
+interface AliasPattern {
+	method: string;
+	re: RegExp;
+}
+
+/** The aliases of the route settings as path matchers (`:id` matches one segment). */
+export function aliasPatterns(routes: readonly RouteSettings[]): AliasPattern[] {
+	const out: AliasPattern[] = [];
+	for (const route of routes) {
+		for (const key of Object.keys(route.aliases ?? {})) {
+			// "GET /jobs/:id"; an alias without a method ("/x") answers every method ("*").
+			const parts = key.trim().split(/\s+/);
+			const [method, path] = parts.length > 1 ? [parts[0].toUpperCase(), parts[1]] : ["*", parts[0]];
+			const full = `/${route.path}/${path}`.replace(/\/{2,}/g, "/").replace(/(.)\/$/, "$1");
+			const source = full
+				.split("/")
+				.map((seg) => (seg.startsWith(":") ? "[^/]+" : escapeRegExp(seg)))
+				.join("/");
+			out.push({ method, re: new RegExp(`^${source}$`) });
+		}
+	}
+	return out;
+}
+
+/** The methods the route table answers on a path (the path part of a request URL); none: not a route. */
+export function methodsFor(patterns: readonly AliasPattern[], url: string): string[] {
+	let path = url.split("?")[0];
+	if (path.length > 1 && path.endsWith("/")) path = path.slice(0, -1);
+	return [...new Set(patterns.filter((p) => p.re.test(path)).map((p) => p.method))];
+}
+
+/**
+ * body-parser's failures as our errors, naming what is wrong: a content encoding it does not read
+ * (415, `content-encoding`), a charset (415, `content-type`), a body that does not decode as its
+ * encoding says or is cut short (400, `body`). Invalid JSON and a body over the limit go on as they
+ * are (errorBody shapes them: 400 and 413 naming `body`); a server-side failure too.
+ */
+export function bodyError(err: unknown, contentEncoding?: string): unknown {
+	if (typeof err !== "object" || err === null) return err;
+	const e = err as { status?: unknown; type?: unknown; message?: unknown; encoding?: unknown; charset?: unknown };
+	const text = (v: unknown) => (typeof v === "string" ? v : "");
+	switch (e.type) {
+		case "entity.parse.failed":
+		case "entity.too.large":
+			return err;
+		case "encoding.unsupported":
+			return unsupportedMediaType("content-encoding", `unsupported content encoding ${JSON.stringify(text(e.encoding))}: send identity, gzip or deflate`);
+		case "charset.unsupported":
+			return unsupportedMediaType("content-type", `unsupported charset ${JSON.stringify(text(e.charset))}`);
+	}
+	const status = typeof e.status === "number" ? e.status : 500;
+	if (status < 400 || status >= 500) return err;
+	const as = contentEncoding ? ` as ${JSON.stringify(contentEncoding)}` : "";
+	return badRequest("body", `the request body could not be read${as}: ${text(e.message) || "invalid body"}`);
 }
 
 /** Moleculer's error for a call while the transporter is down (its typings leave the class out). */
@@ -63,10 +165,14 @@ export function errorBody(raw: unknown): { status: number; body: Record<string, 
 	let type = e.type ?? null;
 	let message = e.message ?? "Internal error";
 	if (Array.isArray(data)) {
-		const first = data[0] as { field?: string; message?: string } | undefined;
-		data = { field: first?.field ?? null, errors: data };
+		const first = data[0] as { field?: string; message?: string; type?: string; actual?: unknown } | undefined;
+		let field = first?.field ?? null;
+		// An unknown key ($$strict) is reported on the object itself, the keys in `actual`: name the first.
+		if (field === null && first?.type === "objectStrict") field = (typeof first.actual === "string" ? first.actual : "").split(", ")[0] || "body";
+		data = { field, errors: data };
 		if (first?.message) message = first.message;
 	}
+	const hasField = typeof data === "object" && data !== null && typeof (data as { field?: unknown }).field === "string";
 	// body-parser errors (entity.too.large, entity.parse.failed) carry no field.
 	if (type === "entity.too.large" || code === 413) {
 		name = "PayloadTooLarge";
@@ -78,6 +184,20 @@ export function errorBody(raw: unknown): { status: number; body: Record<string, 
 		type = "INVALID_JSON";
 		code = 400;
 		data = { field: "body" };
+	} else if (type === "UNABLE_DECODE_PARAM") {
+		// moleculer-web: a path parameter that is not percent-encoded UTF-8 (`/jobs/%E0%A4`).
+		message = "a path parameter is not valid percent-encoded UTF-8";
+		data = { field: "path" };
+	} else if (type === "ORIGIN_NOT_ALLOWED") {
+		// moleculer-web's CORS check of a request's Origin (CRONJOB_CORS_ORIGINS).
+		message = "this origin may not call the API (CRONJOB_CORS_ORIGINS)";
+		data = { field: "origin" };
+	} else if (code === 404 && !hasField) {
+		// No route (moleculer-web's own 404 carries no data).
+		data = { ...data, field: "path" };
+	} else if (code === 403 && !hasField) {
+		// Not allowed to the caller as such (admins only): what its token may do.
+		data = { ...data, field: "authorization" };
 	}
 	if (code >= 500 && code !== 503) message = "Internal error";
 	return { status: code, body: { name, message, code, type, data } };
@@ -112,6 +232,22 @@ export function bearerToken(header: string): string | null {
 	return m ? m[1] : null;
 }
 
+/**
+ * A request Node's HTTP parser refuses before any route sees it (headers over its 16 KiB limit, a
+ * line that is not HTTP), answered as the API's JSON error: 431 naming `headers`, 400 naming
+ * `request` (Node's own answer has no body). Nothing for a connection already gone.
+ */
+export function clientErrorResponse(err: { code?: string }): string {
+	const [status, name, type, field, message]: [number, string, string, string, string] =
+		err.code === "HPE_HEADER_OVERFLOW"
+			? [431, "HeadersTooLarge", "HEADERS_TOO_LARGE", "headers", "the request headers are larger than the limit (16 KiB)"]
+			: err.code === "ERR_HTTP_REQUEST_TIMEOUT"
+				? [408, "RequestTimeout", "REQUEST_TIMEOUT", "request", "the request did not arrive in time"]
+				: [400, "BadRequest", "BAD_REQUEST", "request", "the request is not valid HTTP"];
+	const body = JSON.stringify({ name, message, code: status, type, data: { field } });
+	return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+}
+
 export default function createApiService(deps: ApiDeps): ServiceSchema {
 	const { config, clock } = deps;
 	// Per API process (each node limits what reaches it): requests per token, per address, and
@@ -132,6 +268,22 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 		res.writeHead(status);
 		res.end(JSON.stringify(body));
 	};
+	const corsOn = config.corsOrigins.length > 0;
+	const allowOrigin = (origin: string) => originAllowed(origin, config.corsOrigins);
+	/** body-parser's errors reach the first error middleware after the parsers: ours, named. */
+	const bodyErrors = function (err: unknown, req: Req, _res: ServerResponse, next: (err?: unknown) => void) {
+		const enc = req.headers["content-encoding"];
+		next(toMoleculerError(bodyError(err, Array.isArray(enc) ? enc.join(", ") : enc)));
+	};
+	/** Before authentication: every path parameter (`:id`) is a valid id, else 422 naming it. */
+	const checkPathParams = function (this: ApiThis, _ctx: Context, _route: unknown, req: Req, _res: ServerResponse, alias: { fullPath?: string }) {
+		try {
+			for (const m of (alias.fullPath ?? "").matchAll(/:(\w+)/g)) validatePathId(m[1], req.$params?.[m[1]]);
+		} catch (err) {
+			throw toMoleculerError(err);
+		}
+	};
+	let patterns: AliasPattern[] | null = null;
 	return {
 		name: "api",
 		mixins: [ApiGateway],
@@ -146,6 +298,19 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 			logRequestParams: null,
 			logResponseData: null,
 			onError,
+			// CORS headers on answers to allowed origins (a request from another origin: 403); the
+			// preflight is ours (methods.preflight).
+			...(corsOn
+				? {
+						cors: {
+							origin: allowOrigin,
+							methods: ["GET", "POST", "PATCH", "DELETE"],
+							allowedHeaders: CORS_ALLOWED_HEADERS,
+							exposedHeaders: CORS_EXPOSED_HEADERS,
+							maxAge: CORS_MAX_AGE_S,
+						},
+					}
+				: {}),
 			routes: [
 				{
 					name: "health",
@@ -164,10 +329,21 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 					bodyParsers: { json: { limit: jsonLimit, strict: true } },
 					// Every route and the role it needs: lib/core/roles.ts ROUTES, checked by authorize().
 					authorization: true,
+					use: [bodyErrors],
+					onBeforeCall: checkPathParams,
 					aliases: aliasesOf(ROUTES.filter((r) => r.role !== null)),
 					onError,
 				},
 			],
+		},
+
+		created() {
+			// moleculer-web's created() (a mixin's runs first) made the server.
+			const { server } = this as unknown as { server: Server };
+			server.on("clientError", (err: { code?: string }, socket: Duplex) => {
+				if (err.code === "ECONNRESET" || !socket.writable) socket.destroy();
+				else socket.end(clientErrorResponse(err));
+			});
 		},
 
 		actions: {
@@ -210,6 +386,41 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 		},
 
 		methods: {
+			/** Every request; OPTIONS is only ever a preflight. */
+			httpHandler(this: ApiThis, req: Req, res: ServerResponse, next?: unknown) {
+				if (req.method === "OPTIONS") return this.preflight(req, res);
+				return gatewayHttpHandler.call(this, req, res, next);
+			},
+
+			/**
+			 * OPTIONS: 204 with `Allow` (the path's methods); from an allowed origin (CRONJOB_CORS_ORIGINS)
+			 * with the CORS headers too; from any other origin 403 naming `origin`; a path that is no
+			 * route 404. No action runs, and no token is needed (a browser sends none in a preflight).
+			 */
+			preflight(this: ApiThis, req: Req, res: ServerResponse) {
+				patterns ??= aliasPatterns(this.settings.routes);
+				const methods = methodsFor(patterns, req.url ?? "/");
+				if (methods.length === 0) return onError.call(this, req, res, toMoleculerError(routeNotFound()));
+				const headers: Record<string, string | string[] | undefined> = req.headers;
+				const origin = Array.isArray(headers.origin) ? headers.origin[0] : headers.origin;
+				if (origin !== undefined) {
+					const refused = !corsOn
+						? "CORS is off: no browser origin may call the API (CRONJOB_CORS_ORIGINS)"
+						: allowOrigin(origin)
+							? null
+							: "this origin may not call the API (CRONJOB_CORS_ORIGINS)";
+					if (refused) return onError.call(this, req, res, toMoleculerError(forbidden(refused, "origin")));
+					res.setHeader("Access-Control-Allow-Origin", origin);
+					res.setHeader("Vary", "Origin");
+					res.setHeader("Access-Control-Allow-Methods", methods.join(", "));
+					res.setHeader("Access-Control-Allow-Headers", CORS_ALLOWED_HEADERS.join(", "));
+					res.setHeader("Access-Control-Max-Age", String(CORS_MAX_AGE_S));
+				}
+				res.setHeader("Allow", [...methods, "OPTIONS"].join(", "));
+				res.writeHead(204, { "Content-Length": "0" });
+				res.end();
+			},
+
 			/** Bearer token -> ctx.meta.user; 401 otherwise (missing, malformed, unknown, revoked, expired). */
 			async authenticate(this: ApiThis, ctx: Context, _route: unknown, req: Req): Promise<AuthUser> {
 				const now = clock.now();

@@ -24,9 +24,9 @@ import { FINISH_RUNS_PARAMS, RECORD_RUNS_PARAMS, START_RUNS_PARAMS } from "../li
 import { conflict, forbidden, invalidField, notFound, unauthorized, unavailable } from "../lib/core/errors";
 import { SETTABLE_FIELDS } from "../lib/core/job-schema";
 import { readsAllJobs, requireJobAccess, requireRole, requireRunAs, roleOf } from "../lib/core/roles";
-import { nextFireTimes, validateTimezone, parseSchedule } from "../lib/core/schedule";
+import { nextFireTimes, validateTimezone, parseInstant, parseSchedule } from "../lib/core/schedule";
 import type { AuthUser, RunRecord, RunResult, RunStart } from "../lib/core/types";
-import { checkEnvDisjoint, sealSecretEnv, validateJobCreate, validateJobPatch } from "../lib/core/validation";
+import { checkEnvDisjoint, ID_PATTERN, MAX_PAGE_LIMIT, MAX_PAGE_OFFSET, sealSecretEnv, validateJobCreate, validateJobPatch } from "../lib/core/validation";
 import type { SecretBox } from "../lib/adapters/secrets/secret-box";
 import { AuditTable } from "../lib/adapters/sql/audit-table";
 import { jobChange, jobPatchAction, refusedOutcome, type AuditAction, type AuditActor, type AuditRecord } from "../lib/core/audit";
@@ -78,10 +78,10 @@ const JOB_PARAMS = {
 	$$strict: false,
 };
 
-const ID = { type: "string", min: 1, max: 64 };
+const ID = { type: "string", pattern: ID_PATTERN };
 const PAGE = {
-	limit: { type: "number", integer: true, min: 1, max: 1000, optional: true, convert: true },
-	offset: { type: "number", integer: true, min: 0, optional: true, convert: true },
+	limit: { type: "number", integer: true, min: 1, max: MAX_PAGE_LIMIT, optional: true, convert: true },
+	offset: { type: "number", integer: true, min: 0, max: MAX_PAGE_OFFSET, optional: true, convert: true },
 };
 
 /** Ids per IN (...) list. */
@@ -371,10 +371,8 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					if (typeof schedule !== "string") throw invalidField("schedule", "schedule is required");
 					const tz = timezone === undefined ? "UTC" : paramText(timezone);
 					let fromMs = clock.now();
-					if (from !== undefined) {
-						fromMs = Date.parse(paramText(from));
-						if (!Number.isFinite(fromMs)) throw invalidField("from", "from must be an ISO 8601 instant");
-					}
+					// Within the years fire times are computed for (croner fails on dates far out).
+					if (from !== undefined) fromMs = parseInstant("from", paramText(from));
 					const n = count === undefined ? 10 : Number(count);
 					if (!Number.isInteger(n) || n < 1 || n > 100) throw invalidField("count", "count must be an integer from 1 to 100");
 					parseSchedule(schedule);

@@ -10,6 +10,8 @@
 
 export type ErrorType =
 	| "VALIDATION_ERROR"
+	| "BAD_REQUEST"
+	| "UNSUPPORTED_MEDIA_TYPE"
 	| "FORBIDDEN"
 	| "NOT_FOUND"
 	| "UNAUTHORIZED"
@@ -62,6 +64,18 @@ export class ForbiddenFieldError extends FieldError {
 	override readonly type = "FORBIDDEN";
 }
 
+/** 400: the request itself could not be read (a body that does not decode, a path that is not UTF-8). */
+export class BadRequestError extends FieldError {
+	override readonly code = 400;
+	override readonly type = "BAD_REQUEST";
+}
+
+/** 415: a content encoding or charset we do not read; `field` names the header. */
+export class UnsupportedMediaTypeError extends FieldError {
+	override readonly code = 415;
+	override readonly type = "UNSUPPORTED_MEDIA_TYPE";
+}
+
 /** 413: larger than allowed; `limit` and `size` in bytes. */
 export class TooLargeError extends FieldError {
 	override readonly code = 413;
@@ -110,6 +124,15 @@ export class NotFoundError extends CronjobError {
 	readonly type = "NOT_FOUND";
 	constructor(what: string, id: string) {
 		super(`${what} not found`, { field: "id", id });
+	}
+}
+
+/** 404: no route answers this path (and method). */
+export class RouteNotFoundError extends CronjobError {
+	readonly code = 404;
+	readonly type = "NOT_FOUND";
+	constructor(message = "Not found") {
+		super(message, { field: "path" });
 	}
 }
 
@@ -246,7 +269,10 @@ function reasonOf(cause: unknown): string {
 
 // Short constructors for the call sites.
 export const invalidField = (field: string, message: string, extra: Record<string, unknown> = {}) => new FieldError(field, message, extra);
+export const badRequest = (field: string, message: string) => new BadRequestError(field, message);
+export const unsupportedMediaType = (field: string, message: string) => new UnsupportedMediaTypeError(field, message);
 export const notFound = (what: string, id: string) => new NotFoundError(what, id);
+export const routeNotFound = (message?: string) => new RouteNotFoundError(message);
 export const forbidden = (message: string, field?: string) => new ForbiddenError(message, field);
 export const unauthorized = (message?: string) => new UnauthorizedError(message);
 export const tooLarge = (field: string, limit: number) => new TooLargeError(limit, null, field);

@@ -34,7 +34,12 @@ export const JOB_TYPES: readonly JobType[] = ["command", "script", "binary"];
 export const CONCURRENCY_POLICIES: readonly ConcurrencyPolicy[] = ["allow", "forbid", "replace"];
 export const MISFIRE_POLICIES: readonly MisfirePolicy[] = ["run_once", "run_all", "skip"];
 
-export const MAX_COMMAND_BYTES = 64 * 1024;
+/** A command is stored in a TEXT column: MySQL's holds 65535 bytes (a byte more was a 500 there). */
+export const MAX_COMMAND_BYTES = 65_535;
+/** The schedule column's length (job-schema.ts): parseSchedule reads longer expressions, a job cannot store them. */
+export const MAX_SCHEDULE_LENGTH = 200;
+/** `env` is stored as JSON in a TEXT column: at most 65535 bytes of it (100 values of 4096 characters are more). */
+export const MAX_ENV_BYTES = 65_535;
 export const MAX_NAME_LENGTH = 200;
 export const MAX_TIMEOUT_SEC = 86_400;
 export const MAX_RETRIES = 10;
@@ -94,7 +99,7 @@ export function integer(min: number, max: number): Rule<number> {
 	return (v, { field }) => checkInteger(field, v, min, max);
 }
 
-/** Non-empty; for a command job at most 64 KiB of UTF-8 and no NUL (script/binary content is checked by lib/core/upload). */
+/** Non-empty; for a command job at most MAX_COMMAND_BYTES of UTF-8 and no NUL (script/binary content is checked by lib/core/upload). */
 export const executable: Rule<string> = (v, { type }) => {
 	if (typeof v !== "string") throw new FieldError("executable", `executable must be a string, got ${jsonType(v)}`);
 	if (v.trim() === "") throw new FieldError("executable", "executable is empty");
@@ -107,10 +112,12 @@ export const executable: Rule<string> = (v, { type }) => {
 	return v;
 };
 
-/** See parseSchedule; stored trimmed. */
+/** See parseSchedule; stored trimmed, at most MAX_SCHEDULE_LENGTH characters. */
 export const schedule: Rule<string> = (v) => {
 	if (typeof v !== "string") throw new FieldError("schedule", `schedule must be a string, got ${jsonType(v)}`);
-	return parseSchedule(v).source;
+	const { source } = parseSchedule(v);
+	if (source.length > MAX_SCHEDULE_LENGTH) throw new FieldError("schedule", `a job's schedule may be at most ${MAX_SCHEDULE_LENGTH} characters`);
+	return source;
 };
 
 /** An IANA name, its case normalized (see validateTimezone). */
@@ -193,6 +200,8 @@ const envMap =
 			if (value.includes("\0")) throw new FieldError(name, `${name} value of ${shown} must not contain NUL characters`);
 			out[key] = value;
 		}
+		const bytes = utf8Length(JSON.stringify(out));
+		if (bytes > MAX_ENV_BYTES) throw new FieldError(name, `${name} may be at most ${MAX_ENV_BYTES} bytes as JSON, got ${bytes}`);
 		return out;
 	};
 

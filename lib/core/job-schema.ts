@@ -149,7 +149,8 @@ export const JOB_SCHEMA = {
 	 */
 	secretEnv: field<Record<string, string>>()(
 		"secret",
-		{ column: { kind: "text", nullable: true }, input: { rule: rule.secretEnv, default: () => ({}) }, api: true, worker: true },
+		// Sealed, the values take about 4/3 of their size and 70 bytes more each: MEDIUMTEXT on MySQL.
+		{ column: { kind: "text", size: "medium", nullable: true }, input: { rule: rule.secretEnv, default: () => ({}) }, api: true, worker: true },
 		() => ({}),
 	),
 	suspended: field<boolean>()("flag", { column: { kind: "boolean" }, input: { rule: rule.boolean, default: () => false }, api: true, worker: true }),

@@ -16,6 +16,9 @@
  * ## Refused (FieldError("schedule", ...))
  *
  * - Not 5 or 6 fields (counted here, before croner sees the expression), the empty string.
+ * - Any character but printable ASCII, spaces and tabs: a newline, a carriage return or another
+ *   control character, and non-ASCII spaces (U+00A0, U+2028 ...), anywhere in the expression, even
+ *   at its ends (`"*\n* * * *"` is not read as five fields; a stored schedule is one line).
  * - Out-of-range values, reversed ranges (`5-1`, `7-0`: we do not wrap around; write `5-7` or
  *   `FRI-SUN`), step 0, a step larger than the number of values in the field (60/60/24/31/12/7),
  *   a step after a single value (`5/15`: Quartz-style, not Vixie cron; write `5-59/15`), a bare
@@ -68,7 +71,8 @@
  * also ~100x slower (≈140 µs per nextRun vs ≈1.5 µs with a fixed offset).
  *
  * Assumption: a zone has at most one offset transition within any 48 hours (true of the IANA data
- * for all zones in practice). Supported years: 1970-2999 (croner stops searching at year 3000).
+ * for all zones in practice). Supported years: 1970-2999 (croner stops searching at year 3000):
+ * an instant given from outside (a preview's `from`) is checked with parseInstant.
  */
 import { Cron } from "croner";
 import { FieldError } from "./errors";
@@ -107,6 +111,13 @@ export const SCHEDULE_ALIASES: Readonly<Record<string, string>> = Object.freeze(
 });
 
 const MAX_EXPR_LENGTH = 1000;
+
+/** The first and the last instant (epoch ms) fire times are computed from: 1970-01-01 to 2999-12-31 (UTC). */
+export const MIN_INSTANT_MS = Date.UTC(1970, 0, 1);
+export const MAX_INSTANT_MS = Date.UTC(3000, 0, 1) - 1000;
+
+/** The characters a schedule may hold: printable ASCII, spaces and tabs. */
+const SCHEDULE_CHARS = /^[\x20-\x7e\t]*$/;
 const DAY_MS = 86_400_000;
 
 interface FieldSpec {
@@ -214,9 +225,14 @@ function normalizeField(field: string, spec: FieldSpec, ctx: string): Normalized
 /** Parse and validate a schedule expression; throws FieldError("schedule", ...). */
 export function parseSchedule(expr: string): ParsedSchedule {
 	if (typeof expr !== "string") fail("schedule must be a string");
+	if (expr.length > MAX_EXPR_LENGTH) fail(`schedule is longer than ${MAX_EXPR_LENGTH} characters`);
+	if (!SCHEDULE_CHARS.test(expr)) {
+		const bad = [...expr].find((c) => !SCHEDULE_CHARS.test(c)) ?? "";
+		const code = `U+${(bad.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, "0")}`;
+		fail(`schedule must be one line of printable ASCII (fields separated by spaces or tabs); it contains ${code}`);
+	}
 	const source = expr.trim();
 	if (source === "") fail("schedule is empty");
-	if (source.length > MAX_EXPR_LENGTH) fail(`schedule is longer than ${MAX_EXPR_LENGTH} characters`);
 	const ctx = JSON.stringify(source);
 	let text = source;
 	if (source.startsWith("@")) {
@@ -249,6 +265,28 @@ export function parseSchedule(expr: string): ParsedSchedule {
 		fail(`schedule ${ctx} never fires (e.g. a day that does not exist in the selected months)`);
 	}
 	return { source, pattern, hasSeconds, fixedTime, domOrDow, matcher };
+}
+
+/**
+ * An instant given as text (ISO 8601, as Date.parse reads it) for `field`, within the supported years
+ * (MIN_INSTANT_MS to MAX_INSTANT_MS); throws FieldError(field, ...).
+ */
+export function parseInstant(field: string, text: string): number {
+	const ms = Date.parse(text);
+	if (!Number.isFinite(ms)) throw new FieldError(field, `${field} must be an ISO 8601 instant`);
+	if (ms < MIN_INSTANT_MS || ms > MAX_INSTANT_MS) {
+		throw new FieldError(field, `${field} must be between 1970-01-01T00:00:00Z and 2999-12-31T23:59:59Z`);
+	}
+	return ms;
+}
+
+/**
+ * A schedule read back from the database. Before schedules were refused for control characters, any
+ * run of whitespace (a newline too) separated the fields and was trimmed: a stored one is read the
+ * same way, so a job stored then keeps its fires. Requests go through parseSchedule.
+ */
+export function parseStoredSchedule(expr: string): ParsedSchedule {
+	return parseSchedule(typeof expr === "string" ? expr.replace(/\s+/g, " ") : expr);
 }
 
 const TZ_SYNTAX = /^[A-Za-z][A-Za-z0-9_+-]*(?:\/[A-Za-z0-9_+-]+)*$/;

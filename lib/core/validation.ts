@@ -11,10 +11,11 @@
  *
  * Rules:
  * - `type` (required on create): "command" | "script" | "binary".
- * - `executable` (required on create): non-empty string. For `command` at most 64 KiB of UTF-8 and
+ * - `executable` (required on create): non-empty string. For `command` at most 65535 bytes of UTF-8 and
  *   no NUL character (it is handed to a shell). For script/binary it is base64 content or a URL,
  *   checked elsewhere (lib/upload); here only a non-empty string.
- * - `schedule` (required on create): see lib/schedule (parseSchedule); stored trimmed.
+ * - `schedule` (required on create): see lib/schedule (parseSchedule); stored trimmed, at most 200
+ *   characters (the column).
  * - `timezone`: IANA name, default "UTC" (see validateTimezone; case is normalized).
  * - `name`: string of at most 200 characters without control characters, or null; "" means null.
  * - `runAs`: POSIX user name /^[a-z_][a-z0-9_-]{0,31}$/ or null (the worker's default user).
@@ -28,13 +29,20 @@
  * - `env`: object of string → string, at most 100 entries; keys /^[A-Za-z_][A-Za-z0-9_]*$/ and not
  *   starting with CRONJOB_ (any case: reserved for the variables the worker sets), not "__proto__";
  *   values at most
- *   4096 characters, no NUL. Default {}.
+ *   4096 characters, no NUL; at most 65535 bytes as JSON in all (its TEXT column). Default {}.
  * - `secretEnv`: as env, the values secret (sealed at rest by the jobs service: sealSecretEnv);
  *   no key in both env and secretEnv (checkEnvDisjoint). Default {}.
  * - JSON types are strict: no numeric strings, no string booleans; null is refused for every field
  *   except name, runAs and timeout (where it means "none"/default).
  * - Patch: every field optional, at least one required; `type` may only change together with
  *   `executable`. Pass `currentType` so a new executable for a command job gets the command limits.
+ *
+ * The request edge (the gateway and the actions' params) shares these bounds:
+ * - a path id (`/jobs/{id}`, `/users/{id}`): 1 to 64 characters of ID_PATTERN (ids are UUIDs; no
+ *   control character, NUL or space ever reaches a query);
+ * - paging: `limit` 1 to MAX_PAGE_LIMIT, `offset` 0 to MAX_PAGE_OFFSET (an integer every database
+ *   takes: SQLite refuses an offset past 64 bits, 1e20, with a datatype mismatch);
+ * - a bearer token: at most MAX_TOKEN_LENGTH characters (longer ones are never valid: a 401).
  */
 import { FieldError } from "./errors";
 import { jsonType, type ValidationOptions } from "./job-rules";
@@ -47,6 +55,8 @@ export {
 	CONCURRENCY_POLICIES,
 	MISFIRE_POLICIES,
 	MAX_COMMAND_BYTES,
+	MAX_SCHEDULE_LENGTH,
+	MAX_ENV_BYTES,
 	MAX_NAME_LENGTH,
 	MAX_TIMEOUT_SEC,
 	MAX_RETRIES,
@@ -55,6 +65,20 @@ export {
 	RUN_AS_PATTERN,
 	ENV_KEY_PATTERN,
 } from "./job-rules";
+
+/** A path id: what an id we issue (a UUID) or a user name may hold, 1 to 64 characters. */
+export const ID_PATTERN = /^[A-Za-z0-9_.:@~-]{1,64}$/;
+export const MAX_PAGE_LIMIT = 1000;
+export const MAX_PAGE_OFFSET = 2_147_483_647;
+export const MAX_TOKEN_LENGTH = 512;
+
+/** Check a path id named `field`; throws FieldError(field, ...). */
+export function validatePathId(field: string, v: unknown): string {
+	if (typeof v !== "string" || !ID_PATTERN.test(v)) {
+		throw new FieldError(field, `${field} must be 1 to 64 letters, digits or _ . : @ ~ -`);
+	}
+	return v;
+}
 
 /** A validated POST /jobs body, defaults filled in. */
 export type JobCreateInput = JobSettings;

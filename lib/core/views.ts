@@ -20,7 +20,7 @@ import {
 	type WorkerField,
 	type WorkerJobOf,
 } from "./job-schema";
-import { nextFireTime } from "./schedule";
+import { nextFireTime, parseStoredSchedule } from "./schedule";
 import type { Job, JobSettings, Run, RunStatus, RunTrigger } from "./types";
 
 export const iso = (ms: number | null | undefined): string | null => (ms === null || ms === undefined ? null : new Date(Number(ms)).toISOString());
@@ -64,7 +64,7 @@ export function nextRunAt(
 	if (row.status === "finished" || row.suspended || row.deletedAt !== null) return null;
 	if (!row.recurring && row.lastRun) return null;
 	try {
-		return nextFireTime(row.schedule, row.timezone, Math.max(now, Number(row.lastScheduledAt ?? 0)));
+		return nextFireTime(parseStoredSchedule(row.schedule), row.timezone, Math.max(now, Number(row.lastScheduledAt ?? 0)));
 	} catch {
 		return null;
 	}

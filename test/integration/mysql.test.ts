@@ -2,6 +2,8 @@
  * The product on MySQL/MariaDB (DATABASE_URL) instead of the embedded SQLite:
  * a. the same models: jobs fire, runs are listed, a 64 KiB output tail fits (MEDIUMTEXT), the
  *    unique key (jobId, scheduledAt, attempt) exists and holds;
+ * a'. a job is refused (422) what its columns cannot hold, where SQLite takes anything: a command of
+ *    65536 bytes, env over 64 KiB as JSON, a schedule longer than 200 characters (each was a 500);
  * b. the schema is created once and without error when several nodes start at the same moment on
  *    an empty database, and a later start on the existing schema is fine;
  * c. a database crash and restart (a private MariaDB on its own port, SIGKILLed and started again on
@@ -149,6 +151,25 @@ describeDb(`MySQL/MariaDB (DATABASE_URL${DATABASE_URL ? "" : " is unset: skipped
 			),
 		).rejects.toMatchObject({ code: "ER_DUP_ENTRY" });
 	}, 40_000);
+
+	it("refuses with a 422 what a job's columns cannot hold (each was a 500 here, SQLite took it)", async () => {
+		const db = await freshDatabase("bounds");
+		const n = await node({ DATABASE_URL: db.url });
+		const base = { type: "command", schedule: "0 0 29 2 *", executable: "true" };
+		const env = Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`K${i}`, "v".repeat(4096)]));
+		const longSchedule = `${Array.from({ length: 60 }, (_, i) => i).join(",")} ${Array.from({ length: 24 }, (_, i) => i).join(",")} * * *`;
+		for (const [over, field] of [
+			[{ executable: "x".repeat(65536) }, "executable"],
+			[{ env }, "env"],
+			[{ schedule: longSchedule }, "schedule"],
+		] as const) {
+			const res = await n.request("POST", "/jobs", { body: { ...base, ...over } });
+			expect([res.status, res.body.data?.field]).toEqual([422, field]);
+		}
+		const fits = await n.request("POST", "/jobs", { body: { ...base, executable: "x".repeat(65535) } });
+		expect(fits.status).toBe(201);
+		expect(((await n.request("GET", `/jobs/${fits.body.id}`)).body.executable as string).length).toBe(65535);
+	});
 
 	it("creates the schema once, without error, when three nodes start at once; a fourth start on it is fine", async () => {
 		const db = await freshDatabase("schema");

@@ -1,4 +1,4 @@
-import { loadConfig, parseServices } from "../../lib/config";
+import { loadConfig, parseCorsOrigins, parseServices } from "../../lib/config";
 
 describe("parseServices", () => {
 	it.each([
@@ -58,5 +58,26 @@ describe("loadConfig", () => {
 
 	it("refuses a number that is not one", () => {
 		expect(() => loadConfig({ PORT: "eighty" })).toThrow(/PORT must be a number/);
+	});
+});
+
+describe("CRONJOB_CORS_ORIGINS", () => {
+	it("is off (no origin) unless set", () => {
+		expect(loadConfig({}).corsOrigins).toEqual([]);
+		expect(loadConfig({ CRONJOB_CORS_ORIGINS: " " }).corsOrigins).toEqual([]);
+	});
+
+	it("reads a comma-separated list of origins, wildcards and *", () => {
+		expect(parseCorsOrigins("https://app.example.com, http://localhost:8080,https://*.example.org")).toEqual([
+			"https://app.example.com",
+			"http://localhost:8080",
+			"https://*.example.org",
+		]);
+		expect(loadConfig({ CRONJOB_CORS_ORIGINS: "*" }).corsOrigins).toEqual(["*"]);
+		expect(parseCorsOrigins("http://[::1]:8080")).toEqual(["http://[::1]:8080"]);
+	});
+
+	it.each(["app.example.com", "https://app.example.com/", "https://a.example.com/path", "ftp://x", "https://a b"])("refuses %j", (raw) => {
+		expect(() => parseCorsOrigins(raw)).toThrow(/CRONJOB_CORS_ORIGINS: .* is not an origin/);
 	});
 });

@@ -1,6 +1,18 @@
 import { Cron } from "croner";
 import { FieldError } from "../../lib/core/errors";
-import { fireTimesBetween, loadTimeZone, nextFireTime, nextFireTimes, parseSchedule, SCHEDULE_ALIASES, validateTimezone } from "../../lib/core/schedule";
+import {
+	fireTimesBetween,
+	loadTimeZone,
+	MAX_INSTANT_MS,
+	MIN_INSTANT_MS,
+	nextFireTime,
+	nextFireTimes,
+	parseInstant,
+	parseSchedule,
+	parseStoredSchedule,
+	SCHEDULE_ALIASES,
+	validateTimezone,
+} from "../../lib/core/schedule";
 
 const ms = (iso: string) => Date.parse(iso);
 const isoList = (a: number[]) => a.map((t) => new Date(t).toISOString().replace(".000Z", "Z"));
@@ -107,6 +119,16 @@ describe("parseSchedule: refused forms", () => {
 		["never fires: Apr 31", "0 0 31 4 *", /never fires/],
 		["too long", "0 ".repeat(600), /longer than 1000/],
 		["colon (would be a date for croner)", "2025-01-01T00:00:00", /got 1/],
+		["newline between fields", "*\n* * * *", /one line of printable ASCII.*U\+000A/],
+		["trailing newline", "* * * * *\n", /U\+000A/],
+		["leading carriage return", "\r* * * * *", /U\+000D/],
+		["vertical tab", "*\u000b* * * *", /U\+000B/],
+		["NUL", "* * * * *\u0000", /U\+0000/],
+		["DEL", "* * * * \u007f*", /U\+007F/],
+		["no-break space", "*\u00a0* * * *", /U\+00A0/],
+		["line separator", "*\u2028* * * *", /U\+2028/],
+		["next line (C1)", "* * * * *\u0085", /U\+0085/],
+		["non-ASCII digit", "\u0661 * * * *", /U\+0661/],
 	])("%s: %j", (_name, expr, message) => {
 		let err: unknown;
 		try {
@@ -122,6 +144,46 @@ describe("parseSchedule: refused forms", () => {
 	test.each([[null], [undefined], [42], [{}], [["* * * * *"]]])("non-string %j", (v) => {
 		expect(() => parseSchedule(v as unknown as string)).toThrow(FieldError);
 	});
+});
+
+describe("parseStoredSchedule: schedules stored before control characters were refused", () => {
+	test.each([
+		["*\n* * * *", "0 * * * * *"],
+		["0 0 29 2 *\n", "0 0 0 29 2 *"],
+		["\r\n30\t2 * * *", "0 30 2 * * *"],
+		["0\u00a00 29 2 *", "0 0 0 29 2 *"],
+	])("%j reads as it did (%s)", (stored, pattern) => {
+		expect(parseStoredSchedule(stored).pattern).toBe(pattern);
+	});
+
+	test("what was refused then is refused still", () => {
+		expect(() => parseStoredSchedule("* * * * *\u0000")).toThrow(FieldError);
+		expect(() => parseStoredSchedule("5 4")).toThrow(FieldError);
+	});
+});
+
+describe("parseInstant: ISO 8601 within the supported years", () => {
+	test.each([
+		["1970-01-01T00:00:00Z", MIN_INSTANT_MS],
+		["2999-12-31T23:59:59Z", MAX_INSTANT_MS],
+		["2025-03-08T12:00:00Z", Date.parse("2025-03-08T12:00:00Z")],
+	])("%s", (text, ms) => {
+		expect(parseInstant("from", text)).toBe(ms);
+	});
+
+	test.each(["-271821-04-20T00:00:00Z", "+275760-09-13T00:00:00Z", "1969-12-31T23:59:59Z", "3000-01-01T00:00:00Z", "yesterday", "", "1e20"])(
+		"%j is a FieldError naming the field",
+		(text) => {
+			let err: unknown;
+			try {
+				parseInstant("from", text);
+			} catch (e) {
+				err = e;
+			}
+			expect(err).toBeInstanceOf(FieldError);
+			expect((err as FieldError).field).toBe("from");
+		},
+	);
 });
 
 describe("nextFireTimes: UTC fields, names, aliases", () => {

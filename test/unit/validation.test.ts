@@ -1,5 +1,18 @@
 import { FieldError, ForbiddenFieldError } from "../../lib/core/errors";
-import { validateJobCreate, validateJobPatch, type JobCreateInput } from "../../lib/core/validation";
+import { JOB_SCHEMA } from "../../lib/core/job-schema";
+import {
+	ID_PATTERN,
+	MAX_COMMAND_BYTES,
+	MAX_ENV_BYTES,
+	MAX_SCHEDULE_LENGTH,
+	MAX_PAGE_LIMIT,
+	MAX_PAGE_OFFSET,
+	MAX_TOKEN_LENGTH,
+	validateJobCreate,
+	validateJobPatch,
+	validatePathId,
+	type JobCreateInput,
+} from "../../lib/core/validation";
 
 const USER = { admin: false };
 const ADMIN = { admin: true };
@@ -100,7 +113,7 @@ describe("validateJobCreate: defaults and normalization", () => {
 		["binary", { type: "binary", executable: "https://example.com/tool" }, { type: "binary" }],
 		["env with 100 entries", { env: Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`K${i}`, "v"])) }, {}],
 		["env value of 4096 chars", { env: { A: "x".repeat(4096) } }, { env: { A: "x".repeat(4096) } }],
-		["command of exactly 64 KiB", { executable: "x".repeat(65536) }, {}],
+		["command of exactly 65535 bytes (MySQL's TEXT)", { executable: "x".repeat(65535) }, {}],
 		["script executable not bound by the command limit", { type: "script", executable: "A".repeat(70000) }, {}],
 	])("%s", (_name, extra, expected) => {
 		const out = validateJobCreate({ ...base, ...extra }, ADMIN);
@@ -157,8 +170,20 @@ describe("validateJobCreate: refusals", () => {
 		["blank executable", { ...base, executable: "   " }, "executable", /empty/],
 		["executable number", { ...base, executable: 5 }, "executable", /must be a string, got a number/],
 		["executable array", { ...base, executable: ["ls"] }, "executable", /got an array/],
-		["command over 64 KiB", { ...base, executable: "x".repeat(65537) }, "executable", /at most 65536 bytes/],
-		["command over 64 KiB in UTF-8", { ...base, executable: "é".repeat(32769) }, "executable", /at most 65536 bytes/],
+		["command over 65535 bytes", { ...base, executable: "x".repeat(65536) }, "executable", /at most 65535 bytes/],
+		["command over 65535 bytes in UTF-8", { ...base, executable: "é".repeat(32768) }, "executable", /at most 65535 bytes/],
+		[
+			"env over 65535 bytes as JSON",
+			{ ...base, env: Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`K${i}`, "v".repeat(4096)])) },
+			"env",
+			/at most 65535 bytes as JSON/,
+		],
+		[
+			"schedule longer than its column",
+			{ ...base, schedule: `${Array.from({ length: 60 }, (_, i) => i).join(",")} ${Array.from({ length: 24 }, (_, i) => i).join(",")} * * *` },
+			"schedule",
+			/at most 200 characters/,
+		],
 		["command with NUL", { ...base, executable: "echo a\u0000b" }, "executable", /NUL/],
 		["script empty", { ...base, type: "script", executable: "" }, "executable", /empty/],
 		["binary not a string", { ...base, type: "binary", executable: { url: "x" } }, "executable", /must be a string/],
@@ -276,8 +301,8 @@ describe("validateJobPatch", () => {
 		["null type", { type: null, executable: "x" }, {}, "type", /must not be null/],
 		["bad schedule", { schedule: "* * * * * * *" }, {}, "schedule", /got 7/],
 		["bad retries", { retries: 1.5 }, {}, "retries", /integer/],
-		["long command for a command job", { executable: "x".repeat(65537) }, { currentType: "command" }, "executable", /65536 bytes/],
-		["long command when changing to command", { type: "command", executable: "x".repeat(65537) }, { currentType: "script" }, "executable", /65536 bytes/],
+		["long command for a command job", { executable: "x".repeat(65536) }, { currentType: "command" }, "executable", /65535 bytes/],
+		["long command when changing to command", { type: "command", executable: "x".repeat(65536) }, { currentType: "script" }, "executable", /65535 bytes/],
 		["timeout above the bound", { timeout: 7200 }, { maxTimeoutSec: 3600 }, "timeout", /between 1 and 3600/],
 	])("refuses %s", (_name, body, extra, fieldName, message) => {
 		const e = errorOf(() => validateJobPatch(body, { ...USER, ...extra }));
@@ -311,5 +336,34 @@ describe("runAs for non-admins is limited to the configured accounts", () => {
 		const run = () => validateJobCreate({ ...base, runAs: user }, { admin, userRunAs: ["nobody"] });
 		if (outcome === "ok") expect(run().runAs).toBe(user);
 		else expect(run).toThrow(ForbiddenFieldError);
+	});
+});
+
+describe("validatePathId: what a path id may hold", () => {
+	test.each(["0b5f6a9e-8d1c-4c39-9a47-2f0a7d6c1e2b", "does-not-exist", "a", "user.name@x", "x".repeat(64), "a~b:c_d"])("%j passes", (id) => {
+		expect(validatePathId("id", id)).toBe(id);
+	});
+
+	test.each(["", "\u0000", "a\u0000", "\n", "a b", "a/b", "x".repeat(65), "ü", "\u007f", "%00"])("%j is a FieldError naming the field", (id) => {
+		expect(errorOf(() => validatePathId("id", id)).field).toBe("id");
+	});
+
+	test.each([[undefined], [null], [5], [["a"]]])("%j (not a string) is refused", (v) => {
+		expect(errorOf(() => validatePathId("jobId", v)).field).toBe("jobId");
+	});
+
+	test("the bounds of what a job row holds are its columns'", () => {
+		expect(MAX_SCHEDULE_LENGTH).toBe(JOB_SCHEMA.schedule.column.length);
+		expect(JOB_SCHEMA.executable.column.kind).toBe("text");
+		expect(JOB_SCHEMA.env.column.kind).toBe("text");
+		expect(MAX_COMMAND_BYTES).toBe(65_535);
+		expect(MAX_ENV_BYTES).toBe(65_535);
+	});
+
+	test("the bounds the edge shares", () => {
+		expect(MAX_PAGE_LIMIT).toBe(1000);
+		expect(Number.isSafeInteger(MAX_PAGE_OFFSET)).toBe(true);
+		expect(MAX_TOKEN_LENGTH).toBe(512);
+		expect(ID_PATTERN.test("x".repeat(64))).toBe(true);
 	});
 });

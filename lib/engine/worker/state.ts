@@ -3,7 +3,7 @@
  * and the latest fire time handed to the dispatcher per job. Shared by the parts of the engine; the
  * one question they all ask ("is this job still ours, and may it fire?") is answered here only.
  */
-import { nextFireTimes, loadTimeZone, parseSchedule, type ParsedSchedule, type TimeZone } from "../../core/schedule";
+import { nextFireTimes, loadTimeZone, parseStoredSchedule, type ParsedSchedule, type TimeZone } from "../../core/schedule";
 import type { WorkerJob } from "../../core/views";
 import type { Fire } from "./fire";
 
@@ -39,7 +39,7 @@ export class WorkerState {
 		const key = `${job.schedule}\u0000${job.timezone}`;
 		let cached = this.schedules.get(key);
 		if (!cached) {
-			cached = { schedule: parseSchedule(job.schedule), tz: loadTimeZone(job.timezone) };
+			cached = { schedule: parseStoredSchedule(job.schedule), tz: loadTimeZone(job.timezone) };
 			this.schedules.set(key, cached);
 		}
 		return cached;
