@@ -160,6 +160,7 @@ describeRoot(
 			const files = [
 				...["jobs.sqlite", "jobs.sqlite-wal", "jobs.sqlite-shm", "users.sqlite", "users.sqlite-wal", "users.sqlite-shm"].map((f) => path.join(dataDir, f)),
 				path.join(dataDir, "admin-token"),
+				path.join(dataDir, "secret-key"),
 				path.join(dataDir, "outbox-old-node.json"),
 				path.join(dataDir, "cache", digest),
 				path.join(dataDir, "objects", "sha256", digest.slice(0, 2), digest),
@@ -188,7 +189,7 @@ describeRoot(
 
 			// The modes that refused it, those of the older version fixed at the start.
 			expect(modeOf(dataDir)).toBe(0o711);
-			for (const f of ["jobs.sqlite", "jobs.sqlite-wal", "jobs.sqlite-shm", "users.sqlite", "admin-token", "outbox-old-node.json"])
+			for (const f of ["jobs.sqlite", "jobs.sqlite-wal", "jobs.sqlite-shm", "users.sqlite", "admin-token", "secret-key", "outbox-old-node.json"])
 				expect([f, modeOf(path.join(dataDir, f))]).toEqual([f, 0o600]);
 			expect(modeOf(path.join(dataDir, "cache"))).toBe(0o700);
 			expect(modeOf(path.join(dataDir, "objects"))).toBe(0o700);
