@@ -10,7 +10,7 @@
  * revoked default token does not come back at the next start).
  */
 import { randomUUID } from "node:crypto";
-import { DataTypes, Op, QueryTypes, type Model, type ModelStatic, type Sequelize } from "sequelize";
+import { DataTypes, Op, QueryTypes, type Model, type ModelStatic, type Sequelize, type Transaction } from "sequelize";
 import { isRole, type Role } from "../../core/roles";
 import { DEFAULT_TOKEN_NAME, TOKEN_TOUCH_INTERVAL_MS, type TokenRecord } from "../../core/tokens";
 import { isUniqueViolation } from "./db";
@@ -179,16 +179,22 @@ export class UserTables {
 	}
 
 	/** A new user and its first token, together. */
-	async createUser(user: Omit<UserRow, "tokenHash">, token: TokenRow): Promise<void> {
-		await this.seq.transaction(async (transaction) => {
+	async createUser(user: Omit<UserRow, "tokenHash">, token: TokenRow, within?: Transaction): Promise<void> {
+		await this.inTransaction(within, async (transaction) => {
 			await this.users.create({ ...user, tokenHash: MOVED_PREFIX + user.id }, { transaction });
 			await this.tokens.create({ ...token }, { transaction });
 		});
 	}
 
+	/** `fn` in the caller's transaction, or in one of its own. */
+	private async inTransaction(within: Transaction | undefined, fn: (t: Transaction) => Promise<void>): Promise<void> {
+		if (within) await fn(within);
+		else await this.seq.transaction(fn);
+	}
+
 	/** A user and all its tokens, together. */
-	async removeUser(id: string): Promise<void> {
-		await this.seq.transaction(async (transaction) => {
+	async removeUser(id: string, within?: Transaction): Promise<void> {
+		await this.inTransaction(within, async (transaction) => {
 			await this.tokens.destroy({ where: { userId: id }, transaction });
 			await this.users.destroy({ where: { id }, transaction });
 		});
@@ -214,12 +220,12 @@ export class UserTables {
 		return this.users.count({ where: { [Op.or]: [{ role: "admin" }, { role: null, admin: true }] } });
 	}
 
-	async setRole(id: string, role: Role, viewAll: boolean): Promise<void> {
-		await this.users.update({ role, admin: role === "admin", viewAll }, { where: { id } });
+	async setRole(id: string, role: Role, viewAll: boolean, transaction?: Transaction): Promise<void> {
+		await this.users.update({ role, admin: role === "admin", viewAll }, { where: { id }, ...(transaction ? { transaction } : {}) });
 	}
 
-	async insertToken(token: TokenRow): Promise<void> {
-		await this.tokens.create({ ...token });
+	async insertToken(token: TokenRow, transaction?: Transaction): Promise<void> {
+		await this.tokens.create({ ...token }, transaction ? { transaction } : {});
 	}
 
 	/** A user's tokens, oldest first. */
@@ -250,7 +256,7 @@ export class UserTables {
 	}
 
 	/** Answers whether it was there. */
-	async removeToken(id: string): Promise<boolean> {
-		return (await this.tokens.destroy({ where: { id } })) > 0;
+	async removeToken(id: string, transaction?: Transaction): Promise<boolean> {
+		return (await this.tokens.destroy({ where: { id }, ...(transaction ? { transaction } : {}) })) > 0;
 	}
 }
