@@ -27,11 +27,12 @@ import {
 	type UnavailableError,
 } from "../lib/core/errors";
 import { toMoleculerError } from "../lib/adapters/moleculer/errors";
-import { authorizeRoute, ROUTES, type RouteRule } from "../lib/core/roles";
+import { authorizeRoute, requireRole, ROUTES, type RouteRule } from "../lib/core/roles";
 import type { AuthUser } from "../lib/core/types";
 import type { Clock } from "../lib/core/clock";
 import { RateLimiter, type Take } from "../lib/core/rate-limit";
 import { validatePathId } from "../lib/core/validation";
+import { AUDIT_PAGE_MAX, auditFilter, auditParams, type AuditQuery } from "../lib/adapters/moleculer/audit-params";
 
 /**
  * Health entries that are reported but never make /health answer 503: a worker with a bad clock gets
@@ -213,9 +214,11 @@ export function clientAddress(req: Pick<IncomingMessage, "socket" | "headers">, 
 	return req.socket.remoteAddress ?? "unknown";
 }
 
-/** A refusal as the 429 it answers (Retry-After in whole seconds, at least 1). */
-function refused(take: Take, what: "token" | "address" | "authentication"): void {
-	if (!take.ok) throw toMoleculerError(new RateLimitedError(Math.max(1, Math.ceil(take.retryAfterMs / 1000)), what));
+/** A refusal as the 429 it answers (Retry-After in whole seconds, at least 1); `seen` is told first (the audit log). */
+function refused(take: Take, what: "token" | "address" | "authentication", seen: (what: string) => void): void {
+	if (take.ok) return;
+	seen(what);
+	throw toMoleculerError(new RateLimitedError(Math.max(1, Math.ceil(take.retryAfterMs / 1000)), what));
 }
 
 /** moleculer-web's aliases ("METHOD /path": action) of these routes. */
@@ -256,6 +259,8 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 		token: new RateLimiter(config.rateLimits.token),
 		address: new RateLimiter(config.rateLimits.address),
 		authFailures: new RateLimiter(config.rateLimits.authFailures),
+		// How often a rate limit is written to the audit log: once a minute per address and limit.
+		auditedLimits: new RateLimiter({ perSecond: 1 / 60, burst: 1 }),
 	};
 	// Base64 grows by 4/3; the JSON body may carry a little more than the executable.
 	const jsonLimit = Math.ceil((config.maxUploadBytes * 4) / 3) + 64 * 1024;
@@ -348,6 +353,27 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 
 		actions: {
 			/**
+			 * GET /audit (admins): the jobs service's records (job changes) and the users service's
+			 * (user, token and role changes, failed authentications, rate limits) merged, newest first.
+			 * Each service's table is written in the transaction of its changes; a page is the merge of
+			 * each one's first offset + limit records.
+			 */
+			audit: {
+				params: auditParams(AUDIT_PAGE_MAX),
+				async handler(this: ApiThis, ctx: Context<AuditQuery, { user?: AuthUser }>) {
+					requireRole(ctx.meta.user, "admin", "Reading the audit log");
+					auditFilter(ctx.params); // a bad time is a 422 here, once
+					const { limit = 100, offset = 0, ...filters } = ctx.params;
+					const ask = { ...filters, limit: offset + limit, offset: 0 };
+					const [jobs, users] = await Promise.all([
+						ctx.call<{ at: string; id: string }[], AuditQuery>("jobs.audit", ask),
+						ctx.call<{ at: string; id: string }[], AuditQuery>("users.audit", ask),
+					]);
+					return [...jobs, ...users].sort((a, b) => (a.at < b.at ? 1 : a.at > b.at ? -1 : a.id < b.id ? 1 : -1)).slice(offset, offset + limit);
+				},
+			},
+
+			/**
 			 * 200 with each backend's state; 503 when a backend (database, object store, coordination) is
 			 * down. Advisory entries (worker clocks) only make the status "degraded", still with 200.
 			 */
@@ -425,11 +451,19 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 			async authenticate(this: ApiThis, ctx: Context, _route: unknown, req: Req): Promise<AuthUser> {
 				const now = clock.now();
 				const address = clientAddress(req, config.trustProxy);
+				// Into the users service's audit table, not awaited (the answer does not wait for it):
+				// each failed authentication (bounded by their limit), a rate limit once a minute per address.
+				const record = (action: "auth.failed" | "auth.rate_limited", reason: string) => {
+					if (action === "auth.rate_limited" && !limits.auditedLimits.take(`${reason}|${address}`, now).ok) return;
+					ctx.call("users.recordAuthEvent", { action, address: address.slice(0, 64), reason }).catch(() => undefined);
+				};
+				const limited = (what: string) => record("auth.rate_limited", `429 ${what}`);
 				// An address that failed too often is refused before its token is looked at.
-				refused(limits.authFailures.allows(address, now), "authentication");
-				refused(limits.address.take(address, now), "address");
+				refused(limits.authFailures.allows(address, now), "authentication", limited);
+				refused(limits.address.take(address, now), "address", limited);
 				const failed = (message?: string) => {
 					limits.authFailures.take(address, now);
+					record("auth.failed", message ?? "no bearer token");
 					return toMoleculerError(unauthorized(message));
 				};
 				const headers: Record<string, string | string[] | undefined> = req.headers;
@@ -443,11 +477,14 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 					user = await ctx.call<AuthUser | null, { token: string }>("users.authenticate", { token });
 				} catch (err) {
 					// An expired token is a failed authentication too.
-					if ((err as { code?: unknown }).code === 401) limits.authFailures.take(address, now);
+					if ((err as { code?: unknown }).code === 401) {
+						limits.authFailures.take(address, now);
+						record("auth.failed", (err as Error).message);
+					}
 					throw err;
 				}
 				if (!user) throw failed("Invalid bearer token");
-				refused(limits.token.take(createHash("sha256").update(token).digest("hex"), now), "token");
+				refused(limits.token.take(createHash("sha256").update(token).digest("hex"), now), "token", limited);
 				// For the audit log: where the request came from.
 				(ctx.meta as { clientAddress?: string }).clientAddress = address;
 				return user;

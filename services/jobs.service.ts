@@ -28,8 +28,9 @@ import { nextFireTimes, validateTimezone, parseInstant, parseSchedule } from "..
 import type { AuthUser, RunRecord, RunResult, RunStart } from "../lib/core/types";
 import { checkEnvDisjoint, ID_PATTERN, MAX_PAGE_LIMIT, MAX_PAGE_OFFSET, sealSecretEnv, validateJobCreate, validateJobPatch } from "../lib/core/validation";
 import type { SecretBox } from "../lib/adapters/secrets/secret-box";
-import { AuditTable } from "../lib/adapters/sql/audit-table";
-import { jobChange, jobPatchAction, refusedOutcome, type AuditAction, type AuditActor, type AuditRecord } from "../lib/core/audit";
+import { AuditTable, writeAudited } from "../lib/adapters/sql/audit-table";
+import { AUDIT_OFFSET_MAX, AUDIT_PAGE_MAX, auditFilter, auditParams, type AuditQuery } from "../lib/adapters/moleculer/audit-params";
+import { actorOf, auditRecord, jobChange, jobPatchAction, refusedOutcome, type AuditAction } from "../lib/core/audit";
 import { iso, jobRowChanges, jobView, newJobRow, runView, workerJobView, type JobRow, type WorkerJob } from "../lib/core/views";
 import { DbMixin, type DbMixinHost } from "../mixins/db.mixin";
 
@@ -90,12 +91,6 @@ const CHUNK = 1000;
 /** A job's sealed secretEnv values, by key ({} for none, or a row from before the column). */
 function storedSecrets(row: JobRow): Record<string, string> {
 	return row.secretEnv ? (JSON.parse(row.secretEnv) as Record<string, string>) : {};
-}
-
-/** Who made a request (the gateway puts the user, with the token's name when it has one, and the client's address in meta). */
-function actorOf(meta: Meta): AuditActor {
-	const user = meta.user;
-	return { userId: user?.id ?? null, userName: user?.name ?? null, tokenName: user?.tokenName ?? null, address: meta.clientAddress ?? null };
 }
 
 /** A backend's health: ok, or the error of the probe. */
@@ -178,29 +173,14 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				},
 			},
 
-			/** GET /audit (admins): the job changes and refused job requests, newest first; filters and paging. */
+			/** The job changes and refused job requests, newest first (GET /audit: api.audit merges it with the users service's). */
 			audit: {
-				params: {
-					user: { type: "string", min: 1, max: 64, optional: true },
-					job: { type: "string", min: 1, max: 64, optional: true },
-					action: { type: "string", min: 1, max: 32, optional: true },
-					from: { type: "string", min: 1, max: 40, optional: true },
-					to: { type: "string", min: 1, max: 40, optional: true },
-					...PAGE,
-				},
-				async handler(this: JobsThis, ctx: Ctx<{ user?: string; job?: string; action?: string; from?: string; to?: string; limit?: number; offset?: number }>) {
-					requireRole(this.requireUser(ctx), "admin", "Reading the audit log");
-					const time = (field: "from" | "to"): number | undefined => {
-						const v = ctx.params[field];
-						if (v === undefined) return undefined;
-						const ms = Date.parse(v);
-						if (!Number.isFinite(ms)) throw invalidField(field, `${field} must be an ISO 8601 time, e.g. 2026-12-01T00:00:00Z`);
-						return ms;
-					};
-					const { limit = 100, offset = 0 } = ctx.params;
-					const rows = await this.guard(() =>
-						this.audit.list({ user: ctx.params.user, target: ctx.params.job, action: ctx.params.action, from: time("from"), to: time("to"), limit, offset }),
-					);
+				visibility: "public",
+				params: auditParams(AUDIT_PAGE_MAX + AUDIT_OFFSET_MAX),
+				async handler(this: JobsThis, ctx: Ctx<AuditQuery>) {
+					if (ctx.meta.user) requireRole(ctx.meta.user, "admin", "Reading the audit log");
+					const filter = auditFilter(ctx.params);
+					const rows = await this.guard(() => this.audit.list(filter));
 					return rows.map((r) => ({ ...r, at: iso(r.at) }));
 				},
 			},
@@ -517,18 +497,13 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				change: Record<string, unknown> | null,
 				write: (t: Transaction) => Promise<void>,
 			) {
-				const rec: AuditRecord = { id: randomUUID(), at: clock.now(), ...actorOf(ctx.meta), action, target, change, outcome: "ok" };
-				await this.guard(() =>
-					this.adapter.db.transaction(async (t) => {
-						await write(t);
-						await this.audit.insert(rec, t);
-					}),
-				);
+				const rec = auditRecord(randomUUID(), clock.now(), actorOf(ctx.meta.user, ctx.meta.clientAddress), action, target, change);
+				await this.guard(() => writeAudited(this.adapter.db, this.audit, rec, write));
 				await this.pruneAudit();
 			},
 
 			async auditRefused(this: JobsThis, ctx: Ctx<unknown>, action: AuditAction, target: string | null, err: unknown) {
-				const rec: AuditRecord = { id: randomUUID(), at: clock.now(), ...actorOf(ctx.meta), action, target, change: null, outcome: refusedOutcome(err) };
+				const rec = auditRecord(randomUUID(), clock.now(), actorOf(ctx.meta.user, ctx.meta.clientAddress), action, target, null, refusedOutcome(err));
 				try {
 					await this.guard(() => this.audit.insert(rec));
 				} catch (e) {

@@ -36,21 +36,48 @@ import type { AuthUser, User } from "../lib/core/types";
 import { iso } from "../lib/core/views";
 import { ErrorsMixin } from "../lib/adapters/moleculer/errors";
 import { DbMixin, type DbMixinHost } from "../mixins/db.mixin";
+import type { Transaction } from "sequelize";
+import { AuditTable, writeAudited } from "../lib/adapters/sql/audit-table";
+import { AUDIT_OFFSET_MAX, AUDIT_PAGE_MAX, auditFilter, auditParams, type AuditQuery } from "../lib/adapters/moleculer/audit-params";
+import { actorOf, auditRecord, refusedOutcome, type AuditAction } from "../lib/core/audit";
 
 export interface UsersDeps {
 	config: Config;
 	clock: Clock;
 }
 
-type Ctx<P = Record<string, unknown>> = Context<P, { user?: AuthUser; $statusCode?: number; $location?: string }>;
+type Ctx<P = Record<string, unknown>> = Context<P, { user?: AuthUser; clientAddress?: string; $statusCode?: number; $location?: string }>;
 
 interface UsersThis extends DbMixinHost {
 	tables: UserTables;
+	audit: AuditTable;
 	caller(ctx: Ctx<unknown>): AuthUser;
 	ensureAdmin(): Promise<void>;
+	/** A change and its audit record in one transaction (or neither); a refused one recorded with its outcome, then thrown again. */
+	audited<T>(
+		ctx: Ctx<unknown>,
+		action: AuditAction,
+		target: string | null,
+		change: Record<string, unknown> | null,
+		write: (t: Transaction) => Promise<T>,
+	): Promise<T>;
+	/** Run a handler's checks; what they refuse is recorded (nothing changed) and thrown again. */
+	checked<T>(ctx: Ctx<unknown>, action: AuditAction, target: string | null, fn: () => Promise<T> | T): Promise<T>;
 }
 
 export const BUILTIN_ADMIN = "admin";
+
+/** A refused request in the audit log (a client error: a fault of ours is logged, not audited); never throws. */
+async function recordRefused(svc: UsersThis, ctx: Ctx<unknown>, action: AuditAction, target: string | null, err: unknown, now: number): Promise<void> {
+	const code = (err as { code?: unknown }).code;
+	if (typeof code !== "number" || code < 400 || code >= 500) return;
+	const rec = auditRecord(randomUUID(), now, actorOf(ctx.meta.user, ctx.meta.clientAddress), action, target, null, refusedOutcome(err));
+	try {
+		await svc.guard(() => svc.audit.insert(rec));
+	} catch (e) {
+		svc.logger.warn(`Cannot record a refused ${action} in the audit log: ${(e as Error).message}`);
+	}
+}
 
 export function hashToken(token: string): string {
 	return createHash("sha256").update(token, "utf8").digest("hex");
@@ -95,6 +122,7 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 					const tokens = defineTokenModel(this.adapter.db);
 					await syncModel(tokens);
 					this.tables = new UserTables(this.adapter.db, this.adapter.model, tokens);
+					this.audit = await AuditTable.open(this.adapter.db, "user_audit");
 					const moved = await this.tables.moveLegacyTokens();
 					if (moved > 0) this.logger.info(`Moved the tokens of ${moved} user(s) to the tokens table (named "${DEFAULT_TOKEN_NAME}")`);
 					await this.ensureAdmin();
@@ -136,17 +164,21 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 					$$strict: true,
 				},
 				async handler(this: UsersThis, ctx: Ctx<{ name: string; admin?: boolean; role?: Role; viewAll?: boolean }>) {
-					requireRole(ctx.meta.user, "admin", "Managing users");
-					const role = newUserRole(ctx.params);
+					const role = await this.checked(ctx, "user.create", null, () => {
+						requireRole(ctx.meta.user, "admin", "Managing users");
+						return newUserRole(ctx.params);
+					});
 					const id = randomUUID();
 					const user = { id, name: ctx.params.name, admin: role === "admin", role, viewAll: !!ctx.params.viewAll, createdAt: clock.now() };
 					const { row, secret } = newTokenRow(id, DEFAULT_TOKEN_NAME, null, null);
-					try {
-						await this.guard(() => this.tables.createUser(user, row));
-					} catch (err) {
-						if (isUniqueViolation(err)) throw conflict(`A user named ${user.name} exists`, "name");
-						throw err;
-					}
+					await this.audited(ctx, "user.create", id, { name: user.name, role, viewAll: user.viewAll }, async (t) => {
+						try {
+							await this.tables.createUser(user, row, t);
+						} catch (err) {
+							if (isUniqueViolation(err)) throw conflict(`A user named ${user.name} exists`, "name");
+							throw err;
+						}
+					});
 					ctx.meta.$statusCode = 201;
 					ctx.meta.$location = `/users/${id}`;
 					return { ...view({ ...user, tokenHash: "" }), token: secret, tokenId: row.id };
@@ -165,18 +197,23 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 			updateUser: {
 				params: { id: { type: "string", min: 1, max: 64 }, role: ROLE, viewAll: { type: "boolean", optional: true }, $$strict: true },
 				async handler(this: UsersThis, ctx: Ctx<{ id: string; role?: Role; viewAll?: boolean }>) {
-					const me = this.caller(ctx);
-					requireRole(me, "admin", "Managing users");
 					const { id, role: newRole, viewAll } = ctx.params;
-					if (newRole === undefined && viewAll === undefined) throw invalidField("body", "nothing to update: give role or viewAll");
-					const row = await this.guard(() => this.tables.user(id));
-					if (!row) throw notFound("User", id);
-					const current = storedRole(row);
-					const role = changedRole(current, { role: newRole });
-					if (role !== current && id === me.id) throw conflict("You cannot change your own role", "role");
-					if (role !== current && row.name === BUILTIN_ADMIN) throw conflict("The built-in admin stays admin", "role");
+					const { row, role, current } = await this.checked(ctx, "user.update", id, async () => {
+						const me = this.caller(ctx);
+						requireRole(me, "admin", "Managing users");
+						if (newRole === undefined && viewAll === undefined) throw invalidField("body", "nothing to update: give role or viewAll");
+						const found = await this.guard(() => this.tables.user(id));
+						if (!found) throw notFound("User", id);
+						const was = storedRole(found);
+						const next = changedRole(was, { role: newRole });
+						if (next !== was && id === me.id) throw conflict("You cannot change your own role", "role");
+						if (next !== was && found.name === BUILTIN_ADMIN) throw conflict("The built-in admin stays admin", "role");
+						return { row: found, role: next, current: was };
+					});
 					const next = { ...row, role, admin: role === "admin", viewAll: viewAll ?? row.viewAll === true };
-					await this.guard(() => this.tables.setRole(id, role, next.viewAll));
+					await this.audited(ctx, "user.update", id, { role: { from: current, to: role }, viewAll: next.viewAll }, (t) =>
+						this.tables.setRole(id, role, next.viewAll, t),
+					);
 					return view(next);
 				},
 			},
@@ -184,14 +221,43 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 			removeUser: {
 				params: { id: { type: "string", min: 1, max: 64 } },
 				async handler(this: UsersThis, ctx: Ctx<{ id: string }>) {
-					const me = this.caller(ctx);
-					requireRole(me, "admin", "Managing users");
-					if (ctx.params.id === me.id) throw conflict("You cannot delete yourself", "id");
-					const row = await this.guard(() => this.tables.user(ctx.params.id));
-					if (!row) throw notFound("User", ctx.params.id);
-					if (row.name === BUILTIN_ADMIN) throw conflict("The built-in admin cannot be deleted", "id");
-					await this.guard(() => this.tables.removeUser(row.id));
+					const row = await this.checked(ctx, "user.delete", ctx.params.id, async () => {
+						const me = this.caller(ctx);
+						requireRole(me, "admin", "Managing users");
+						if (ctx.params.id === me.id) throw conflict("You cannot delete yourself", "id");
+						const found = await this.guard(() => this.tables.user(ctx.params.id));
+						if (!found) throw notFound("User", ctx.params.id);
+						if (found.name === BUILTIN_ADMIN) throw conflict("The built-in admin cannot be deleted", "id");
+						return found;
+					});
+					await this.audited(ctx, "user.delete", row.id, { name: row.name }, (t) => this.tables.removeUser(row.id, t));
 					return view(row);
+				},
+			},
+
+			/** A failed authentication or a rate-limited request, from the gateway (nothing changed: no transaction). */
+			recordAuthEvent: {
+				visibility: "public",
+				params: {
+					action: { type: "enum", values: ["auth.failed", "auth.rate_limited"] },
+					address: { type: "string", max: 64 },
+					reason: { type: "string", max: 200 },
+				},
+				async handler(this: UsersThis, ctx: Ctx<{ action: "auth.failed" | "auth.rate_limited"; address: string; reason: string }>) {
+					const { action, address, reason } = ctx.params;
+					await this.guard(() => this.audit.insert(auditRecord(randomUUID(), clock.now(), actorOf(null, address), action, null, null, reason)));
+					return true;
+				},
+			},
+
+			/** User, token and role changes, refused ones, failed authentications, newest first (api.audit merges it with the jobs service's). */
+			audit: {
+				visibility: "public",
+				params: auditParams(AUDIT_PAGE_MAX + AUDIT_OFFSET_MAX),
+				async handler(this: UsersThis, ctx: Ctx<AuditQuery>) {
+					if (ctx.meta.user) requireRole(ctx.meta.user, "admin", "Reading the audit log");
+					const filter = auditFilter(ctx.params);
+					return (await this.guard(() => this.audit.list(filter))).map((r) => ({ ...r, at: iso(r.at) }));
 				},
 			},
 
@@ -200,16 +266,20 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 				params: { name: { type: "any" }, role: ROLE, expiresAt: { type: "any", optional: true }, $$strict: true },
 				async handler(this: UsersThis, ctx: Ctx<{ name: unknown; role?: Role; expiresAt?: unknown }>) {
 					const me = this.caller(ctx);
-					const name = tokenName(ctx.params.name);
-					const expiresAt = expiryOf(ctx.params.expiresAt, clock.now());
-					const role = newTokenRole(me, ctx.params.role);
+					const { name, expiresAt, role } = await this.checked(ctx, "token.create", null, () => ({
+						name: tokenName(ctx.params.name),
+						expiresAt: expiryOf(ctx.params.expiresAt, clock.now()),
+						role: newTokenRole(me, ctx.params.role),
+					}));
 					const { row, secret } = newTokenRow(me.id, name, role, expiresAt);
-					try {
-						await this.guard(() => this.tables.insertToken(row));
-					} catch (err) {
-						if (isUniqueViolation(err)) throw conflict(`You have a token named ${name}`, "name");
-						throw err;
-					}
+					await this.audited(ctx, "token.create", row.id, { name, role, expiresAt: iso(expiresAt), user: me.id }, async (t) => {
+						try {
+							await this.tables.insertToken(row, t);
+						} catch (err) {
+							if (isUniqueViolation(err)) throw conflict(`You have a token named ${name}`, "name");
+							throw err;
+						}
+					});
 					ctx.meta.$statusCode = 201;
 					ctx.meta.$location = `/tokens/${row.id}`;
 					return { ...tokenView(row, clock.now(), me.tokenId), token: secret };
@@ -233,16 +303,53 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 				params: { id: { type: "string", min: 1, max: 64 } },
 				async handler(this: UsersThis, ctx: Ctx<{ id: string }>) {
 					const me = this.caller(ctx);
-					const token = await this.guard(() => this.tables.token(ctx.params.id));
-					if (!token) throw notFound("Token", ctx.params.id);
-					requireTokenRevocation(me, token);
-					if (!(await this.guard(() => this.tables.removeToken(token.id)))) throw notFound("Token", token.id);
+					const token = await this.checked(ctx, "token.revoke", ctx.params.id, async () => {
+						const found = await this.guard(() => this.tables.token(ctx.params.id));
+						if (!found) throw notFound("Token", ctx.params.id);
+						requireTokenRevocation(me, found);
+						return found;
+					});
+					await this.audited(ctx, "token.revoke", token.id, { name: token.name, user: token.userId }, async (t) => {
+						if (!(await this.tables.removeToken(token.id, t))) throw notFound("Token", token.id);
+					});
 					return tokenView(token, clock.now(), me.tokenId);
 				},
 			},
 		},
 
 		methods: {
+			async audited<T>(
+				this: UsersThis,
+				ctx: Ctx<unknown>,
+				action: AuditAction,
+				target: string | null,
+				change: Record<string, unknown> | null,
+				write: (t: Transaction) => Promise<T>,
+			) {
+				const rec = auditRecord(randomUUID(), clock.now(), actorOf(ctx.meta.user, ctx.meta.clientAddress), action, target, change);
+				let out: T | undefined;
+				try {
+					await this.guard(() =>
+						writeAudited(this.adapter.db, this.audit, rec, async (t) => {
+							out = await write(t);
+						}),
+					);
+				} catch (err) {
+					await recordRefused(this, ctx, action, target, err, clock.now());
+					throw err;
+				}
+				return out as T;
+			},
+
+			async checked<T>(this: UsersThis, ctx: Ctx<unknown>, action: AuditAction, target: string | null, fn: () => Promise<T> | T) {
+				try {
+					return await fn();
+				} catch (err) {
+					await recordRefused(this, ctx, action, target, err, clock.now());
+					throw err;
+				}
+			},
+
 			caller(ctx: Ctx<unknown>): AuthUser {
 				const user = ctx.meta.user;
 				if (!user) throw unauthorized();

@@ -40,6 +40,24 @@ export interface AuditRecord extends AuditActor {
 	outcome: string;
 }
 
+/** Who made a request: the caller the gateway authenticated (with its token's name) and the client's address. */
+export function actorOf(user: { id: string; name: string; tokenName?: string | null } | null | undefined, address: string | null | undefined): AuditActor {
+	return { userId: user?.id ?? null, userName: user?.name ?? null, tokenName: user?.tokenName ?? null, address: address ?? null };
+}
+
+/** A new record of `action` on `target` by `actor`, now. */
+export function auditRecord(
+	id: string,
+	at: number,
+	actor: AuditActor,
+	action: AuditAction,
+	target: string | null,
+	change: Record<string, unknown> | null,
+	outcome = "ok",
+): AuditRecord {
+	return { id, at, ...actor, action, target, change, outcome };
+}
+
 /** A job change as the audit keeps it: secretEnv values masked, an uploaded executable by its size only. */
 export function jobChange(change: Record<string, unknown>): Record<string, unknown> {
 	const out: Record<string, unknown> = { ...change };

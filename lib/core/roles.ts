@@ -118,7 +118,7 @@ export const ROUTES: readonly RouteRule[] = [
 	{ method: "POST", path: "/tokens", action: "users.createToken", role: "viewer" },
 	{ method: "GET", path: "/tokens", action: "users.listTokens", role: "viewer" },
 	{ method: "DELETE", path: "/tokens/:id", action: "users.revokeToken", role: "viewer" },
-	{ method: "GET", path: "/audit", action: "jobs.audit", role: "admin" },
+	{ method: "GET", path: "/audit", action: "api.audit", role: "admin" },
 ];
 
 const BY_ACTION = new Map(ROUTES.map((r) => [r.action, r]));

@@ -89,4 +89,59 @@ describe("audit log", () => {
 		expect((await node.request("POST", "/jobs", { body: { type: "command", executable: "true", schedule: "0 0 1 1 *" } })).status).toBe(201);
 		expect(((await node.request("GET", "/jobs?limit=1000")).body as unknown[]).length).toBe(before + 1);
 	});
+
+	test("user, token and role changes, refused ones and failed authentications, merged with the job changes", async () => {
+		const t0 = new Date().toISOString();
+		const created = await node.request("POST", "/users", { body: { name: "carol", role: "member" } });
+		expect(created.status).toBe(201);
+		const carol = created.body as { id: string; token: string };
+		expect((await node.request("POST", "/users", { body: { name: "carol" } })).status).toBe(409);
+		expect((await node.request("PATCH", `/users/${carol.id}`, { body: { role: "operator" } })).status).toBe(200);
+		const tok = await node.request("POST", "/tokens", { token: carol.token, body: { name: "ci", role: "viewer" } });
+		expect(tok.status).toBe(201);
+		expect((await node.request("GET", "/jobs", { token: "not-a-token" })).status).toBe(401);
+		expect((await node.request("DELETE", `/tokens/${tok.body.id as string}`, { token: carol.token })).status).toBe(200);
+		expect((await node.request("DELETE", `/users/${carol.id}`)).status).toBe(200);
+		await waitFor(async () => (await audit(`?action=auth.failed&from=${encodeURIComponent(t0)}`)).length === 1, 5000, "the failed authentication recorded");
+
+		const session = (await audit(`?from=${encodeURIComponent(t0)}`)).reverse();
+		expect(session.map((r) => [r.action, r.outcome])).toEqual([
+			["user.create", "ok"],
+			["user.create", "409 CONFLICT name"],
+			["user.update", "ok"],
+			["token.create", "ok"],
+			["auth.failed", "Invalid bearer token"],
+			["token.revoke", "ok"],
+			["user.delete", "ok"],
+		]);
+		expect(session[2].change).toEqual({ role: { from: "member", to: "operator" }, viewAll: false });
+		expect(session[3]).toMatchObject({ userName: "carol", tokenName: "default", change: { name: "ci", role: "viewer" } });
+		expect(session[4]).toMatchObject({ userId: null, address: expect.stringMatching(/127\.0\.0\.1/) as unknown });
+		// No secret in any record: the new user's token and the new token's secret were answered once, never kept.
+		const text = JSON.stringify(await audit("?limit=1000"));
+		expect(text).not.toContain(carol.token);
+		expect(text).not.toContain(tok.body.token as string);
+		// The users' records and the jobs' records in one list, newest first.
+		const all = await audit("?limit=1000");
+		expect(all.map((r) => r.at)).toEqual([...all.map((r) => r.at)].sort().reverse());
+		expect(new Set(all.map((r) => r.action.split(".")[0]))).toEqual(new Set(["job", "user", "token", "auth"]));
+	});
+
+	test("a rate-limited address is recorded once a minute, not once a request", async () => {
+		const limited = await startNode({ CRONJOB_AUTH_FAIL_LIMIT: "0.01:2", CRONJOB_TRUST_PROXY: "1" });
+		try {
+			const from = { "x-forwarded-for": "10.9.9.9" };
+			for (let i = 0; i < 6; i++) await limited.request("GET", "/jobs", { token: `bad-${i}`, headers: from });
+			await waitFor(
+				async () => ((await limited.request("GET", "/audit?action=auth.rate_limited")).body as Rec[]).length === 1,
+				5000,
+				"the rate limit recorded",
+			);
+			const recs = (await limited.request("GET", "/audit?limit=100")).body as Rec[];
+			expect(recs.filter((r) => r.action === "auth.failed").length).toBe(2);
+			expect(recs.filter((r) => r.action === "auth.rate_limited")).toEqual([expect.objectContaining({ address: "10.9.9.9", outcome: "429 authentication" })]);
+		} finally {
+			await limited.stop();
+		}
+	});
 });

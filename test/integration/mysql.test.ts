@@ -205,7 +205,7 @@ describeDb(`MySQL/MariaDB (DATABASE_URL${DATABASE_URL ? "" : " is unset: skipped
 		expect(logged.filter((l) => /error|reconnect|fail/i.test(l))).toEqual([]);
 
 		const [tables] = (await admin.query("SELECT TABLE_NAME AS t FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME", [db.name])) as any;
-		expect((tables as any[]).map((r) => r.t).sort()).toEqual(["job_audit", "jobs", "runs", "tokens", "users"]);
+		expect((tables as any[]).map((r) => r.t).sort()).toEqual(["job_audit", "jobs", "runs", "tokens", "user_audit", "users"]);
 		const indexes = async () => {
 			const [rows] = (await admin.query(
 				"SELECT TABLE_NAME AS t, INDEX_NAME AS i, NON_UNIQUE AS nu, GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX) AS c FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? GROUP BY TABLE_NAME, INDEX_NAME, NON_UNIQUE ORDER BY TABLE_NAME, INDEX_NAME",
@@ -229,6 +229,10 @@ describeDb(`MySQL/MariaDB (DATABASE_URL${DATABASE_URL ? "" : " is unset: skipped
 			"tokens.PRIMARY(id) unique",
 			"tokens.tokens_hash_unique(tokenHash) unique",
 			"tokens.tokens_user_name_unique(userId,name) unique",
+			"user_audit.PRIMARY(id) unique",
+			"user_audit.user_audit_at(at)",
+			"user_audit.user_audit_target(target)",
+			"user_audit.user_audit_user_id(userId)",
 			"users.PRIMARY(id) unique",
 			"users.users_name_unique(name) unique",
 			"users.users_token_unique(tokenHash) unique",

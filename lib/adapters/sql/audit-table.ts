@@ -23,6 +23,14 @@ const COLUMNS: Record<keyof Omit<AuditRecord, "change"> | "change", Column> = {
 
 type Row = Omit<AuditRecord, "change"> & { change: string | null };
 
+/** A change and its record, in one transaction: both or neither. */
+export async function writeAudited(db: Sequelize, audit: AuditTable, rec: AuditRecord, write: (t: Transaction) => Promise<void>): Promise<void> {
+	await db.transaction(async (t) => {
+		await write(t);
+		await audit.insert(rec, t);
+	});
+}
+
 export class AuditTable {
 	private constructor(private readonly model: ModelStatic<Model>) {}
 
