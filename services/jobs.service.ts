@@ -56,7 +56,6 @@ interface JobsThis extends DbMixinHost {
 	table: JobTable;
 	ledger: RunLedger;
 	audit: AuditTable;
-	lastPrune: number;
 	requireUser(ctx: Ctx<unknown>): AuthUser;
 	findOwned(ctx: Ctx<unknown>, id: string, mode: "read" | "write"): Promise<JobRow>;
 	changed(id: string, op: string): void;
@@ -70,7 +69,6 @@ interface JobsThis extends DbMixinHost {
 	): Promise<void>;
 	/** Record a refused request (nothing changed); never throws. */
 	auditRefused(ctx: Ctx<unknown>, action: AuditAction, target: string | null, err: unknown): Promise<void>;
-	pruneAudit(): Promise<void>;
 }
 
 /** Fields a user may send (the schema's settable ones); lib/core/validation checks and types them. */
@@ -130,7 +128,6 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 					await syncModel(runs);
 					this.table = new JobTable(this.adapter.model);
 					this.audit = await AuditTable.open(this.adapter.db, "job_audit");
-					this.lastPrune = 0;
 					this.ledger = new RunLedger(this.adapter.db, { jobs: this.adapter.model, runs }, clock);
 				},
 			}),
@@ -499,7 +496,7 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 			) {
 				const rec = auditRecord(randomUUID(), clock.now(), actorOf(ctx.meta.user, ctx.meta.clientAddress), action, target, change);
 				await this.guard(() => writeAudited(this.adapter.db, this.audit, rec, write));
-				await this.pruneAudit();
+				await this.guard(() => this.audit.maybePrune(clock.now(), config.auditRetentionDays), true);
 			},
 
 			async auditRefused(this: JobsThis, ctx: Ctx<unknown>, action: AuditAction, target: string | null, err: unknown) {
@@ -509,14 +506,6 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				} catch (e) {
 					this.logger.warn(`Cannot record a refused ${action} in the audit log: ${(e as Error).message}`);
 				}
-			},
-
-			/** Drop records past the retention, at most once an hour. */
-			async pruneAudit(this: JobsThis) {
-				const now = clock.now();
-				if (config.auditRetentionDays <= 0 || now - this.lastPrune < 3_600_000) return;
-				this.lastPrune = now;
-				await this.guard(() => this.audit.prune(now - config.auditRetentionDays * 86_400_000), true).catch(() => undefined);
 			},
 
 			/** The job if the caller may read it (mode "read") or change and run it ("write"): lib/core/roles.ts. */

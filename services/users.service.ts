@@ -338,6 +338,7 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 					await recordRefused(this, ctx, action, target, err, clock.now());
 					throw err;
 				}
+				await this.guard(() => this.audit.maybePrune(clock.now(), config.auditRetentionDays));
 				return out as T;
 			},
 

@@ -144,4 +144,35 @@ describe("audit log", () => {
 			await limited.stop();
 		}
 	});
+
+	test("retention: records older than CRONJOB_AUDIT_RETENTION_DAYS go at the next change, in both tables", async () => {
+		const n = await startNode({ CRONJOB_AUDIT_RETENTION_DAYS: "1" });
+		try {
+			type Svc = { audit: { insert(rec: Record<string, unknown>): Promise<void> } };
+			const old = (id: string, action: string) => ({
+				id,
+				at: Date.now() - 2 * 86_400_000,
+				userId: null,
+				userName: null,
+				tokenName: null,
+				address: null,
+				action,
+				target: null,
+				change: null,
+				outcome: "ok",
+			});
+			await (n.broker.getLocalService("jobs") as unknown as Svc).audit.insert(old("old-job-record", "job.update"));
+			await (n.broker.getLocalService("users") as unknown as Svc).audit.insert(old("old-user-record", "user.update"));
+			const ids = async () => ((await n.request("GET", "/audit?limit=1000")).body as { id: string }[]).map((r) => r.id);
+			expect(await ids()).toEqual(expect.arrayContaining(["old-job-record", "old-user-record"]));
+			expect((await n.request("POST", "/jobs", { body: { type: "command", executable: "true", schedule: "0 0 1 1 *" } })).status).toBe(201);
+			expect((await n.request("POST", "/users", { body: { name: "dave" } })).status).toBe(201);
+			const left = await ids();
+			expect(left).not.toContain("old-job-record");
+			expect(left).not.toContain("old-user-record");
+			expect(left.length).toBe(2);
+		} finally {
+			await n.stop();
+		}
+	});
 });

@@ -74,4 +74,13 @@ export class AuditTable {
 	async prune(before: number): Promise<number> {
 		return this.model.destroy({ where: { at: { [Op.lt]: before } } });
 	}
+
+	private lastPrune = -Infinity;
+
+	/** The retention (`days`; 0 keeps every record), applied at most once an hour; never throws. */
+	async maybePrune(now: number, days: number): Promise<void> {
+		if (days <= 0 || now - this.lastPrune < 3_600_000) return;
+		this.lastPrune = now;
+		await this.prune(now - days * 86_400_000).catch(() => undefined);
+	}
 }
