@@ -496,7 +496,9 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 			) {
 				const rec = auditRecord(randomUUID(), clock.now(), actorOf(ctx.meta.user, ctx.meta.clientAddress), action, target, change);
 				await this.guard(() => writeAudited(this.adapter.db, this.audit, rec, write));
-				await this.guard(() => this.audit.maybePrune(clock.now(), config.auditRetentionDays), true);
+				// Behind the other work, not awaited: a change's answer did wait for it (POST /jobs p99 +150 ms under load).
+				const prune = this.audit.pruneDue(clock.now(), config.auditRetentionDays);
+				if (prune) this.guard(prune, true).catch((e: Error) => this.logger.warn(`Cannot prune the audit log: ${e.message}`));
 			},
 
 			async auditRefused(this: JobsThis, ctx: Ctx<unknown>, action: AuditAction, target: string | null, err: unknown) {

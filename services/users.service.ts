@@ -338,7 +338,8 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 					await recordRefused(this, ctx, action, target, err, clock.now());
 					throw err;
 				}
-				await this.guard(() => this.audit.maybePrune(clock.now(), config.auditRetentionDays));
+				const prune = this.audit.pruneDue(clock.now(), config.auditRetentionDays);
+				if (prune) this.guard(prune).catch((e: Error) => this.logger.warn(`Cannot prune the audit log: ${e.message}`));
 				return out as T;
 			},
 

@@ -77,10 +77,13 @@ export class AuditTable {
 
 	private lastPrune = -Infinity;
 
-	/** The retention (`days`; 0 keeps every record), applied at most once an hour; never throws. */
-	async maybePrune(now: number, days: number): Promise<void> {
-		if (days <= 0 || now - this.lastPrune < 3_600_000) return;
+	/**
+	 * The retention (`days`; 0 keeps every record), at most once an hour: the prune to run now, or
+	 * null. The caller runs it in the background (a request does not wait for it).
+	 */
+	pruneDue(now: number, days: number): (() => Promise<number>) | null {
+		if (days <= 0 || now - this.lastPrune < 3_600_000) return null;
 		this.lastPrune = now;
-		await this.prune(now - days * 86_400_000).catch(() => undefined);
+		return () => this.prune(now - days * 86_400_000);
 	}
 }
