@@ -80,41 +80,28 @@ load_env() {
 	done < <(bash "$REPO/scripts/services.sh" env)
 }
 
-# The key that seals jobs' secretEnv, shared by every node: CRONJOB_SECRET_KEY when set, else the
-# one kept in the state folder (0600), else a new random one.
-secret_key() {
-	local f="$STATE/secret-key" key
+# A secret the nodes share: the value of the variable NAME when set, else the one kept in
+# <state>/FILE, else BYTES new random bytes (hex). Whichever it is, it is (re)written to
+# <state>/FILE (0600) and printed.
+kept_secret() { # NAME FILE BYTES WHAT
+	local f="$STATE/$2" value
 	mkdir -p "$STATE"
-	if [[ -n "${CRONJOB_SECRET_KEY:-}" ]]; then
-		key="$CRONJOB_SECRET_KEY"
+	if [[ -n "${!1:-}" ]]; then
+		value="${!1}"
 	elif [[ -s "$f" ]]; then
-		key="$(cat "$f")"
+		value="$(cat "$f")"
 	else
-		key="$(node -e 'process.stdout.write(require("crypto").randomBytes(32).toString("hex"))')"
-		log "generated a secret key (kept in $f)"
+		value="$(node -e "process.stdout.write(require('crypto').randomBytes($3).toString('hex'))")"
+		log "generated $4 (kept in $f)"
 	fi
-	(umask 077 && printf '%s\n' "$key" >"$f")
+	(umask 077 && printf '%s\n' "$value" >"$f")
 	chmod 600 "$f"
-	printf '%s' "$key"
+	printf '%s' "$value"
 }
 
-# The admin token the nodes get: CRONJOB_ADMIN_TOKEN when set, else the one kept in the state
-# folder, else a new random one. Whichever it is, it is (re)written to <state>/admin-token (0600).
-admin_token() {
-	local f="$STATE/admin-token" token
-	mkdir -p "$STATE"
-	if [[ -n "${CRONJOB_ADMIN_TOKEN:-}" ]]; then
-		token="$CRONJOB_ADMIN_TOKEN"
-	elif [[ -s "$f" ]]; then
-		token="$(cat "$f")"
-	else
-		token="$(node -e 'process.stdout.write(require("crypto").randomBytes(24).toString("hex"))')"
-		log "generated an admin token (kept in $f)"
-	fi
-	(umask 077 && printf '%s\n' "$token" >"$f")
-	chmod 600 "$f"
-	printf '%s' "$token"
-}
+# The admin token the nodes get, and the key that seals jobs' secretEnv (the same on every node).
+admin_token() { kept_secret CRONJOB_ADMIN_TOKEN admin-token 24 "an admin token"; }
+secret_key() { kept_secret CRONJOB_SECRET_KEY secret-key 32 "a secret key"; }
 
 # A node died while we waited: show why and stop.
 check_alive() { # NAME

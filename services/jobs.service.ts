@@ -29,7 +29,7 @@ import type { AuthUser, RunRecord, RunResult, RunStart } from "../lib/core/types
 import { checkEnvDisjoint, ID_PATTERN, MAX_PAGE_LIMIT, MAX_PAGE_OFFSET, sealSecretEnv, validateJobCreate, validateJobPatch } from "../lib/core/validation";
 import type { SecretBox } from "../lib/adapters/secrets/secret-box";
 import { AuditTable, writeAudited } from "../lib/adapters/sql/audit-table";
-import { AUDIT_OFFSET_MAX, AUDIT_PAGE_MAX, auditFilter, auditParams, type AuditQuery } from "../lib/adapters/moleculer/audit-params";
+import { auditAction } from "../lib/adapters/moleculer/audit-params";
 import { actorOf, auditRecord, jobChange, jobPatchAction, refusedOutcome, type AuditAction } from "../lib/core/audit";
 import { iso, jobRowChanges, jobView, newJobRow, runView, workerJobView, type JobRow, type WorkerJob } from "../lib/core/views";
 import { DbMixin, type DbMixinHost } from "../mixins/db.mixin";
@@ -170,17 +170,8 @@ export default function createJobsService(deps: JobsDeps): ServiceSchema<Service
 				},
 			},
 
-			/** The job changes and refused job requests, newest first (GET /audit: api.audit merges it with the users service's). */
-			audit: {
-				visibility: "public",
-				params: auditParams(AUDIT_PAGE_MAX + AUDIT_OFFSET_MAX),
-				async handler(this: JobsThis, ctx: Ctx<AuditQuery>) {
-					if (ctx.meta.user) requireRole(ctx.meta.user, "admin", "Reading the audit log");
-					const filter = auditFilter(ctx.params);
-					const rows = await this.guard(() => this.audit.list(filter));
-					return rows.map((r) => ({ ...r, at: iso(r.at) }));
-				},
-			},
+			/** The job changes and refused job requests (GET /audit: api.audit merges them with the users service's). */
+			audit: auditAction(),
 
 			// ---- REST-facing ----
 			createJob: {

@@ -38,7 +38,7 @@ import { ErrorsMixin } from "../lib/adapters/moleculer/errors";
 import { DbMixin, type DbMixinHost } from "../mixins/db.mixin";
 import type { Transaction } from "sequelize";
 import { AuditTable, writeAudited } from "../lib/adapters/sql/audit-table";
-import { AUDIT_OFFSET_MAX, AUDIT_PAGE_MAX, auditFilter, auditParams, type AuditQuery } from "../lib/adapters/moleculer/audit-params";
+import { auditAction } from "../lib/adapters/moleculer/audit-params";
 import { actorOf, auditRecord, refusedOutcome, type AuditAction } from "../lib/core/audit";
 
 export interface UsersDeps {
@@ -66,6 +66,11 @@ interface UsersThis extends DbMixinHost {
 }
 
 export const BUILTIN_ADMIN = "admin";
+
+/** The built-in admin's "default" token, of this hash. */
+function defaultToken(userId: string, tokenHash: string, now: number): TokenRow {
+	return { id: randomUUID(), userId, name: DEFAULT_TOKEN_NAME, tokenHash, role: null, expiresAt: null, createdAt: now, lastUsedAt: null };
+}
 
 /** A refused request in the audit log (a client error: a fault of ours is logged, not audited); never throws. */
 async function recordRefused(svc: UsersThis, ctx: Ctx<unknown>, action: AuditAction, target: string | null, err: unknown, now: number): Promise<void> {
@@ -250,16 +255,8 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 				},
 			},
 
-			/** User, token and role changes, refused ones, failed authentications, newest first (api.audit merges it with the jobs service's). */
-			audit: {
-				visibility: "public",
-				params: auditParams(AUDIT_PAGE_MAX + AUDIT_OFFSET_MAX),
-				async handler(this: UsersThis, ctx: Ctx<AuditQuery>) {
-					if (ctx.meta.user) requireRole(ctx.meta.user, "admin", "Reading the audit log");
-					const filter = auditFilter(ctx.params);
-					return (await this.guard(() => this.audit.list(filter))).map((r) => ({ ...r, at: iso(r.at) }));
-				},
-			},
+			/** User, token and role changes, refused ones, failed authentications (api.audit merges them with the jobs service's). */
+			audit: auditAction(),
 
 			/** A new token of the caller's: the secret is answered this once. */
 			createToken: {
@@ -371,16 +368,7 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 					if (!admin) {
 						const id = randomUUID();
 						const user = { id, name: BUILTIN_ADMIN, admin: true, role: "admin", viewAll: false, createdAt: clock.now() };
-						const token: TokenRow = {
-							id: randomUUID(),
-							userId: id,
-							name: DEFAULT_TOKEN_NAME,
-							tokenHash,
-							role: null,
-							expiresAt: null,
-							createdAt: clock.now(),
-							lastUsedAt: null,
-						};
+						const token = defaultToken(id, tokenHash, clock.now());
 						try {
 							await tables.createUser(user, token);
 							return;
@@ -395,17 +383,7 @@ export default function createUsersService(deps: UsersDeps): ServiceSchema<Servi
 					if (current && current.tokenHash === tokenHash) return;
 					try {
 						if (current) await tables.setTokenHash(current.id, tokenHash);
-						else
-							await tables.insertToken({
-								id: randomUUID(),
-								userId: admin.id,
-								name: DEFAULT_TOKEN_NAME,
-								tokenHash,
-								role: null,
-								expiresAt: null,
-								createdAt: clock.now(),
-								lastUsedAt: null,
-							});
+						else await tables.insertToken(defaultToken(admin.id, tokenHash, clock.now()));
 					} catch (err) {
 						if (!isUniqueViolation(err)) throw err; // another node set it at the same time
 					}

@@ -2,8 +2,13 @@
  * The audit log's query, as the services' actions take it (`jobs.audit`, `users.audit`, and the
  * gateway's `api.audit`, which merges the two): filters, a time range as ISO 8601 text, paging.
  */
+import type { Context } from "moleculer";
 import { invalidField } from "../../core/errors";
 import type { AuditFilter } from "../../core/audit";
+import { requireRole } from "../../core/roles";
+import type { AuthUser } from "../../core/types";
+import { iso } from "../../core/views";
+import type { AuditTable } from "../sql/audit-table";
 
 /** Records a REST page may ask for, and how deep it may page (the gateway asks each service for offset + limit). */
 export const AUDIT_PAGE_MAX = 1000;
@@ -42,4 +47,17 @@ export function auditFilter(q: AuditQuery): AuditFilter {
 		return ms;
 	};
 	return { user: q.user, target: q.job, action: q.action, from: time("from"), to: time("to"), limit: q.limit ?? 100, offset: q.offset ?? 0 };
+}
+
+/** A service's own audit records as an action (`jobs.audit`, `users.audit`): newest first; admins only when a user calls. */
+export function auditAction() {
+	return {
+		visibility: "public" as const,
+		params: auditParams(AUDIT_PAGE_MAX + AUDIT_OFFSET_MAX),
+		async handler(this: { audit: AuditTable; guard<T>(fn: () => Promise<T>): Promise<T> }, ctx: Context<AuditQuery, { user?: AuthUser }>) {
+			if (ctx.meta.user) requireRole(ctx.meta.user, "admin", "Reading the audit log");
+			const filter = auditFilter(ctx.params);
+			return (await this.guard(() => this.audit.list(filter))).map((r) => ({ ...r, at: iso(r.at) }));
+		},
+	};
 }
