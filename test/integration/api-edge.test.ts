@@ -5,9 +5,9 @@
  * CRONJOB_CORS_ORIGINS. test/integration/api-fuzz.test.ts generates such requests; these are the
  * measured ones, kept as plain regressions.
  */
-import * as http from "node:http";
 import * as zlib from "node:zlib";
 import { ADMIN_TOKEN, startNode, type TestNode } from "../support/node";
+import { rawRequest, type RawAnswer } from "../support/raw-http";
 
 let node: TestNode;
 let alice: { id: string; token: string };
@@ -15,36 +15,9 @@ let job: string;
 
 const body = { type: "command", executable: "true", schedule: "0 0 29 2 *" };
 
-/** node:http, so that any method, header and body (bytes, or on OPTIONS) goes out as given. */
-function send(
-	n: TestNode,
-	method: string,
-	path: string,
-	headers: Record<string, string> = {},
-	data?: Buffer,
-): Promise<{ status: number; body: any; text: string; headers: http.IncomingHttpHeaders }> {
-	const u = new URL(n.url);
-	return new Promise((resolve, reject) => {
-		const req = http.request(
-			{ host: u.hostname, port: u.port, method, path, agent: false, headers: { ...headers, ...(data ? { "content-length": String(data.length) } : {}) } },
-			(res) => {
-				const chunks: Buffer[] = [];
-				res.on("data", (c: Buffer) => chunks.push(c));
-				res.on("end", () => {
-					const text = Buffer.concat(chunks).toString("utf8");
-					let parsed: unknown = text;
-					try {
-						parsed = text ? JSON.parse(text) : null;
-					} catch {
-						/* not JSON */
-					}
-					resolve({ status: res.statusCode ?? 0, body: parsed, text, headers: res.headers });
-				});
-			},
-		);
-		req.on("error", reject);
-		req.end(data);
-	});
+/** Any method, header and body (bytes, or on OPTIONS) as given. */
+function send(n: TestNode, method: string, path: string, headers: Record<string, string> = {}, data?: Buffer): Promise<RawAnswer> {
+	return rawRequest(n.url, method, path, headers, data);
 }
 
 async function jobsCount(): Promise<number> {

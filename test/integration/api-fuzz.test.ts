@@ -17,12 +17,13 @@
  * so nothing changes the database behind a request's back: a manual run (`POST /jobs/{id}/run`,
  * 202) is waited for until it has finished before the next request.
  */
-import * as http from "node:http";
+import type * as http from "node:http";
 import * as zlib from "node:zlib";
 import fc from "fast-check";
 import mysql from "mysql2/promise";
 import { QueryTypes, type Model, type ModelStatic, type Sequelize } from "sequelize";
 import { ADMIN_TOKEN, startNode, type TestNode } from "../support/node";
+import { rawRequest } from "../support/raw-http";
 import { waitFor } from "../support/wait";
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261201);
@@ -63,38 +64,9 @@ interface Req {
 	body?: Buffer;
 }
 
-/** One HTTP request as given (node:http: any method, a body on any method, raw bytes, any header). */
+/** One HTTP request as given (any method, a body on any method, raw bytes, any header). */
 function send({ method, path, headers = {}, body }: Req): Promise<Answer> {
-	const u = new URL(node.url);
-	return new Promise((resolve, reject) => {
-		const req = http.request(
-			{
-				host: u.hostname,
-				port: u.port,
-				method,
-				path,
-				agent: false,
-				headers: { ...headers, ...(body !== undefined ? { "content-length": String(body.length) } : {}) },
-			},
-			(res) => {
-				const chunks: Buffer[] = [];
-				res.on("data", (c: Buffer) => chunks.push(c));
-				res.on("error", reject);
-				res.on("end", () => {
-					const text = Buffer.concat(chunks).toString("utf8");
-					let parsed: unknown = text;
-					try {
-						parsed = text ? JSON.parse(text) : null;
-					} catch {
-						/* not JSON */
-					}
-					resolve({ status: res.statusCode ?? 0, body: parsed, text, headers: res.headers });
-				});
-			},
-		);
-		req.on("error", reject);
-		req.end(body);
-	});
+	return rawRequest(node.url, method, path, headers, body);
 }
 
 /** What a refused request must not change. */
