@@ -6,14 +6,12 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { randomBytes } from "node:crypto";
-import mysql from "mysql2/promise";
 import { Sequelize } from "sequelize";
 import { syncModel } from "../../lib/adapters/sql/db";
 import { jobModel } from "../../lib/adapters/sql/models";
 import { validateJobCreate } from "../../lib/core/validation";
 import { newJobRow } from "../../lib/core/views";
-import { connectionOptions } from "../support/mariadb";
+import { freshSequelizeDatabase } from "../support/mariadb";
 
 const { DATABASE_URL } = process.env;
 
@@ -49,18 +47,11 @@ describe("a jobs table of an older version is upgraded in place", () => {
 	});
 
 	(DATABASE_URL ? test : test.skip)("MariaDB", async () => {
-		const name = `cronjob_test_migrate_${randomBytes(4).toString("hex")}`;
-		const admin = await mysql.createConnection(connectionOptions(DATABASE_URL as string));
-		await admin.query(`CREATE DATABASE \`${name}\``);
-		const url = new URL(DATABASE_URL as string);
-		url.pathname = `/${name}`;
-		const seq = new Sequelize(url.toString(), { dialect: "mysql", logging: false });
+		const { seq, drop } = await freshSequelizeDatabase(DATABASE_URL as string, "cronjob_test_migrate");
 		try {
 			await upgrade(seq);
 		} finally {
-			await seq.close();
-			await admin.query(`DROP DATABASE \`${name}\``);
-			await admin.end();
+			await drop();
 		}
 	});
 });

@@ -7,13 +7,12 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { createHash, randomBytes } from "node:crypto";
-import mysql from "mysql2/promise";
+import { createHash } from "node:crypto";
 import { DataTypes, QueryTypes, Sequelize } from "sequelize";
 import { syncModel } from "../../lib/adapters/sql/db";
 import { defineTokenModel, userModel, UserTables } from "../../lib/adapters/sql/user-tables";
 import { callerOf } from "../../lib/core/roles";
-import { connectionOptions } from "../support/mariadb";
+import { freshSequelizeDatabase } from "../support/mariadb";
 import { ADMIN_TOKEN, startNode, tempDir } from "../support/node";
 
 const { DATABASE_URL } = process.env;
@@ -123,12 +122,7 @@ test("a users table from before roles and named tokens is upgraded in place", as
 
 /** The same upgrade through the users service's tables on MariaDB: the columns, the move, the lookup's SQL. */
 (DATABASE_URL ? test : test.skip)("MariaDB: the users table is upgraded in place and the tokens are found by their hash", async () => {
-	const name = `cronjob_test_users_${randomBytes(4).toString("hex")}`;
-	const admin = await mysql.createConnection(connectionOptions(DATABASE_URL as string));
-	await admin.query(`CREATE DATABASE \`${name}\``);
-	const url = new URL(DATABASE_URL as string);
-	url.pathname = `/${name}`;
-	const seq = new Sequelize(url.toString(), { dialect: "mysql", logging: false });
+	const { seq, drop } = await freshSequelizeDatabase(DATABASE_URL as string, "cronjob_test_users");
 	try {
 		await oldUsers(seq);
 		const def = userModel();
@@ -151,8 +145,6 @@ test("a users table from before roles and named tokens is upgraded in place", as
 		expect((await tables.lookup(sha(ALICE)))!.token.lastUsedAt).toBe(5_000_000);
 		expect(await tables.countAdmins()).toBe(2);
 	} finally {
-		await seq.close();
-		await admin.query(`DROP DATABASE \`${name}\``);
-		await admin.end();
+		await drop();
 	}
 });

@@ -6,9 +6,12 @@
  * same port with the same data.
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import mysql from "mysql2/promise";
+import { Sequelize } from "sequelize";
 import { binary, freePort } from "./proc";
 
 const INSTALL = "apt-get install mariadb-server";
@@ -141,5 +144,26 @@ export function connectionOptions(
 		password: decodeURIComponent(u.password),
 		database,
 		connectTimeout: 5000,
+	};
+}
+
+/**
+ * A fresh database `<prefix>_<random>` on the server of `databaseUrl`, as a Sequelize connection;
+ * drop() closes it and drops the database.
+ */
+export async function freshSequelizeDatabase(databaseUrl: string, prefix: string): Promise<{ seq: Sequelize; drop: () => Promise<void> }> {
+	const name = `${prefix}_${randomBytes(4).toString("hex")}`;
+	const admin = await mysql.createConnection(connectionOptions(databaseUrl));
+	await admin.query(`CREATE DATABASE \`${name}\``);
+	const url = new URL(databaseUrl);
+	url.pathname = `/${name}`;
+	const seq = new Sequelize(url.toString(), { dialect: "mysql", logging: false });
+	return {
+		seq,
+		async drop() {
+			await seq.close();
+			await admin.query(`DROP DATABASE \`${name}\``);
+			await admin.end();
+		},
 	};
 }
