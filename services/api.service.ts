@@ -484,7 +484,8 @@ export default function createApiService(deps: ApiDeps): ServiceSchema {
 					throw err;
 				}
 				if (!user) throw failed("Invalid bearer token");
-				refused(limits.token.take(createHash("sha256").update(token).digest("hex"), now), "token", limited);
+				// Keyed by the token's hash (the token itself is kept nowhere); no hash when there is no limit.
+				if (limits.token.limit.perSecond > 0) refused(limits.token.take(createHash("sha256").update(token).digest("hex"), now), "token", limited);
 				// For the audit log: where the request came from.
 				(ctx.meta as { clientAddress?: string }).clientAddress = address;
 				return user;
